@@ -1,0 +1,5 @@
+import sys
+
+from mlattack.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""mlattack.data."""
