@@ -1,1 +1,59 @@
-"""mlattack.attacks."""
+"""Multi-label adversarial attacks on one contract (DESIGN §3.2).
+
+``result = GMLA(model, graph, eps=0.01)(images, targets)``; every attack returns an
+:class:`AttackResult`. ``ATTACKS`` maps the lower-case names used in configs to the classes and
+:func:`build_attack` builds one by name.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from .apgd import APGDAttack, run_apgd
+from .base import Attack, AttackProblem, AttackResult, LoopOutput
+from .gmla import GMLA, gmla_direction
+from .mla import MLAC, MLAU
+
+if TYPE_CHECKING:
+    from ..graph import LabelGraph
+
+__all__ = [
+    "ATTACKS",
+    "GMLA",
+    "MLAC",
+    "MLAU",
+    "APGDAttack",
+    "Attack",
+    "AttackProblem",
+    "AttackResult",
+    "LoopOutput",
+    "build_attack",
+    "gmla_direction",
+    "run_apgd",
+]
+
+ATTACKS: dict[str, type[Attack]] = {
+    "mla-u": MLAU,
+    "mla-c": MLAC,
+    "gmla": GMLA,
+}
+
+
+def build_attack(
+    name: str, model: nn.Module, graph: LabelGraph | None = None, **options: Any
+) -> Attack:
+    """Build the attack registered as ``name`` (case-insensitive, see ``ATTACKS``).
+
+    ``graph`` is passed only to attacks whose constructor takes one; ``options`` go to the
+    constructor (``eps``, ``steps``, ``tau``, ...).
+    """
+    key = name.strip().lower()
+    if key not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; known attacks: {', '.join(sorted(ATTACKS))}")
+    cls = ATTACKS[key]
+    if "graph" in inspect.signature(cls.__init__).parameters:
+        options["graph"] = graph
+    return cls(model, **options)

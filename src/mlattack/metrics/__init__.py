@@ -1,1 +1,13 @@
-"""mlattack.metrics."""
+"""Metrics of multi-label attacks: FR_N, FR_S, NT_R, SSIM (DESIGN §3.3) and gradient correlation."""
+
+from mlattack.metrics.fooling import Metrics, evaluate
+from mlattack.metrics.gradients import gradient_correlation, target_nontarget_gradients
+from mlattack.metrics.ssim import ssim_per_image
+
+__all__ = [
+    "Metrics",
+    "evaluate",
+    "gradient_correlation",
+    "ssim_per_image",
+    "target_nontarget_gradients",
+]

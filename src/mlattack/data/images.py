@@ -1,0 +1,141 @@
+"""Datasets of image files with label vectors, and how unreadable images are skipped.
+
+Policy for unreadable images (missing, truncated, corrupt, not an image): by default they are found
+*lazily*. When ``__getitem__(i)`` cannot decode image ``i``, it warns once, remembers ``i`` as bad, and
+returns the next readable image instead (wrapping around), so an epoch never dies halfway and the
+batch size stays fixed; ``num_skipped`` counts the bad images met so far. With ``validate=True`` every
+image is decoded once at construction and the unreadable ones are dropped up front (``len`` shrinks,
+``num_skipped`` is final). With ``DataLoader(num_workers>0)`` the lazy count lives in the workers, so
+use ``validate=True`` there when the count matters.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from mlattack.data.labels import LabelSpace
+
+if TYPE_CHECKING:
+    from mlattack.graph import LabelGraph
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class UnreadableImageError(OSError):
+    """An image file that PIL cannot decode (or that is missing)."""
+
+
+def load_image(path: str | Path, size: int) -> torch.Tensor:
+    """Image file -> float tensor ``[3, size, size]`` in [0, 1] (RGB, bilinear resize to a square).
+
+    Raises :class:`UnreadableImageError` naming the file when it is missing or cannot be decoded.
+    """
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UnreadableImageError(f"cannot read image {path}: {exc}") from exc
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def check_size(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise ValueError(f"size must be an int >= 8 (pixels), got {size!r}")
+    return size
+
+
+def require_dir(path: str | Path, what: str) -> Path:
+    found = Path(path)
+    if not found.is_dir():
+        raise FileNotFoundError(f"{what} folder not found: {found}")
+    return found
+
+
+def require_file(path: str | Path, what: str) -> Path:
+    found = Path(path)
+    if not found.is_file():
+        raise FileNotFoundError(f"{what} file not found: {found}")
+    return found
+
+
+class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Image files with label vectors (base of the file-backed datasets).
+
+    Yields ``(image float [3, size, size] in [0, 1], labels float [C] of 0/1)``. Attributes:
+    ``label_names``, ``graph`` (over ``label_names``, or None), ``labels`` (the whole float label
+    matrix ``[N, C]``, e.g. for co-occurrence statistics), ``paths``, ``num_skipped``.
+    See the module docstring for how unreadable images are skipped.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        labels: torch.Tensor,
+        space: LabelSpace,
+        *,
+        size: int,
+        transform: Transform | None = None,
+        validate: bool = False,
+    ) -> None:
+        if labels.shape != (len(paths), len(space.names)):
+            raise ValueError(f"labels shape {tuple(labels.shape)} != ({len(paths)}, {len(space.names)})")
+        self.size = check_size(size)
+        self.transform = transform
+        self.label_names: tuple[str, ...] = space.names
+        self.graph: LabelGraph | None = space.graph
+        self.paths: list[Path] = list(paths)
+        self.labels = labels
+        self._bad: set[int] = set()
+        self._dropped = 0
+        if validate:
+            self._drop_unreadable()
+
+    @property
+    def num_skipped(self) -> int:
+        """Unreadable images dropped at construction or met (and skipped) so far."""
+        return self._dropped + len(self._bad)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        count = len(self.paths)
+        if not -count <= index < count:
+            raise IndexError(f"index {index} out of range for a dataset of {count} images")
+        index %= count
+        for offset in range(count):
+            current = (index + offset) % count
+            if current in self._bad:
+                continue
+            try:
+                image = load_image(self.paths[current], self.size)
+            except UnreadableImageError as exc:
+                self._bad.add(current)
+                warnings.warn(f"skipping unreadable image ({exc})", RuntimeWarning, stacklevel=2)
+                continue
+            if self.transform is not None:
+                image = self.transform(image)
+            return image, self.labels[current]
+        raise RuntimeError(f"no readable image among the {count} images of this dataset")
+
+    def _drop_unreadable(self) -> None:
+        keep: list[int] = []
+        for i, path in enumerate(self.paths):
+            try:
+                with Image.open(path) as opened:
+                    opened.load()  # a full decode: verify() misses truncated JPEGs
+                keep.append(i)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                warnings.warn(f"dropping unreadable image {path}: {exc}", RuntimeWarning, stacklevel=3)
+        self._dropped = len(self.paths) - len(keep)
+        self.paths = [self.paths[i] for i in keep]
+        self.labels = self.labels[torch.tensor(keep, dtype=torch.long)]

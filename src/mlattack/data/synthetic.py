@@ -1,0 +1,308 @@
+"""Synthetic hierarchical scenes: procedurally drawn shapes from a two-level taxonomy.
+
+Every image is a dark, slightly noisy background split into a 2x2 grid of cells; 1-3 objects (up to
+4 with the correlated additions) sit in distinct cells, each a filled shape in a random bright colour.
+Sixteen shapes (the leaves) fall into four groups (the parents):
+
+- ``round``: disc, ring, half_disc, ellipse
+- ``angular``: square, frame, diamond, triangle
+- ``strokes``: plus, cross, ell, tee
+- ``patterns``: checker, hstripes, vstripes, dots
+
+Colour carries no class information, so a model has to learn shapes. Some *unrelated* leaves (from
+different groups) co-occur on purpose: for each pair ``(A, B)`` in ``correlated_pairs``, an image that
+shows ``A`` also shows ``B`` with probability ``correlation`` - the spurious correlation a trained model
+picks up and that semantic-aware attacks have to fight.
+
+Everything is a pure function of ``(seed, split, index)``: random numbers come from a counter-based
+hash (SplitMix64) of those three and a slot number, so any image can be drawn alone or in a batch, in
+any order, with identical results. Batches are drawn with vectorised torch ops (``render``;
+``__getitems__`` lets a ``DataLoader`` use it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+if TYPE_CHECKING:
+    from mlattack.graph import LabelGraph
+
+ShapeMask = Callable[[Tensor, Tensor], Tensor]
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "round": ("disc", "ring", "half_disc", "ellipse"),
+    "angular": ("square", "frame", "diamond", "triangle"),
+    "strokes": ("plus", "cross", "ell", "tee"),
+    "patterns": ("checker", "hstripes", "vstripes", "dots"),
+}
+DEFAULT_PAIRS: tuple[tuple[str, str], ...] = (
+    ("ring", "tee"),
+    ("triangle", "checker"),
+    ("plus", "ellipse"),
+)
+SPLITS = {"train": 0, "val": 1, "test": 2}
+
+
+def _box(u: Tensor, v: Tensor, half: float) -> Tensor:
+    return torch.maximum(u.abs(), v.abs()) <= half
+
+
+def _stripes(w: Tensor, period: float) -> Tensor:
+    return torch.remainder(w + 1.0, period) < period / 2
+
+
+# Shape masks on coordinates (u, v) scaled so the object's bounding box is [-1, 1]^2 (v points down).
+SHAPES: dict[str, ShapeMask] = {
+    "disc": lambda u, v: u * u + v * v <= 1.0,
+    "ring": lambda u, v: ((u * u + v * v) <= 1.0) & ((u * u + v * v) >= 0.3),
+    "half_disc": lambda u, v: (u * u + v * v <= 1.0) & (v <= 0.15),
+    "ellipse": lambda u, v: u * u + (v / 0.5) ** 2 <= 1.0,
+    "square": lambda u, v: _box(u, v, 0.85),
+    "frame": lambda u, v: _box(u, v, 0.95) & ~_box(u, v, 0.55),
+    "diamond": lambda u, v: u.abs() + v.abs() <= 1.0,
+    "triangle": lambda u, v: (v <= 0.85) & (u.abs() <= 0.55 * (v + 0.95)),
+    "plus": lambda u, v: ((u.abs() <= 0.28) | (v.abs() <= 0.28)) & _box(u, v, 0.95),
+    "cross": lambda u, v: (((u - v).abs() <= 0.38) | ((u + v).abs() <= 0.38)) & _box(u, v, 0.9),
+    "ell": lambda u, v: _box(u, v, 0.9) & ((u <= -0.35) | (v >= 0.35)),
+    "tee": lambda u, v: _box(u, v, 0.9) & ((v <= -0.35) | (u.abs() <= 0.28)),
+    "checker": lambda u, v: _box(u, v, 0.9) & (_stripes(u, 0.9) ^ _stripes(v, 0.9)),
+    "hstripes": lambda u, v: _box(u, v, 0.9) & _stripes(v, 0.6),
+    "vstripes": lambda u, v: _box(u, v, 0.9) & _stripes(u, 0.6),
+    "dots": lambda u, v: (
+        _box(u, v, 0.95)
+        & ((torch.remainder(u + 1.0, 0.66) - 0.33) ** 2 + (torch.remainder(v + 1.0, 0.66) - 0.33) ** 2 <= 0.045)
+    ),
+}
+
+CELLS = 4  # a 2x2 grid: at most four objects, never overlapping
+NOISE_BANK = 32
+NOISE_LEVEL = 0.04
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finaliser, vectorised over uint64 (wrap-around arithmetic is intended)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+class SyntheticScenes(Dataset[tuple[Tensor, Tensor]]):
+    """Procedural multi-label scenes over a 20-label two-level taxonomy (4 groups, 16 shapes).
+
+    Args:
+        n: number of images in this split.
+        size: image side in pixels (>= 16).
+        seed: dataset seed; ``(seed, split, index)`` fixes an image completely.
+        split: ``"train"``, ``"val"`` or ``"test"`` (independent streams of images).
+        min_objects, max_objects: the number of independently chosen shapes per image (1-3 by default;
+            a correlated addition may add one more, up to four).
+        correlated_pairs: ``(A, B)`` leaf pairs; when ``A`` is drawn, ``B`` joins with probability
+            ``correlation`` (if a cell is free).
+        correlation: that probability.
+
+    Yields ``(image float [3, size, size] in [0, 1], labels float [20] of 0/1)``; labels are the
+    groups then the leaves (``label_names``), a group on whenever one of its leaves is.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        size: int = 64,
+        seed: int = 0,
+        split: str = "train",
+        min_objects: int = 1,
+        max_objects: int = 3,
+        correlated_pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS,
+        correlation: float = 0.9,
+    ) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 16:
+            raise ValueError(f"size must be an int >= 16, got {size!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+        if not 1 <= min_objects <= max_objects <= CELLS - 1:
+            raise ValueError(
+                f"need 1 <= min_objects <= max_objects <= {CELLS - 1}, got {min_objects}, {max_objects}"
+            )
+        if not 0.0 <= correlation <= 1.0:
+            raise ValueError(f"correlation must be in [0, 1], got {correlation!r}")
+        self.n = n
+        self.size = size
+        self.seed = int(seed)
+        self.split = split
+        self.min_objects = min_objects
+        self.max_objects = max_objects
+        self.correlation = float(correlation)
+        self.leaf_names: tuple[str, ...] = tuple(leaf for leaves in GROUPS.values() for leaf in leaves)
+        self.group_names: tuple[str, ...] = tuple(GROUPS)
+        self.label_names: tuple[str, ...] = self.group_names + self.leaf_names
+        self.correlated_pairs: list[tuple[str, str]] = self._check_pairs(correlated_pairs)
+        self._pair_index = torch.tensor(
+            [[self.leaf_names.index(a), self.leaf_names.index(b)] for a, b in self.correlated_pairs],
+            dtype=torch.long,
+        ).reshape(-1, 2)
+        self._leaf_group = torch.tensor(
+            [g for g, leaves in enumerate(GROUPS.values()) for _ in leaves], dtype=torch.long
+        )
+        self.num_skipped = 0
+        self._graph: LabelGraph | None = None
+        self._key = int(_splitmix64(np.array([self.seed * 8 + SPLITS[split]], dtype=np.uint64))[0])
+        noise = torch.Generator().manual_seed(self.seed)
+        self._noise = (torch.rand(NOISE_BANK, 1, size, size, generator=noise) - 0.5) * (2 * NOISE_LEVEL)
+        self._grid = torch.arange(size, dtype=torch.float32) + 0.5
+        self._labels: Tensor | None = None
+
+    def _check_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        checked: list[tuple[str, str]] = []
+        sources: set[str] = set()
+        for pair in pairs:
+            if len(pair) != 2:
+                raise ValueError(f"a correlated pair needs two leaf names, got {pair!r}")
+            a, b = str(pair[0]), str(pair[1])
+            for name in (a, b):
+                if name not in self.leaf_names:
+                    raise ValueError(f"correlated pair {pair!r}: {name!r} is not a leaf {self.leaf_names}")
+            if a == b:
+                raise ValueError(f"correlated pair {pair!r} pairs a leaf with itself")
+            if a in sources:
+                raise ValueError(f"leaf {a!r} starts more than one correlated pair")
+            sources.add(a)
+            checked.append((a, b))
+        return checked
+
+    @property
+    def graph(self) -> LabelGraph:
+        """The taxonomy: each group is the parent of its four leaves."""
+        if self._graph is None:
+            from mlattack.graph import LabelGraph
+
+            edges = [(group, leaf) for group, leaves in GROUPS.items() for leaf in leaves]
+            self._graph = LabelGraph(self.label_names, edges)
+        return self._graph
+
+    @property
+    def labels(self) -> Tensor:
+        """The float label matrix ``[n, 20]`` of the whole split (cheap: no drawing)."""
+        if self._labels is None:
+            self._labels = self._scene(torch.arange(self.n))[0]
+        return self._labels
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        if not -self.n <= index < self.n:
+            raise IndexError(f"index {index} out of range for {self.n} images")
+        images, labels = self.render([index % self.n])
+        return images[0], labels[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Tensor, Tensor]]:
+        images, labels = self.render(indices)
+        return list(zip(images, labels, strict=True))
+
+    # -- drawing -------------------------------------------------------------------------------
+
+    def _uniforms(self, indices: Tensor, slots: int, offset: int) -> Tensor:
+        """Uniform [0, 1) numbers ``[len(indices), slots]``, a pure function of (seed, split, index, slot)."""
+        image_keys = _splitmix64(indices.numpy().astype(np.uint64) ^ np.uint64(self._key))
+        slot_ids = np.arange(offset, offset + slots, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03)
+        bits = _splitmix64(image_keys[:, None] + slot_ids[None, :])
+        return torch.from_numpy((bits >> np.uint64(11)).astype(np.float64) * 2.0**-53).float()
+
+    def _scene(self, indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Labels ``[B, 20]`` and object slots: ``leaf [B, 4]`` (-1 = empty cell), ``present [B, 16]``."""
+        count = len(indices)
+        leaves = len(self.leaf_names)
+        u = self._uniforms(indices, 1 + leaves + len(self.correlated_pairs) + CELLS, 0)
+        span = self.max_objects - self.min_objects + 1
+        k = self.min_objects + (u[:, 0] * span).long().clamp_max(span - 1)
+        # k distinct leaves: the k smallest of 16 independent uniforms
+        order = u[:, 1 : 1 + leaves].argsort(dim=1)
+        chosen = torch.full((count, CELLS), -1, dtype=torch.long)
+        chosen[:, : self.max_objects] = order[:, : self.max_objects]
+        chosen[torch.arange(CELLS)[None, :] >= k[:, None]] = -1
+        present = torch.zeros(count, leaves, dtype=torch.bool)
+        rows = torch.arange(count)
+        for slot in range(CELLS):
+            valid = chosen[:, slot] >= 0
+            present[rows[valid], chosen[valid, slot]] = True
+        used = k.clone()
+        pair_draws = u[:, 1 + leaves : 1 + leaves + len(self.correlated_pairs)]
+        for p, (a, b) in enumerate(self._pair_index.tolist()):
+            add = present[:, a] & ~present[:, b] & (pair_draws[:, p] < self.correlation) & (used < CELLS)
+            chosen[rows[add], used[add]] = b
+            present[add, b] = True
+            used += add.long()
+        # shuffle which cell holds which object: sort cells by a uniform key
+        cell_order = u[:, -CELLS:].argsort(dim=1)
+        chosen = chosen.gather(1, cell_order)
+        groups = torch.zeros(count, len(self.group_names), dtype=torch.bool)
+        groups.index_put_(
+            (rows[:, None].expand(-1, leaves)[present], self._leaf_group[None, :].expand(count, -1)[present]),
+            torch.tensor(True),
+        )
+        labels = torch.cat([groups, present], dim=1).float()
+        return labels, chosen, present
+
+    def render(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
+        """Draw a batch: ``(images float [B, 3, S, S] in [0, 1], labels float [B, 20])``."""
+        index = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        if index.numel() and (index.min() < 0 or index.max() >= self.n):
+            raise IndexError(f"indices out of range for {self.n} images")
+        labels, chosen, _ = self._scene(index)
+        count, size = len(index), self.size
+        u = self._uniforms(index, 6 + 6 * CELLS, 64)
+        background = self._background(u[:, :6])
+        cell = size / 2
+        slot = torch.arange(CELLS)
+        occupied = chosen >= 0
+        image_of = torch.arange(count)[:, None].expand(-1, CELLS)[occupied]
+        leaf_of = chosen[occupied]
+        cell_of = slot[None, :].expand(count, -1)[occupied]
+        params = u[:, 6:].reshape(count, CELLS, 6)[occupied]  # [M, 6]: scale, dx, dy, hue, sat, val
+        radius = cell / 2 * (0.62 + 0.33 * params[:, 0])
+        slack = (cell / 2 - radius).clamp_min(0.0)
+        cx = (cell_of % 2).float() * cell + cell / 2 + (2 * params[:, 1] - 1) * slack
+        cy = (cell_of // 2).float() * cell + cell / 2 + (2 * params[:, 2] - 1) * slack
+        colour = _hsv_to_rgb(params[:, 3], 0.55 + 0.45 * params[:, 4], 0.7 + 0.3 * params[:, 5])
+        coverage = torch.zeros(count, 1, size, size)
+        paint = torch.zeros(count, 3, size, size)
+        for leaf_id, name in enumerate(self.leaf_names):
+            mine = (leaf_of == leaf_id).nonzero().flatten()
+            if mine.numel() == 0:
+                continue
+            r = radius[mine][:, None, None]
+            du = (self._grid[None, None, :] - cx[mine][:, None, None]) / r
+            dv = (self._grid[None, :, None] - cy[mine][:, None, None]) / r
+            mask = SHAPES[name](du, dv).float().unsqueeze(1)  # [m, 1, S, S]
+            coverage.index_add_(0, image_of[mine], mask)
+            paint.index_add_(0, image_of[mine], mask * colour[mine][:, :, None, None])
+        images = background * (1.0 - coverage) + paint
+        return images.clamp_(0.0, 1.0), labels
+
+    def _background(self, u: Tensor) -> Tensor:
+        """Dark low-saturation colour with a gentle linear gradient and bank noise: ``[B, 3, S, S]``."""
+        base = _hsv_to_rgb(u[:, 0], 0.35 * u[:, 1], 0.08 + 0.25 * u[:, 2])  # [B, 3]
+        ramp = (self._grid / self.size - 0.5)[None, :]
+        angle = u[:, 3:4] * (2 * torch.pi)
+        gradient = 0.08 * (
+            torch.cos(angle)[:, :, None] * ramp[:, None, :] + torch.sin(angle)[:, :, None] * ramp[:, :, None]
+        )
+        noise = self._noise[(u[:, 4] * NOISE_BANK).long().clamp_max(NOISE_BANK - 1)]
+        return base[:, :, None, None] + gradient.unsqueeze(1) + noise
+
+
+def _hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
+    """Vectorised HSV -> RGB for ``[N]`` tensors in [0, 1]; returns ``[N, 3]``."""
+    k = (torch.tensor([5.0, 3.0, 1.0])[None, :] + 6.0 * h[:, None]) % 6.0
+    ramp = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
+    return v[:, None] - v[:, None] * s[:, None] * ramp

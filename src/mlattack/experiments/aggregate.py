@@ -1,0 +1,245 @@
+"""The paper's aggregates from one or more run directories.
+
+Per target set Ω (over its attacked images I, successes A and semantic successes A_G):
+``FR_N = |A|/|I|``, ``FR_S = |A_G|/|I|``, ``NT_R`` = mean NT flip fraction over A, ``SSIM`` = mean
+over A. Then mean ± std (population std, ddof=0) across the target sets of each
+(model, attack, ε, |Ω|) that have at least one attacked image (for NT_R and SSIM: at least one
+success). Target sets with no eligible image are counted and listed, never averaged in.
+
+The heavy lifting is SQL ``GROUP BY`` in each store; stores of one run (ranks) are summed per target
+set, so a target set whose batches landed on different ranks is aggregated correctly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlattack.experiments.store import ResultStore, StoreError, decode_labels, find_stores
+
+METRICS = ("fr_naive", "fr_semantic", "nt_rate", "ssim")
+METRIC_TITLES = {"fr_naive": "FR_N", "fr_semantic": "FR_S", "nt_rate": "NT_R", "ssim": "SSIM"}
+
+_PER_SET_SQL = """
+SELECT attack, eps, ts_id, COUNT(*), SUM(success), SUM(semantic_success),
+       SUM(CASE WHEN success THEN nt_flip_fraction END),
+       SUM(CASE WHEN success AND nt_flip_fraction IS NOT NULL THEN 1 ELSE 0 END),
+       SUM(CASE WHEN success THEN ssim END),
+       SUM(CASE WHEN success AND ssim IS NOT NULL THEN 1 ELSE 0 END),
+       SUM(linf), SUM(l2), SUM(iterations), SUM(seconds)
+FROM results WHERE attacked GROUP BY attack, eps, ts_id
+"""
+_SUM_FIELDS = (
+    "n_images", "n_success", "n_semantic", "nt_sum", "nt_count", "ssim_sum", "ssim_count",
+    "linf_sum", "l2_sum", "iterations_sum", "seconds_sum",
+)  # fmt: skip
+
+
+@dataclass
+class Run:
+    """One run directory: its stores' metadata and target sets."""
+
+    run_dir: Path
+    stores: list[Path]
+    meta: dict[str, Any]
+    target_sets: dict[int, dict[str, Any]]  # ts_id -> {size, labels (names), n_eligible, n_selected}
+
+    @property
+    def model(self) -> str:
+        return str(self.meta.get("model", self.run_dir.name))
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.meta["label_names"])
+
+    @property
+    def eps_list(self) -> list[float]:
+        return [float(e) for e in self.meta["config"]["eps"]]
+
+    @property
+    def attack_kinds(self) -> dict[str, str]:
+        """Display name -> registry name of each configured attack."""
+        return {a.get("label") or a["name"]: a["name"] for a in self.meta["config"]["attacks"]}
+
+
+@dataclass
+class Aggregates:
+    runs: list[Run]
+    per_set: list[dict[str, Any]] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    empty_sets: list[dict[str, Any]] = field(default_factory=list)
+    transfer: list[dict[str, Any]] = field(default_factory=list)
+    gradcorr: list[dict[str, Any]] = field(default_factory=list)
+    n_rows: int = 0
+
+
+def open_run(run_dir: Path) -> Run:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    stores = find_stores(run_dir)
+    if not stores:
+        raise FileNotFoundError(f"no results store (results-rank*.sqlite) in {run_dir}; run 'mlattack run' first")
+    meta: dict[str, Any] = {}
+    target_sets: dict[int, dict[str, Any]] = {}
+    for path in stores:
+        with ResultStore.open_readonly(path) as store:
+            this = store.meta()
+            if meta and this.get("config_hash") != meta.get("config_hash"):
+                raise StoreError(f"{path} belongs to another config than {stores[0]}; one run per directory")
+            meta = meta or this
+            names = this["label_names"]
+            for ts_id, size, labels, n_eligible, n_selected in store.query(
+                "SELECT ts_id, size, labels, n_eligible, n_selected FROM target_sets"
+            ):
+                target_sets[int(ts_id)] = {
+                    "size": int(size),
+                    "labels": [names[i] for i in json.loads(labels)],
+                    "n_eligible": int(n_eligible),
+                    "n_selected": int(n_selected),
+                }
+    return Run(run_dir, stores, meta, target_sets)
+
+
+def aggregate(run_dirs: list[Path]) -> Aggregates:
+    runs = [open_run(Path(d)) for d in run_dirs]
+    models = [r.model for r in runs]
+    if len(set(models)) != len(models):
+        raise ValueError(f"runs name the same model twice ({models}); set 'model.label' in their configs")
+    result = Aggregates(runs)
+    for run in runs:
+        sums: dict[tuple[str, float, int], np.ndarray] = defaultdict(lambda: np.zeros(len(_SUM_FIELDS)))
+        for path in run.stores:
+            with ResultStore.open_readonly(path) as store:
+                result.n_rows += store.query("SELECT COUNT(*) FROM results")[0][0]
+                for attack, eps, ts_id, *values in store.iter_query(_PER_SET_SQL):
+                    sums[(attack, float(eps), int(ts_id))] += np.array([v or 0.0 for v in values], dtype=float)
+                result.transfer.extend(_transfer_rows(store, run.model))
+                result.gradcorr.extend(_gradcorr_rows(store, run))
+        for (attack, eps, ts_id), values in sorted(sums.items()):
+            result.per_set.append(_per_set_row(run, attack, eps, ts_id, dict(zip(_SUM_FIELDS, values, strict=True))))
+        result.empty_sets.extend(
+            {"model": run.model, "ts_id": ts_id, **info}
+            for ts_id, info in sorted(run.target_sets.items())
+            if info["n_selected"] == 0
+        )
+    result.summary = _summarise(result.per_set, runs)
+    return result
+
+
+def _per_set_row(run: Run, attack: str, eps: float, ts_id: int, s: dict[str, float]) -> dict[str, Any]:
+    info = run.target_sets.get(ts_id, {"size": 0, "labels": []})
+    n = s["n_images"]
+    return {
+        "model": run.model,
+        "attack": attack,
+        "eps": eps,
+        "size": info["size"],
+        "ts_id": ts_id,
+        "labels": " + ".join(info["labels"]),
+        "n_images": int(n),
+        "n_success": int(s["n_success"]),
+        "n_semantic": int(s["n_semantic"]),
+        "fr_naive": s["n_success"] / n,
+        "fr_semantic": s["n_semantic"] / n,
+        "nt_rate": s["nt_sum"] / s["nt_count"] if s["nt_count"] else math.nan,
+        "ssim": s["ssim_sum"] / s["ssim_count"] if s["ssim_count"] else math.nan,
+        "mean_linf": s["linf_sum"] / n,
+        "mean_l2": s["l2_sum"] / n,
+        "mean_iterations": s["iterations_sum"] / n,
+        "seconds_per_image": s["seconds_sum"] / n,
+    }
+
+
+def _summarise(per_set: list[dict[str, Any]], runs: list[Run]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str, float, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in per_set:
+        groups[(row["model"], row["attack"], row["eps"], row["size"])].append(row)
+    empty = defaultdict(int)
+    for run in runs:
+        for info in run.target_sets.values():
+            if info["n_selected"] == 0:
+                empty[(run.model, info["size"])] += 1
+    summary = []
+    for (model, attack, eps, size), rows in sorted(groups.items()):
+        entry: dict[str, Any] = {
+            "model": model,
+            "attack": attack,
+            "eps": eps,
+            "size": size,
+            "n_sets": len(rows),
+            "n_empty_sets": empty[(model, size)],
+            "n_images": sum(r["n_images"] for r in rows),
+        }
+        for metric in METRICS:
+            values = np.array([r[metric] for r in rows], dtype=float)
+            values = values[~np.isnan(values)]
+            entry[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
+            entry[f"{metric}_std"] = float(values.std()) if len(values) else math.nan
+            entry[f"{metric}_n_sets"] = len(values)
+        summary.append(entry)
+    return summary
+
+
+def _transfer_rows(store: ResultStore, model: str) -> list[dict[str, Any]]:
+    rows = store.query(
+        "SELECT source, target, attack, eps, ts_id, SUM(fooled), SUM(fooled AND success), "
+        "SUM(fooled AND semantic_success) FROM transfer GROUP BY source, target, attack, eps, ts_id"
+    )
+    keys = ("source", "target", "attack", "eps", "ts_id", "n_fooled", "n_transferred", "n_semantic")
+    return [{"run_model": model, **dict(zip(keys, row, strict=True))} for row in rows]
+
+
+def _gradcorr_rows(store: ResultStore, run: Run) -> list[dict[str, Any]]:
+    rows = store.query("SELECT ts_id, cos_mla_c, cos_gmla FROM gradcorr")
+    return [
+        {"model": run.model, "size": run.target_sets.get(ts, {"size": 0})["size"], "mla-c": a, "gmla": b}
+        for ts, a, b in rows
+    ]
+
+
+def transfer_matrix(rows: list[dict[str, Any]], *, semantic: bool = False) -> tuple[list[str], list[str], np.ndarray]:
+    """Mean over target sets of (transferred / source-fooled) for every (source, target) pair.
+
+    Target sets where the source attack fooled no image are left out of the mean.
+    """
+    per_pair: dict[tuple[str, str], list[float]] = defaultdict(list)
+    totals: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for row in rows:
+        key = (row["source"], row["target"], row["ts_id"])
+        totals[key][0] += int(row["n_fooled"] or 0)
+        totals[key][1] += int((row["n_semantic"] if semantic else row["n_transferred"]) or 0)
+    for (source, target, _), (fooled, moved) in totals.items():
+        if fooled:
+            per_pair[(source, target)].append(moved / fooled)
+    sources = sorted({s for s, _ in per_pair} | {r["source"] for r in rows})
+    targets = sorted({t for _, t in per_pair} | {r["target"] for r in rows})
+    matrix = np.full((len(sources), len(targets)), np.nan)
+    for (source, target), values in per_pair.items():
+        matrix[sources.index(source), targets.index(target)] = float(np.mean(values))
+    return sources, targets, matrix
+
+
+def load_examples(run: Run) -> list[dict[str, Any]]:
+    """The saved example perturbations of a run, with their stored SSIM."""
+    examples = []
+    for path in run.stores:
+        with ResultStore.open_readonly(path) as store:
+            rows = store.query(
+                "SELECT e.ts_id, e.image_id, e.attack, e.eps, e.path, r.ssim, r.success, r.semantic_success "
+                "FROM examples e LEFT JOIN results r ON r.ts_id = e.ts_id AND r.image_id = e.image_id "
+                "AND r.attack = e.attack AND r.eps = e.eps ORDER BY e.ts_id, e.image_id, e.eps, e.attack"
+            )
+        keys = ("ts_id", "image_id", "attack", "eps", "path", "ssim", "success", "semantic_success")
+        examples.extend(dict(zip(keys, row, strict=True)) for row in rows)
+    return [e for e in examples if (run.run_dir / e["path"]).is_file()]
+
+
+def decode(run: Run, text: str) -> np.ndarray:
+    return decode_labels(text, len(run.label_names))

@@ -1,0 +1,178 @@
+"""Turning config sections into objects: models, datasets, and the label graph aligned to a model."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from mlattack.experiments.config import DatasetSpec, ModelSpec
+
+if TYPE_CHECKING:
+    from mlattack.graph import LabelGraph
+
+IMAGENET_HIERARCHY = "imagenet-hierarchy"
+SAMPLE_PHOTOS = "sample-photos"
+
+
+def _existing(path: Path, base_dir: Path | None) -> Path:
+    """``path`` as given when it exists (or is absolute), else relative to ``base_dir``."""
+    if path.exists() or path.is_absolute() or base_dir is None:
+        return path
+    return base_dir / path
+
+
+def build_model_from_spec(spec: ModelSpec, *, base_dir: Path | None = None) -> nn.Module:
+    """The model a :class:`ModelSpec` describes (checkpoint paths are relative to ``base_dir``)."""
+    from mlattack import models
+
+    if spec.checkpoint is not None:
+        path = _existing(Path(spec.checkpoint), base_dir)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"model checkpoint not found: {spec.checkpoint} (train one with 'mlattack train')"
+            )
+        return models.load(path)
+    assert spec.name is not None
+    if spec.name == IMAGENET_HIERARCHY:
+        from mlattack.models.imagenet import ImageNetHierarchyModel
+
+        return ImageNetHierarchyModel(**spec.options)
+    return models.build_model(spec.name, **spec.options)
+
+
+class SamplePhotos(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """The packaged real photos, resized to ``size``; no ground truth (``has_ground_truth=False``).
+
+    Target sets on these images are chosen from the clean prediction alone.
+    """
+
+    has_ground_truth = False
+    num_skipped = 0
+    graph = None
+
+    def __init__(self, label_names: tuple[str, ...], *, size: int = 256, names: list[str] | None = None):
+        from mlattack.models.imagenet import sample_photos
+
+        photos = sample_photos()
+        chosen = names if names is not None else sorted(photos)
+        unknown = [n for n in chosen if n not in photos]
+        if unknown:
+            raise ValueError(f"unknown sample photos {unknown}; available: {sorted(photos)}")
+        self.photo_names = list(chosen)
+        self.label_names = tuple(label_names)
+        self._images = [_resize(photos[n], size) for n in chosen]
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._images[index], torch.zeros(len(self.label_names), dtype=torch.bool)
+
+
+def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
+    resized = torch.nn.functional.interpolate(
+        image.unsqueeze(0).float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return resized.squeeze(0).clamp(0.0, 1.0)
+
+
+def build_dataset_from_spec(spec: DatasetSpec, model: nn.Module) -> Dataset[Any]:
+    if spec.name == SAMPLE_PHOTOS:
+        return SamplePhotos(tuple(model.label_names), **spec.options)
+    from mlattack.data import build_dataset
+
+    return build_dataset(spec.name, **spec.options)
+
+
+def resolve_graph(
+    spec: str, model: nn.Module, dataset: Dataset[Any], *, base_dir: Path | None = None
+) -> tuple[LabelGraph, tuple[str, ...]]:
+    """The graph named by ``spec``, aligned to the model's label order.
+
+    ``spec``: ``model`` / ``dataset`` (their ``.graph``), ``builtin:NAME``, ``openimages:DIR`` (the
+    600-class hierarchy files in DIR) or the path of a LabelGraph JSON file.
+
+    Returns ``(graph, outside)``: ``graph`` has exactly the model's labels in output order; labels the
+    source graph does not know become isolated nodes and are listed in ``outside`` (the OpenImages
+    rule draws part of each target set among them).
+    """
+    from mlattack.graph import LabelGraph
+
+    if spec == "model":
+        source = getattr(model, "graph", None)
+        what = "the model"
+    elif spec == "dataset":
+        source = getattr(dataset, "graph", None)
+        what = "the dataset"
+    elif spec.startswith("builtin:"):
+        source = LabelGraph.builtin(spec.removeprefix("builtin:"))
+        what = spec
+    elif spec.startswith("openimages:"):
+        folder = _existing(Path(spec.removeprefix("openimages:")), base_dir)
+        hierarchy = folder / "bbox_labels_600_hierarchy.json"
+        if not hierarchy.is_file():
+            raise FileNotFoundError(f"config key 'graph': OpenImages hierarchy not found: {hierarchy}")
+        descriptions = folder / "class-descriptions-boxable.csv"
+        source = LabelGraph.from_openimages(hierarchy, descriptions if descriptions.is_file() else None)
+        what = spec
+    else:
+        path = _existing(Path(spec), base_dir)
+        if not path.is_file():
+            raise FileNotFoundError(f"graph file not found: {spec}")
+        source = LabelGraph.load(path)
+        what = str(path)
+    if source is None:
+        raise ValueError(f"config key 'graph': {what} has no label graph; name one explicitly")
+    return align_graph(source, tuple(model.label_names), what=what)
+
+
+def align_graph(
+    source: LabelGraph, names: tuple[str, ...], *, what: str = "the graph"
+) -> tuple[LabelGraph, tuple[str, ...]]:
+    from mlattack.graph import LabelGraph
+
+    known = set(source.names)
+    inside = [n for n in names if n in known]
+    outside = tuple(n for n in names if n not in known)
+    if not inside:
+        raise ValueError(f"{what} shares no label with the model's {len(names)} labels")
+    if not outside and tuple(source.names) == names:
+        return source, ()
+    sub = source.subgraph(inside)
+    edges = [(sub.names[p], sub.names[c]) for p, c in sub.edges.tolist()]
+    if outside:
+        warnings.warn(
+            f"{len(outside)} model labels are not in {what} and count as isolated labels "
+            f"(e.g. {list(outside[:3])})",
+            stacklevel=2,
+        )
+    return LabelGraph(names, edges), outside
+
+
+def ground_truth_columns(dataset: Dataset[Any], names: tuple[str, ...]) -> torch.Tensor | None:
+    """Index of each model label in the dataset's label vector (-1 when absent), or None."""
+    if not getattr(dataset, "has_ground_truth", True):
+        return None
+    data_names = tuple(getattr(dataset, "label_names", ()))
+    if data_names == names:
+        return torch.arange(len(names))
+    position = {n: i for i, n in enumerate(data_names)}
+    columns = torch.tensor([position.get(n, -1) for n in names])
+    if bool((columns < 0).all()):
+        raise ValueError(
+            f"the dataset's labels share no name with the model's (dataset: {list(data_names[:5])}..., "
+            f"model: {list(names[:5])}...)"
+        )
+    missing = [n for n, c in zip(names, columns.tolist(), strict=True) if c < 0]
+    if missing:
+        warnings.warn(
+            f"{len(missing)} model labels are not dataset labels and are never ground truth "
+            f"(e.g. {missing[:3]})",
+            stacklevel=2,
+        )
+    return columns

@@ -1,0 +1,228 @@
+"""The paper's figures (matplotlib, object API only: no global pyplot state, no display needed).
+
+Each ``figure_*`` function writes one PNG and returns its path, or returns ``None`` when the data it
+needs is absent (the report then says so).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from mlattack.experiments.aggregate import METRIC_TITLES, METRICS, Aggregates, Run, transfer_matrix
+
+COSINE_BINS = (-1.0, 0.0, 0.25, 0.5, 0.75, 0.85, 1.0)
+_DPI = 110
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+    return path
+
+
+def _series_label(model: str, attack: str, n_models: int) -> str:
+    return attack if n_models == 1 else f"{model} / {attack}"
+
+
+def figure_eps(agg: Aggregates, path: Path) -> Path | None:
+    """Fig. 5: FR_N and FR_S against ε, one column per |Ω|."""
+    rows = agg.summary
+    if len({r["eps"] for r in rows}) < 2:
+        return None
+    sizes = sorted({r["size"] for r in rows})
+    n_models = len({r["model"] for r in rows})
+    fig = Figure(figsize=(4.0 * len(sizes), 6.0))
+    axes = fig.subplots(2, len(sizes), squeeze=False)
+    for col, size in enumerate(sizes):
+        for row_index, metric in enumerate(("fr_naive", "fr_semantic")):
+            ax = axes[row_index][col]
+            series: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+            for r in rows:
+                if r["size"] == size:
+                    series[(r["model"], r["attack"])].append((r["eps"], r[f"{metric}_mean"]))
+            for (model, attack), points in sorted(series.items()):
+                points.sort()
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                        label=_series_label(model, attack, n_models))  # fmt: skip
+            ax.set_xlabel("eps")
+            ax.set_ylabel(METRIC_TITLES[metric])
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(f"|Ω| = {size}")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def figure_sizes(agg: Aggregates, path: Path) -> Path | None:
+    """Fig. 6: FR_N, FR_S, NT_R, SSIM against |Ω| at each run's first ε."""
+    first_eps = {run.model: run.eps_list[0] for run in agg.runs}
+    rows = [r for r in agg.summary if r["eps"] == first_eps.get(r["model"])]
+    if len({r["size"] for r in rows}) < 2:
+        return None
+    n_models = len({r["model"] for r in rows})
+    fig = Figure(figsize=(14.0, 3.4))
+    axes = fig.subplots(1, len(METRICS))
+    for ax, metric in zip(axes, METRICS, strict=True):
+        series: dict[tuple[str, str], list[tuple[int, float, float]]] = defaultdict(list)
+        for r in rows:
+            series[(r["model"], r["attack"])].append((r["size"], r[f"{metric}_mean"], r[f"{metric}_std"]))
+        for (model, attack), points in sorted(series.items()):
+            points.sort()
+            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
+                        marker="o", capsize=3, label=_series_label(model, attack, n_models))  # fmt: skip
+        ax.set_xlabel("|Ω|")
+        ax.set_title(METRIC_TITLES[metric])
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def figure_transfer(agg: Aggregates, path: Path) -> Path | None:
+    """Fig. 7: transfer rate heat maps (naive and semantic), rows = source, columns = target."""
+    if not agg.transfer:
+        return None
+    fig = Figure(figsize=(10.0, 4.2))
+    axes = fig.subplots(1, 2)
+    for ax, semantic in zip(axes, (False, True), strict=True):
+        sources, targets, matrix = transfer_matrix(agg.transfer, semantic=semantic)
+        image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
+        ax.set_xticks(range(len(targets)), targets, rotation=30, ha="right")
+        ax.set_yticks(range(len(sources)), sources)
+        ax.set_xlabel("target model")
+        ax.set_ylabel("source model")
+        ax.set_title("semantic (FR_S)" if semantic else "naive (FR_N)")
+        for i in range(len(sources)):
+            for j in range(len(targets)):
+                text = "n/a" if math.isnan(matrix[i, j]) else f"{matrix[i, j]:.2f}"
+                ax.text(j, i, text, ha="center", va="center", color="white", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def figure_gradcorr(agg: Aggregates, path: Path) -> Path | None:
+    """Fig. 8: share of images per cos(g_t, g_nt) bin, MLA-C vs GMLA objective, per model and |Ω|."""
+    if not agg.gradcorr:
+        return None
+    groups: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: {"mla-c": [], "gmla": []})
+    for row in agg.gradcorr:
+        for objective in ("mla-c", "gmla"):
+            if row[objective] is not None:
+                groups[(row["model"], row["size"])][objective].append(row[objective])
+    labels, shares = [], []
+    for (model, size), values in sorted(groups.items()):
+        for objective, title in (("mla-c", "MLA-C"), ("gmla", "GMLA")):
+            counts, _ = np.histogram(np.clip(values[objective], -1.0, 1.0), bins=COSINE_BINS)
+            shares.append(counts / max(counts.sum(), 1))
+            prefix = f"{model}\n" if len(agg.runs) > 1 else ""
+            labels.append(f"{prefix}|Ω|={size}\n{title}")
+    fig = Figure(figsize=(max(5.0, 1.1 * len(labels)), 4.2))
+    ax = fig.subplots()
+    bottom = np.zeros(len(labels))
+    stacked = np.array(shares)
+    for b in range(len(COSINE_BINS) - 1):
+        ax.bar(range(len(labels)), stacked[:, b], bottom=bottom,
+               label=f"[{COSINE_BINS[b]:g}, {COSINE_BINS[b + 1]:g})")  # fmt: skip
+        bottom += stacked[:, b]
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_ylabel("share of images")
+    ax.set_title("cos(g_t, g_nt) per objective")
+    ax.legend(title="cosine", fontsize=8, bbox_to_anchor=(1.02, 1.0), loc="upper left")
+    return _save(fig, path)
+
+
+def _group_of(graph: Any, index: int) -> str:
+    roots = [int(r) for r in graph.ancestors(index) if len(graph.parents(int(r))) == 0]
+    if not roots:
+        return str(graph.names[index])
+    return str(graph.names[min(roots)])
+
+
+def _label_lines(run: Run, graph: Any, arrays: dict[str, np.ndarray], limit: int = 16) -> list[tuple[str, str]]:
+    """(text, colour) lines: labels on before or after, grouped by their root in the graph."""
+    clean, adv = arrays["clean_pred"].astype(bool), arrays["adv_pred"].astype(bool)
+    targets = arrays["targets"].astype(bool)
+    violations = np.asarray(graph.violations(adv), dtype=bool)
+    names = run.label_names
+    shown = np.flatnonzero(clean | adv | targets)
+    shown = sorted(shown, key=lambda i: (_group_of(graph, int(i)), graph.depth(int(i)), names[i]))
+    lines: list[tuple[str, str]] = []
+    last_group = None
+    for i in shown:
+        group = _group_of(graph, int(i))
+        if group != last_group:
+            lines.append((f"[{group}]", "dimgray"))
+            last_group = group
+        marks = ("T " if targets[i] else "") + ("! " if violations[i] else "")
+        state = f"{'on' if clean[i] else 'off'}→{'on' if adv[i] else 'off'}"
+        colour = "red" if violations[i] else "tab:blue" if targets[i] else "darkorange" if clean[i] != adv[i] else "black"
+        lines.append((f"  {marks}{names[i]}: {state}", colour))
+    if len(lines) > limit:
+        lines = lines[: limit - 1] + [(f"  ... {len(lines) - limit + 1} more", "dimgray")]
+    return lines
+
+
+def _example_groups(examples: list[dict[str, Any]], limit: int) -> list[list[dict[str, Any]]]:
+    grouped: dict[tuple[int, int, float], list[dict[str, Any]]] = defaultdict(list)
+    for e in examples:
+        grouped[(e["ts_id"], e["image_id"], e["eps"])].append(e)
+    first_eps = min((e["eps"] for e in examples), default=0.0)
+    keys = [k for k in grouped if k[2] == first_eps][:limit]
+    return [grouped[k] for k in keys]
+
+
+def figure_qualitative(run: Run, graph: Any, examples: list[dict[str, Any]], path: Path, *, limit: int = 4) -> Path | None:
+    """Fig. 9: image + clean→adversarial labels per attack, grouped by graph root; T = target,
+    ! = inconsistent in the adversarial prediction."""
+    groups = _example_groups(examples, limit)
+    if not groups:
+        return None
+    n_cols = 1 + max(len(g) for g in groups)
+    fig = Figure(figsize=(3.2 * n_cols, 3.4 * len(groups)))
+    axes = fig.subplots(len(groups), n_cols, squeeze=False)
+    for row, group in enumerate(groups):
+        for ax in axes[row]:
+            ax.axis("off")
+        first = np.load(run.run_dir / group[0]["path"])
+        axes[row][0].imshow(first["clean"].astype(np.float32).transpose(1, 2, 0).clip(0, 1))
+        axes[row][0].set_title(f"image {group[0]['image_id']}", fontsize=9)
+        for col, example in enumerate(group, start=1):
+            arrays = dict(np.load(run.run_dir / example["path"]))
+            ax = axes[row][col]
+            outcome = "semantic success" if example["semantic_success"] else "success" if example["success"] else "failed"
+            ax.set_title(f"{example['attack']} ({outcome})", fontsize=9)
+            for k, (text, colour) in enumerate(_label_lines(run, graph, arrays)):
+                ax.text(0.0, 1.0 - 0.06 * k, text, color=colour, fontsize=7.5, family="monospace",
+                        transform=ax.transAxes, va="top")  # fmt: skip
+    return _save(fig, path)
+
+
+def figure_perturbations(run: Run, examples: list[dict[str, Any]], path: Path, *, limit: int = 4) -> Path | None:
+    """Fig. 10: perturbations (scaled to ±ε), their cosine with GMLA's perturbation, and SSIM."""
+    groups = _example_groups(examples, limit)
+    if not groups:
+        return None
+    kinds = run.attack_kinds
+    n_cols = max(len(g) for g in groups)
+    fig = Figure(figsize=(2.6 * n_cols, 2.9 * len(groups)))
+    axes = fig.subplots(len(groups), n_cols, squeeze=False)
+    for row, group in enumerate(groups):
+        deltas = {e["attack"]: np.load(run.run_dir / e["path"])["delta"].astype(np.float64) for e in group}
+        reference = next((deltas[e["attack"]] for e in group if kinds.get(e["attack"]) == "gmla"), None)
+        for ax in axes[row]:
+            ax.axis("off")
+        for col, example in enumerate(group):
+            delta = deltas[example["attack"]]
+            scale = max(float(example["eps"]), 1e-12)
+            axes[row][col].imshow((delta / (2 * scale) + 0.5).clip(0, 1).transpose(1, 2, 0))
+            cosine = "n/a"
+            if reference is not None:
+                norm = np.linalg.norm(delta) * np.linalg.norm(reference)
+                cosine = f"{float(np.vdot(delta, reference) / norm):.2f}" if norm > 0 else "n/a"
+            ssim = "n/a" if example["ssim"] is None else f"{example['ssim']:.3f}"
+            axes[row][col].set_title(f"{example['attack']}\ncos·GMLA={cosine} SSIM={ssim}", fontsize=8)
+    return _save(fig, path)

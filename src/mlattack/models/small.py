@@ -1,0 +1,50 @@
+"""The plain multi-label classifier: backbone, global average pooling, one linear layer.
+
+Registered as ``"small-cnn"``: with the default ``small-cnn`` backbone it is the small fast model
+used by tests and demos; with any other backbone it is the usual BCE baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from torch import Tensor, nn
+
+from mlattack.models.backbones import Backbone
+from mlattack.models.base import MultiLabelModel
+
+if TYPE_CHECKING:
+    from mlattack.graph import LabelGraph
+
+
+class GlobalPoolClassifier(MultiLabelModel):
+    """logits = W · mean_{h,w}(backbone(x)) + b."""
+
+    name = "small-cnn"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        num_labels: int | None = None,
+        label_names: Sequence[str] | None = None,
+        graph: LabelGraph | None = None,
+        input_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(
+            backbone,
+            num_labels=num_labels,
+            label_names=label_names,
+            graph=graph,
+            input_size=input_size,
+            mean=mean,
+            std=std,
+        )
+        self.classifier = nn.Linear(backbone.out_channels, self.num_labels)
+
+    def head_logits(self, features: Tensor) -> Tensor:
+        logits: Tensor = self.classifier(features.mean(dim=(2, 3)))
+        return logits

