@@ -49,12 +49,18 @@ def synthetic_dag(n_labels: int, rng: np.random.Generator) -> LabelGraph:
         edges += zip(parents.tolist(), child_ids.tolist(), strict=True)
         extra = child_ids[rng.random(size) < 0.1]
         second = rng.choice(above_ids, size=extra.size)
-        edges += [(int(p), int(c)) for p, c in zip(second, extra, strict=True) if p != parents[c - child_ids[0]]]
+        edges += [
+            (int(p), int(c))
+            for p, c in zip(second, extra, strict=True)
+            if p != parents[c - child_ids[0]]
+        ]
         start += above
     return LabelGraph([f"label{i}" for i in range(n_labels)], edges)
 
 
-def random_batch(graph: LabelGraph, n_images: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def random_batch(
+    graph: LabelGraph, n_images: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Consistent predictions (two random leaves per image plus their ancestors, more leaves
     while fewer than three labels are on) and three random on labels per image as targets."""
     leaves = graph.leaves
@@ -68,7 +74,9 @@ def random_batch(graph: LabelGraph, n_images: int, rng: np.random.Generator) -> 
                 pred[row, leaf] = True
                 pred[row, ancestors[int(leaf)]] = True
             n_leaves += 1
-        targets[row, rng.choice(np.flatnonzero(pred[row]), size=TARGETS_PER_IMAGE, replace=False)] = True
+        targets[
+            row, rng.choice(np.flatnonzero(pred[row]), size=TARGETS_PER_IMAGE, replace=False)
+        ] = True
     assert graph.is_consistent(pred).all()
     return pred, targets
 
@@ -84,15 +92,21 @@ def python_bfs_target_set(
         for nxt in children[node] + parents[node]:
             if nxt in psi or not on[nxt]:
                 continue
-            down = any(p in psi for p in parents[nxt]) and all(not on[p] or p in psi for p in parents[nxt])
-            up = any(c in psi for c in children[nxt]) and all(not on[c] or c in psi for c in children[nxt])
+            down = any(p in psi for p in parents[nxt]) and all(
+                not on[p] or p in psi for p in parents[nxt]
+            )
+            up = any(c in psi for c in children[nxt]) and all(
+                not on[c] or c in psi for c in children[nxt]
+            )
             if down or up:
                 psi.add(nxt)
                 queue.append(nxt)
     return psi
 
 
-def bench(name: str, graph: LabelGraph, n_images: int, repeats: int, rng: np.random.Generator) -> float:
+def bench(
+    name: str, graph: LabelGraph, n_images: int, repeats: int, rng: np.random.Generator
+) -> float:
     pred, targets = random_batch(graph, n_images, rng)
     times = []
     for _ in range(repeats):
@@ -106,7 +120,9 @@ def bench(name: str, graph: LabelGraph, n_images: int, repeats: int, rng: np.ran
     n_baseline = min(n_images, 2000)
     start = time.perf_counter()
     baseline_sets = [
-        python_bfs_target_set(parents, children, pred[row].tolist(), np.flatnonzero(targets[row]).tolist())
+        python_bfs_target_set(
+            parents, children, pred[row].tolist(), np.flatnonzero(targets[row]).tolist()
+        )
         for row in range(n_baseline)
     ]
     baseline = n_baseline / (time.perf_counter() - start)

@@ -63,11 +63,10 @@ def _segment_any(owner: IntArray, values: BoolArray, n_segments: int) -> BoolArr
 class _BatchIO:
     """Converts a user's bool array/tensor to NumPy and the answer back to the same type."""
 
-    def __init__(self, reference: Any, name: str) -> None:
+    def __init__(self, reference: Any) -> None:
         self.device: torch.device | None = (
             reference.device if isinstance(reference, torch.Tensor) else None
         )
-        self.name = name
 
     def back(self, result: np.ndarray) -> ArrayOrTensor:
         if self.device is None:
@@ -86,7 +85,9 @@ def _to_bool_numpy(value: Any, name: str) -> BoolArray:
         )
     if array.dtype == np.bool_:
         return array
-    if np.issubdtype(array.dtype, np.integer) and np.isin(array, (0, 1)).all():
+    if np.issubdtype(array.dtype, np.integer):
+        if not np.isin(array, (0, 1)).all():
+            raise ValueError(f"{name} holds integers other than 0 and 1; pass a bool mask")
         return array.astype(np.bool_)
     raise TypeError(f"{name} must hold booleans (or 0/1 integers), got dtype {array.dtype}")
 
@@ -229,6 +230,7 @@ class LabelGraph:
         return f"LabelGraph({len(self)} labels, {len(self._edges)} edges{extra})"
 
     def __eq__(self, other: object) -> bool:
+        """Same names in the same order and the same edges (metadata is not compared)."""
         if not isinstance(other, LabelGraph):
             return NotImplemented
         return self._names == other._names and np.array_equal(self._edges, other._edges)
@@ -347,25 +349,32 @@ class LabelGraph:
     def violations(self, pred: ArrayOrTensor) -> ArrayOrTensor:
         """``bool [..., C]``: label ``c`` is on and (it has parents, none on) or (it has
         children, none on)."""
-        io = _BatchIO(pred, "pred")
+        io = _BatchIO(pred)
         on = self._check_prediction(pred)
-        flat = on.reshape(-1, len(self))
-        return io.back(self._violations_flat(flat).reshape(on.shape))
+        return io.back(self._violations_flat(on))
 
     def _violations_flat(self, on: BoolArray) -> BoolArray:
-        n_labels = len(self)
-        images, labels = np.nonzero(on)
         on_flat = on.reshape(-1)
-        result = np.zeros(on.shape, dtype=np.bool_)
+        keys = np.flatnonzero(on_flat)
+        labels = keys % len(self)
         has_parents = np.diff(self._parent_ptr)[labels] > 0
         has_children = np.diff(self._child_ptr)[labels] > 0
-        owner, parent = _gather_neighbours(self._parent_ptr, self._parent_idx, labels)
-        parent_on = _segment_any(owner, on_flat[images[owner] * n_labels + parent], labels.size)
-        owner, child = _gather_neighbours(self._child_ptr, self._child_idx, labels)
-        child_on = _segment_any(owner, on_flat[images[owner] * n_labels + child], labels.size)
-        bad = (has_parents & ~parent_on) | (has_children & ~child_on)
-        result[images[bad], labels[bad]] = True
+        owner, parent_keys = self._neighbour_keys(keys, labels, self._parent_ptr, self._parent_idx)
+        parent_on = _segment_any(owner, on_flat[parent_keys], keys.size)
+        owner, child_keys = self._neighbour_keys(keys, labels, self._child_ptr, self._child_idx)
+        child_on = _segment_any(owner, on_flat[child_keys], keys.size)
+        result = np.zeros(on.shape, dtype=np.bool_)
+        result.reshape(-1)[keys[(has_parents & ~parent_on) | (has_children & ~child_on)]] = True
         return result
+
+    @staticmethod
+    def _neighbour_keys(
+        keys: IntArray, labels: IntArray, indptr: IntArray, indices: IntArray
+    ) -> tuple[IntArray, IntArray]:
+        """Neighbours of flat *(image, label)* keys ``image * C + label``, as flat keys of the
+        same image: ``(owner, neighbour_keys)`` with ``owner`` indexing ``keys``."""
+        owner, neighbours = _gather_neighbours(indptr, indices, labels)
+        return owner, (keys - labels)[owner] + neighbours
 
     def is_consistent(
         self, pred: ArrayOrTensor, around: ArrayOrTensor | None = None
@@ -373,31 +382,32 @@ class LabelGraph:
         """``bool [...]``: no violation (:meth:`violations`) among all labels, or, when
         ``around`` (a label mask shaped like ``pred``) is given, among those labels plus all
         their ancestors and descendants."""
-        io = _BatchIO(pred, "pred")
+        io = _BatchIO(pred)
         on = self._check_prediction(pred)
-        violations = self._violations_flat(on.reshape(-1, len(self)))
+        violations = self._violations_flat(on)
         if around is not None:
             region = self._check_same_shape(around, "around", tuple(on.shape))
-            violations &= self._closure_region(region.reshape(-1, len(self)))
+            violations &= self._closure_region(region)
         result = ~violations.any(axis=-1)
-        return io.back(result.reshape(on.shape[:-1]))
+        return io.back(np.asarray(result))
 
     def _closure_region(self, mask: BoolArray) -> BoolArray:
         """``mask`` plus all ancestors and descendants of its labels, per image."""
-        n_labels = len(self)
         region = mask.copy()
-        region_flat = region.reshape(-1)
+        start = np.flatnonzero(mask)
         for indptr, indices in (
             (self._parent_ptr, self._parent_idx),
             (self._child_ptr, self._child_idx),
         ):
-            images, labels = np.nonzero(mask)
-            while labels.size:
-                owner, nxt = _gather_neighbours(indptr, indices, labels)
-                keys = np.unique(images[owner] * n_labels + nxt)
-                keys = keys[~region_flat[keys]]
-                region_flat[keys] = True
-                images, labels = np.divmod(keys, n_labels)
+            # one visited set per direction: a label's descendants may pass through another
+            # masked label's ancestors
+            reached = np.zeros(mask.size, dtype=np.bool_)
+            keys = start
+            while keys.size:
+                _, nxt = self._neighbour_keys(keys, keys % len(self), indptr, indices)
+                keys = np.unique(nxt[~reached[nxt]])
+                reached[keys] = True
+            region.reshape(-1)[reached] = True
         return region
 
     # ------------------------------------------------------------------ consistent target set
@@ -425,16 +435,22 @@ class LabelGraph:
 
         The rules are monotone, so the closure is unique; it is computed for the whole batch
         at once, frontier by frontier.  Labels not reachable this way are never touched, even
-        where the clean prediction is inconsistent.
+        where the clean prediction is inconsistent; where it is locally consistent around the
+        targets, turning ``Psi`` off keeps it so.
 
         ``direction="on"`` (every target off in ``pred``), the mirror image:
 
-        * *up*: a member with parents, none of them on in ``pred`` or a target, takes all its
-          parents (so, in a tree, every off ancestor up to the first on one joins);
-        * *down*: a target (or a label that joined this way) with children, none of them on
+        * *up*: a target, or an ancestor that joined, with parents none of which is on in
+          ``pred`` or a target, takes all its parents (so, in a tree, every off ancestor up to
+          the first on one joins);
+        * *down*: a target, or a child that joined this way, with children none of which is on
           in ``pred``, a target or an ancestor that joined, takes its child with the highest
-          logit (ties: the lowest index).  ``logits`` (``[B, C]`` like ``pred``) are required
-          then.
+          logit (ties: the lowest index), which its picker supports.  ``logits`` (shaped like
+          ``pred``) are required then; they are ignored (but checked) when turning off.
+
+        Both steps read support from sets fixed beforehand, so the result is independent of
+        the order labels are visited in, and turning ``Psi`` on leaves the prediction locally
+        consistent around the targets wherever it was before.
 
         Raises:
             ValueError: wrong shapes, a target not on (``"off"``) / already on (``"on"``)
@@ -443,16 +459,21 @@ class LabelGraph:
         """
         if direction not in ("off", "on"):
             raise ValueError(f"direction must be 'off' or 'on', got {direction!r}")
-        io = _BatchIO(pred, "pred")
+        io = _BatchIO(pred)
         on = self._check_prediction(pred)
         if on.ndim > 2:
-            raise ValueError(f"pred must have shape [B, {len(self)}] or [{len(self)}], got {on.shape}")
+            raise ValueError(
+                f"pred must have shape [B, {len(self)}] or [{len(self)}], got {on.shape}"
+            )
         target_mask = self._target_mask(targets, tuple(on.shape))
-        on2 = np.ascontiguousarray(on.reshape(-1, len(self)))
-        target2 = np.ascontiguousarray(target_mask.reshape(-1, len(self)))
-        conflict = (target2 & ~on2) if direction == "off" else (target2 & on2)
+        on_flat = np.ascontiguousarray(on).reshape(-1)
+        target_flat = np.ascontiguousarray(target_mask).reshape(-1)
+        target_keys = np.flatnonzero(target_flat)
+        if logits is not None:
+            self._check_logits(logits, tuple(on.shape))
+        conflict = ~on_flat[target_keys] if direction == "off" else on_flat[target_keys]
         if conflict.any():
-            image, label = (int(v) for v in np.argwhere(conflict)[0])
+            image, label = divmod(int(target_keys[np.argmax(conflict)]), len(self))
             where = f"image {image}, " if on.ndim == 2 else ""
             state = "not present (off)" if direction == "off" else "already present (on)"
             raise ValueError(
@@ -460,13 +481,12 @@ class LabelGraph:
                 f"direction={direction!r} needs every target {'on' if direction == 'off' else 'off'}"
             )
         if direction == "off":
-            psi = self._turn_off_closure(on2, target2)
+            psi = self._turn_off_closure(on_flat, target_keys)
         else:
-            logit_values = None
-            if logits is not None:
-                logit_values = self._check_logits(logits, tuple(on.shape))
-                logit_values = logit_values.reshape(-1, len(self))
-            psi = self._turn_on_closure(on2, target2, logit_values, batched=on.ndim == 2)
+            logit_flat = None if logits is None else self._logits_numpy(logits)
+            psi = self._turn_on_closure(
+                on_flat, target_flat, target_keys, logit_flat, batched=on.ndim == 2
+            )
         return io.back(psi.reshape(on.shape))
 
     def _target_mask(
@@ -486,103 +506,111 @@ class LabelGraph:
         mask[[self._resolve(label) for label in targets]] = True
         return mask
 
-    def _check_logits(self, logits: Any, shape: tuple[int, ...]) -> npt.NDArray[np.float64]:
-        if isinstance(logits, torch.Tensor):
-            values = logits.detach().cpu().to(torch.float64).numpy()
-        elif isinstance(logits, np.ndarray):
-            values = logits.astype(np.float64)
-        else:
+    def _check_logits(self, logits: Any, shape: tuple[int, ...]) -> None:
+        if not isinstance(logits, torch.Tensor | np.ndarray):
             raise TypeError(f"logits must be a tensor or numpy array, got {type(logits).__name__}")
-        if tuple(values.shape) != shape:
-            raise ValueError(f"logits must have the prediction's shape {shape}, got {values.shape}")
-        return values
-
-    def _turn_off_closure(self, on: BoolArray, targets: BoolArray) -> BoolArray:
-        n_labels = len(self)
-        psi = targets.copy()
-        psi_flat = psi.reshape(-1)
-        # on and not (yet) in Psi: the labels that may still join, and that block a join
-        remaining_flat = (on & ~targets).reshape(-1)
-        images, labels = np.nonzero(targets)
-        while labels.size:
-            # candidates: on, not in Psi, and next to a label that just joined
-            owner_c, child = _gather_neighbours(self._child_ptr, self._child_idx, labels)
-            owner_p, parent = _gather_neighbours(self._parent_ptr, self._parent_idx, labels)
-            keys = np.concatenate(
-                (images[owner_c] * n_labels + child, images[owner_p] * n_labels + parent)
+        if tuple(logits.shape) != shape:
+            raise ValueError(
+                f"logits must have the prediction's shape {shape}, got {tuple(logits.shape)}"
             )
-            keys = np.unique(keys[remaining_flat[keys]])
+
+    @staticmethod
+    def _logits_numpy(logits: ArrayOrTensor) -> npt.NDArray[np.floating[Any]]:
+        if isinstance(logits, torch.Tensor):
+            return logits.detach().float().cpu().numpy().reshape(-1)
+        return np.asarray(logits, dtype=np.float64).reshape(-1)
+
+    def _turn_off_closure(self, on: BoolArray, target_keys: IntArray) -> BoolArray:
+        """Least fixed point of the down/up rules over flat *(image, label)* keys.
+
+        Each round looks only at the on labels next to the labels that joined in the round
+        before; every candidate whose rule holds joins at once.  A rule's condition only
+        becomes true when a neighbour joins, so no candidate is missed, and since the rules
+        are monotone the order of joining does not change the result."""
+        psi = np.zeros(on.size, dtype=np.bool_)
+        psi[target_keys] = True
+        joined = target_keys
+        while joined.size:
+            labels = joined % len(self)
+            _, child_keys = self._neighbour_keys(joined, labels, self._child_ptr, self._child_idx)
+            _, parent_keys = self._neighbour_keys(
+                joined, labels, self._parent_ptr, self._parent_idx
+            )
+            keys = np.concatenate((child_keys, parent_keys))
+            keys = np.unique(keys[on[keys] & ~psi[keys]])
             if not keys.size:
                 break
-            cand_images, cand_labels = np.divmod(keys, n_labels)
-            n_cand = keys.size
-            owner, parent = _gather_neighbours(self._parent_ptr, self._parent_idx, cand_labels)
-            parent_keys = cand_images[owner] * n_labels + parent
-            down = _segment_any(owner, psi_flat[parent_keys], n_cand) & ~_segment_any(
-                owner, remaining_flat[parent_keys], n_cand
-            )
-            owner, child = _gather_neighbours(self._child_ptr, self._child_idx, cand_labels)
-            child_keys = cand_images[owner] * n_labels + child
-            up = _segment_any(owner, psi_flat[child_keys], n_cand) & ~_segment_any(
-                owner, remaining_flat[child_keys], n_cand
-            )
+            labels = keys % len(self)
+            down = self._rule_holds(keys, labels, self._parent_ptr, self._parent_idx, on, psi)
+            up = self._rule_holds(keys, labels, self._child_ptr, self._child_idx, on, psi)
             joined = keys[down | up]
-            psi_flat[joined] = True
-            remaining_flat[joined] = False
-            images, labels = np.divmod(joined, n_labels)
+            psi[joined] = True
         return psi
+
+    def _rule_holds(
+        self,
+        keys: IntArray,
+        labels: IntArray,
+        indptr: IntArray,
+        indices: IntArray,
+        on: BoolArray,
+        psi: BoolArray,
+    ) -> BoolArray:
+        """Per candidate key: some neighbour is in Psi and every neighbour is off or in Psi."""
+        owner, neighbour_keys = self._neighbour_keys(keys, labels, indptr, indices)
+        in_psi = psi[neighbour_keys]
+        blocking = on[neighbour_keys] & ~in_psi
+        return _segment_any(owner, in_psi, keys.size) & ~_segment_any(owner, blocking, keys.size)
 
     def _turn_on_closure(
         self,
         on: BoolArray,
         targets: BoolArray,
-        logits: npt.NDArray[np.float64] | None,
+        target_keys: IntArray,
+        logits: npt.NDArray[np.floating[Any]] | None,
         *,
         batched: bool,
     ) -> BoolArray:
-        n_labels = len(self)
         psi = targets.copy()
-        psi_flat = psi.reshape(-1)
-        # the support that exists whatever the closure adds: on labels and targets
-        supported_flat = (on | targets).reshape(-1)
-
-        images, labels = np.nonzero(targets)
-        while labels.size:  # up: unsupported members take all their parents
-            owner, parent = _gather_neighbours(self._parent_ptr, self._parent_idx, labels)
-            parent_keys = images[owner] * n_labels + parent
-            unsupported = ~_segment_any(owner, supported_flat[parent_keys], labels.size)
+        keys = target_keys
+        while keys.size:  # up: members with no parent on (or a target) take all their parents
+            owner, parent_keys = self._neighbour_keys(
+                keys, keys % len(self), self._parent_ptr, self._parent_idx
+            )
+            supported = on[parent_keys] | targets[parent_keys]
+            unsupported = ~_segment_any(owner, supported, keys.size)
             keys = np.unique(parent_keys[unsupported[owner]])
-            keys = keys[~psi_flat[keys]]
-            psi_flat[keys] = True
-            images, labels = np.divmod(keys, n_labels)
+            keys = keys[~psi[keys]]
+            psi[keys] = True
 
-        support_below_flat = supported_flat | psi_flat  # fixed before the downward picks
-        images, labels = np.nonzero(targets)
-        while labels.size:  # down: members without an on child take their best child
-            owner, child = _gather_neighbours(self._child_ptr, self._child_idx, labels)
-            child_keys = images[owner] * n_labels + child
+        # down: fixed support (on labels, targets, the ancestors that joined), so the picks
+        # do not depend on each other
+        support_below = on | psi
+        keys = target_keys
+        while keys.size:  # members with children, none supported, take their best child
+            labels = keys % len(self)
+            owner, child_keys = self._neighbour_keys(keys, labels, self._child_ptr, self._child_idx)
             has_children = np.diff(self._child_ptr)[labels] > 0
-            needy = has_children & ~_segment_any(owner, support_below_flat[child_keys], labels.size)
+            needy = has_children & ~_segment_any(owner, support_below[child_keys], keys.size)
             if not needy.any():
                 break
             if logits is None:
-                first = int(np.flatnonzero(needy)[0])
-                where = f" (image {images[first]})" if batched else ""
+                image, label = divmod(int(keys[np.argmax(needy)]), len(self))
+                where = f" (image {image})" if batched else ""
                 raise ValueError(
-                    f"turning on label {self._names[labels[first]]!r}{where} needs one of its "
+                    f"turning on label {self._names[label]!r}{where} needs one of its "
                     "children on, and none is: pass logits to choose the child"
                 )
             pick = needy[owner]
-            owner, child, child_keys = owner[pick], child[pick], child_keys[pick]
-            scores = logits.reshape(-1)[child_keys]
-            order = np.lexsort((child, -scores, owner))
+            owner, child_keys = owner[pick], child_keys[pick]
+            # best child per owner: highest logit, ties to the lowest label index
+            order = np.lexsort((child_keys, -logits[child_keys], owner))
             owner_sorted = owner[order]
             first_of_owner = np.ones(order.size, dtype=np.bool_)
             first_of_owner[1:] = owner_sorted[1:] != owner_sorted[:-1]
             keys = np.unique(child_keys[order[first_of_owner]])
-            keys = keys[~psi_flat[keys]]
-            psi_flat[keys] = True
-            images, labels = np.divmod(keys, n_labels)
+            keys = keys[~psi[keys]]
+            psi[keys] = True
         return psi
 
     # ------------------------------------------------------------------ serialisation
@@ -600,7 +628,9 @@ class LabelGraph:
     def from_json(cls, data: Mapping[str, Any]) -> LabelGraph:
         """Rebuild a graph from :meth:`to_json`'s document (validated)."""
         if not isinstance(data, Mapping):
-            raise TypeError(f"a label graph document must be a JSON object, got {type(data).__name__}")
+            raise TypeError(
+                f"a label graph document must be a JSON object, got {type(data).__name__}"
+            )
         if data.get("schema") != JSON_SCHEMA:
             raise ValueError(f"key 'schema' must be {JSON_SCHEMA!r}, got {data.get('schema')!r}")
         if data.get("version") != JSON_VERSION:

@@ -8,19 +8,42 @@ Fixtures:
 - ``tiny_models``: the three above by name, for parametrized tests.
 - ``label_graph``: the :class:`LabelGraph` of :data:`LABEL_NAMES` (skipped until ``mlattack.graph`` exists).
 - ``make_case``: ``make_case(model, n=4, seed=0) -> (images, targets)`` with valid turn-off targets.
+- ``make_problem``: the :class:`AttackProblem` a loop receives, to test loops and directions directly.
 - ``trained_hierarchy``: a small MLP trained in a few seconds on synthetic data with a label hierarchy
   and a spurious co-occurrence (session scope), with its graph and attackable test images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import torch
 from torch import Tensor, nn
+
+from mlattack.attacks.base import AttackProblem
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: the tiny models gain nothing from more, and on a shared, loaded machine
+    two threads are several times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Iterator[None]:
+    with one_thread():
+        yield
+
 
 #: Labels of the tiny models: a two-level hierarchy (animal -> dog, cat; vehicle -> car, bike).
 LABEL_NAMES = ("animal", "dog", "cat", "vehicle", "car", "bike")
@@ -99,7 +122,9 @@ class SmallMLP(nn.Module):
         self.out = nn.Linear(hidden, num_labels)
         with torch.no_grad():
             for param in (self.hidden.weight, self.out.weight):
-                param.copy_(torch.randn(param.shape, generator=generator) / param.shape[1] ** 0.5 * 3)
+                param.copy_(
+                    torch.randn(param.shape, generator=generator) / param.shape[1] ** 0.5 * 3
+                )
             self.hidden.bias.zero_()
             self.out.bias.zero_()
 
@@ -150,11 +175,39 @@ def make_case() -> Callable[..., tuple[Tensor, Tensor]]:
 
     def build(model: nn.Module, n: int = 4, seed: int = 0) -> tuple[Tensor, Tensor]:
         generator = torch.Generator().manual_seed(seed)
-        images = (0.5 + 0.2 * (torch.rand((n, *IMAGE_SHAPE), generator=generator) - 0.5)).clamp(0, 1)
+        images = (0.5 + 0.2 * (torch.rand((n, *IMAGE_SHAPE), generator=generator) - 0.5)).clamp(
+            0, 1
+        )
         images = images.to(next(model.parameters()).dtype)
         return images, present_targets(model, images)
 
     return build
+
+
+def build_problem(
+    model: nn.Module, images: Tensor, flip_set: Tensor, eps: float = 0.1
+) -> AttackProblem:
+    """The :class:`AttackProblem` the base class would hand to a loop (threshold 0.5, no seed)."""
+    with torch.no_grad():
+        logits = model(images)
+    pred = logits > 0
+    return AttackProblem(
+        images=images,
+        eps=torch.full((images.shape[0],), eps, dtype=images.dtype),
+        clean_logits=logits,
+        clean_pred=pred,
+        targets=flip_set,
+        flip_set=flip_set,
+        desired=pred ^ flip_set,
+        logit_threshold=0.0,
+        seed=None,
+    )
+
+
+@pytest.fixture
+def make_problem() -> Callable[..., AttackProblem]:
+    """``make_problem(model, images, flip_set, eps=0.1)``: see :func:`build_problem`."""
+    return build_problem
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,24 +216,29 @@ def make_case() -> Callable[..., tuple[Tensor, Tensor]]:
 #: Trained-model labels: two hierarchies plus "grass", which co-occurs with "dog" (spuriously).
 TRAINED_NAMES = ("animal", "dog", "cat", "vehicle", "car", "bike", "grass")
 TRAINED_EDGES = LABEL_EDGES
-PARENT_STRENGTH = 2.0
 TRAINED_SHAPE = (3, 16, 16)
-PARENT_ALONE = 0.15
+PARENT_STRENGTH = 2.0  # parents have their own, stronger evidence than a single child
+PARENT_ALONE = 0.3  # share of scenes with a parent but none of its known children
+SIGNAL = 0.05  # pixel amplitude of one label pattern
+NOISE = 0.05  # pixel noise (std)
 
 
 @dataclass
 class TrainedHierarchy:
     model: nn.Module
     graph: Any
-    images: Tensor  # attackable test images: dog (and animal) predicted present, cat absent
-    targets: Tensor  # Omega = {dog}
+    images: Tensor  # attackable test images: dog and animal predicted present, cat absent
+    targets: Tensor  # Omega = {dog}; its consistent target set is {dog, animal}
 
 
 def _synthetic_scenes(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Images that are sums of label patterns: a parent pattern whenever any of its children shows."""
     dim = TRAINED_SHAPE[0] * TRAINED_SHAPE[1] * TRAINED_SHAPE[2]
-    patterns = torch.randn((len(TRAINED_NAMES), dim), generator=torch.Generator().manual_seed(7))
-    patterns = patterns / patterns.norm(dim=1, keepdim=True)
+    # Random +-1 pixel patterns, one per label (nearly orthogonal in this dimension).
+    signs = torch.randint(
+        0, 2, (len(TRAINED_NAMES), dim), generator=torch.Generator().manual_seed(7)
+    )
+    patterns = 2.0 * signs - 1.0
     labels = torch.zeros(n, len(TRAINED_NAMES))
     # Children are drawn independently (not mutually exclusive: no "dog, hence not cat" shortcut).
     for parent, children in ((0, (1, 2)), (3, (4, 5))):
@@ -193,18 +251,18 @@ def _synthetic_scenes(n: int, generator: torch.Generator) -> tuple[Tensor, Tenso
     # grass goes with dog 90 % of the time and seldom otherwise.
     grass_rate = torch.where(labels[:, 1] > 0, 0.9, 0.1)
     labels[:, 6] = (torch.rand(n, generator=generator) < grass_rate).float()
-    # Parents carry their own, stronger evidence: turning a leaf off leaves its parent on.
     strength = torch.tensor([PARENT_STRENGTH, 1.0, 1.0, PARENT_STRENGTH, 1.0, 1.0, 1.0])
     signal = (labels * strength) @ patterns
-    noise = 0.3 * torch.randn((n, dim), generator=generator) / dim**0.5
-    images = (0.5 + 0.25 * (signal + noise)).clamp(0, 1)
+    noise = NOISE * torch.randn((n, dim), generator=generator)
+    images = (0.5 + SIGNAL * signal + noise).clamp(0, 1)
     return images.view(n, *TRAINED_SHAPE), labels
 
 
 @pytest.fixture(scope="session")
 def trained_hierarchy() -> TrainedHierarchy:
     graph_module = pytest.importorskip("mlattack.graph")
-    return build_trained_hierarchy(graph_module.LabelGraph)
+    with one_thread():
+        return build_trained_hierarchy(graph_module.LabelGraph)
 
 
 def build_trained_hierarchy(graph_class: Any) -> TrainedHierarchy:

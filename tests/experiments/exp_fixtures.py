@@ -26,7 +26,9 @@ class TinyModel(nn.Module):
         generator = torch.Generator().manual_seed(seed)
         self.linear = nn.Linear(3 * SIZE * SIZE, len(names))
         with torch.no_grad():
-            self.linear.weight.copy_(torch.randn(len(names), 3 * SIZE * SIZE, generator=generator) * 0.3)
+            self.linear.weight.copy_(
+                torch.randn(len(names), 3 * SIZE * SIZE, generator=generator) * 0.3
+            )
             self.linear.bias.copy_(-self.linear.weight.sum(dim=1) * 0.5 + 0.4)
         self.label_names = tuple(names)
         self.graph = tiny_graph(names)
@@ -64,7 +66,10 @@ def tiny_config(**overrides: Any) -> dict[str, Any]:
         "name": "tiny",
         "model": {"name": "tiny"},
         "dataset": {"name": "tiny"},
-        "attacks": [{"name": "mla-u", "options": {"steps": 5}}, {"name": "gmla", "options": {"steps": 5}}],
+        "attacks": [
+            {"name": "mla-u", "options": {"steps": 5}},
+            {"name": "gmla", "options": {"steps": 5}},
+        ],
         "eps": [0.05, 0.2],
         "target_sets": {"sizes": [1, 2], "mode": "combinations"},
         "images": {"per_target_set": 5},
@@ -84,9 +89,9 @@ def stored_rows(run_dir: Any, table: str = "results") -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     for path in sorted(Path(run_dir).glob("results-rank*.sqlite")):
         db = sqlite3.connect(path)
-        db.row_factory = sqlite3.Row
-        for row in db.execute(f"SELECT * FROM {table}"):
-            rows.append(tuple(row[k] for k in row.keys() if k != "seconds"))
+        cursor = db.execute(f"SELECT * FROM {table}")
+        keep = [i for i, column in enumerate(cursor.description) if column[0] != "seconds"]
+        rows.extend(tuple(row[i] for i in keep) for row in cursor)
         db.close()
     return sorted(rows, key=repr)
 
@@ -95,4 +100,6 @@ def run_tiny(out_dir: Any, *, progress: bool = False, **overrides: Any) -> Any:
     from mlattack.experiments import ExperimentConfig, run_experiment
 
     config = ExperimentConfig.from_dict(tiny_config(**overrides))
-    return run_experiment(config, out_dir, model=TinyModel(), dataset=TinyDataset(), progress=progress)
+    return run_experiment(
+        config, out_dir, model=TinyModel(), dataset=TinyDataset(), progress=progress
+    )

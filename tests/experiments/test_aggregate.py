@@ -15,12 +15,22 @@ from mlattack.experiments.aggregate import aggregate, transfer_matrix
 EMPTY = "[]"
 
 
-def _row(ts: int, image: int, success: int, semantic: int, nt: float | None, ssim: float | None, attacked: int = 1) -> tuple[Any, ...]:
+def _row(
+    ts: int,
+    image: int,
+    success: int,
+    semantic: int,
+    nt: float | None,
+    ssim: float | None,
+    attacked: int = 1,
+) -> tuple[Any, ...]:
     return (ts, image, "gmla", 0.1, attacked, success, semantic, nt, 0.1, 1.0, ssim, 3, 0.01, 0,
             "[0]", EMPTY, "[0]", "[0]")  # fmt: skip
 
 
-def make_run(run_dir: Path, per_rank: list[list[tuple[Any, ...]]], target_sets: list[tuple[Any, ...]]) -> None:
+def make_run(
+    run_dir: Path, per_rank: list[list[tuple[Any, ...]]], target_sets: list[tuple[Any, ...]]
+) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     config = ExperimentConfig.from_dict(tiny_config(eps=[0.1], attacks=[{"name": "gmla"}]))
     meta = {"config_hash": config.config_hash(), "config": config.model_dump(mode="json"), "model": "tiny",
@@ -77,9 +87,30 @@ def test_empty_target_sets_are_listed(tmp_path: Path) -> None:
 
 def test_transfer_matrix_uses_source_fooled_images() -> None:
     rows = [
-        {"source": "a", "target": "b", "ts_id": 0, "n_fooled": 4, "n_transferred": 1, "n_semantic": 0},
-        {"source": "a", "target": "b", "ts_id": 1, "n_fooled": 2, "n_transferred": 2, "n_semantic": 1},
-        {"source": "a", "target": "b", "ts_id": 2, "n_fooled": 0, "n_transferred": 0, "n_semantic": 0},
+        {
+            "source": "a",
+            "target": "b",
+            "ts_id": 0,
+            "n_fooled": 4,
+            "n_transferred": 1,
+            "n_semantic": 0,
+        },
+        {
+            "source": "a",
+            "target": "b",
+            "ts_id": 1,
+            "n_fooled": 2,
+            "n_transferred": 2,
+            "n_semantic": 1,
+        },
+        {
+            "source": "a",
+            "target": "b",
+            "ts_id": 2,
+            "n_fooled": 0,
+            "n_transferred": 0,
+            "n_semantic": 0,
+        },
     ]
     sources, targets, matrix = transfer_matrix(rows)
     assert (sources, targets) == (["a"], ["b"])

@@ -21,7 +21,13 @@ def _write(tmp_path: Path, data: object) -> Path:
 
 def test_configs_are_shipped() -> None:
     names = {p.name for p in CONFIGS}
-    assert {"voc.yaml", "nus-wide.yaml", "openimages.yaml", "synthetic-small.yaml", "photos-small.yaml"} <= names
+    assert {
+        "voc.yaml",
+        "nus-wide.yaml",
+        "openimages.yaml",
+        "synthetic-small.yaml",
+        "photos-small.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -96,3 +102,9 @@ def test_hash_identifies_the_config() -> None:
     c = ExperimentConfig.from_dict(tiny_config(seed=1))
     assert a.config_hash() == b.config_hash() != c.config_hash()
     assert ExperimentConfig.model_validate_json(a.canonical_json()) == a
+
+
+def test_device_is_not_part_of_the_identity() -> None:
+    cpu = ExperimentConfig.from_dict(tiny_config(device="cpu"))
+    gpu = ExperimentConfig.from_dict(tiny_config(device="cuda"))
+    assert cpu.config_hash() == gpu.config_hash()

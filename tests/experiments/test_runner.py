@@ -25,7 +25,9 @@ def test_one_row_per_target_set_image_attack_eps(tmp_path: Path) -> None:
     sets = db.execute("SELECT ts_id, n_selected FROM target_sets").fetchall()
     expected = sum(n for _, n in sets) * 2  # two attacks, one eps
     assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == expected
-    rows = db.execute("SELECT targets, clean_pred, flip_set, attacked, linf FROM results").fetchall()
+    rows = db.execute(
+        "SELECT targets, clean_pred, flip_set, attacked, linf FROM results"
+    ).fetchall()
     for targets, clean, flip, attacked, linf in rows:
         assert attacked == 1 and linf <= 0.1 + 1e-6
         assert set(eval(targets)) <= set(eval(clean)) and set(eval(targets)) <= set(eval(flip))
@@ -44,7 +46,14 @@ def test_other_config_in_out_dir_is_refused_until_forced(tmp_path: Path) -> None
     with pytest.raises(StoreError, match="different config.*--force"):
         run_tiny(tmp_path / "run", **{**SMALL, "eps": [0.2]})
     config = ExperimentConfig.from_dict(tiny_config(**{**SMALL, "eps": [0.2]}))
-    run_experiment(config, tmp_path / "run", model=TinyModel(), dataset=TinyDataset(), progress=False, force=True)
+    run_experiment(
+        config,
+        tmp_path / "run",
+        model=TinyModel(),
+        dataset=TinyDataset(),
+        progress=False,
+        force=True,
+    )
     eps = {row[0] for row in _db(tmp_path / "run").execute("SELECT eps FROM results")}
     assert eps == {0.2}
 
@@ -56,14 +65,25 @@ def test_target_set_size_larger_than_label_set(tmp_path: Path) -> None:
 
 def test_zero_eligible_target_set_is_recorded(tmp_path: Path) -> None:
     # All 6 labels together are never predicted at once: that set has no eligible image.
-    run_dir = run_tiny(tmp_path / "run", target_sets={"sizes": [1, 6], "mode": "combinations", "only_present": False}, eps=[0.1])
+    run_dir = run_tiny(
+        tmp_path / "run",
+        target_sets={"sizes": [1, 6], "mode": "combinations", "only_present": False},
+        eps=[0.1],
+    )
     empty = aggregate([run_dir]).empty_sets
     assert [e["labels"] for e in empty] == [list(LABELS)]
-    assert _db(run_dir).execute("SELECT COUNT(*) FROM results WHERE ts_id = ?", (empty[0]["ts_id"],)).fetchone()[0] == 0
+    assert (
+        _db(run_dir)
+        .execute("SELECT COUNT(*) FROM results WHERE ts_id = ?", (empty[0]["ts_id"],))
+        .fetchone()[0]
+        == 0
+    )
 
 
 def test_require_consistent_keeps_consistent_clean_predictions(tmp_path: Path) -> None:
-    run_dir = run_tiny(tmp_path / "run", **SMALL, images={"per_target_set": 24, "require_consistent": True})
+    run_dir = run_tiny(
+        tmp_path / "run", **SMALL, images={"per_target_set": 24, "require_consistent": True}
+    )
     model, graph = TinyModel(), TinyModel().graph
     rows = _db(run_dir).execute("SELECT DISTINCT clean_pred, targets FROM results").fetchall()
     assert rows
@@ -92,7 +112,9 @@ def test_sharded_run_equals_single_run(tmp_path: Path, monkeypatch: pytest.Monke
 def test_transfer_and_gradient_correlation_records(tmp_path: Path) -> None:
     transfer = {"attack": {"name": "mla-u", "options": {"steps": 5}}, "eps": 0.1,
                 "models": [{"name": "tiny", "label": "m0"}, {"name": "tiny", "label": "m1"}]}  # fmt: skip
-    config = ExperimentConfig.from_dict(tiny_config(**SMALL, transfer=transfer, gradient_correlation=True))
+    config = ExperimentConfig.from_dict(
+        tiny_config(**SMALL, transfer=transfer, gradient_correlation=True)
+    )
     run_dir = run_experiment(
         config, tmp_path / "run", model=TinyModel(), dataset=TinyDataset(), progress=False,
         transfer_models={"m0": TinyModel(seed=0), "m1": TinyModel(seed=1)},
@@ -101,8 +123,13 @@ def test_transfer_and_gradient_correlation_records(tmp_path: Path) -> None:
     pairs = {(s, t) for s, t in db.execute("SELECT DISTINCT source, target FROM transfer")}
     assert pairs == {(s, t) for s in ("m0", "m1") for t in ("m0", "m1")}
     # success on the target model counts only images whose clean prediction there contained Ω
-    assert db.execute("SELECT COUNT(*) FROM transfer WHERE success AND NOT eligible").fetchone()[0] == 0
-    n_images = db.execute("SELECT COUNT(DISTINCT ts_id || ':' || image_id) FROM results").fetchone()[0]
+    assert (
+        db.execute("SELECT COUNT(*) FROM transfer WHERE success AND NOT eligible").fetchone()[0]
+        == 0
+    )
+    n_images = db.execute(
+        "SELECT COUNT(DISTINCT ts_id || ':' || image_id) FROM results"
+    ).fetchone()[0]
     assert db.execute("SELECT COUNT(*) FROM gradcorr").fetchone()[0] == n_images
     cosines = db.execute("SELECT cos_mla_c, cos_gmla FROM gradcorr").fetchall()
     assert all(-1.0 - 1e-6 <= c <= 1.0 + 1e-6 for row in cosines for c in row if c is not None)
@@ -114,3 +141,46 @@ def test_examples_saved(tmp_path: Path) -> None:
     assert files and all(f.with_suffix(".png").stat().st_size > 0 for f in files)
     data = np.load(files[0])
     assert np.abs(data["delta"]).max() <= 0.1 + 1e-6
+
+
+class _InterruptingDataset(TinyDataset):
+    """Raises KeyboardInterrupt (as Ctrl-C would) on its ``after``-th image load."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after, self.loads = after, 0
+
+    def __getitem__(self, index: int):  # type: ignore[no-untyped-def]
+        self.loads += 1
+        if self.loads == self.after:
+            raise KeyboardInterrupt
+        return super().__getitem__(index)
+
+
+def test_ctrl_c_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    config = ExperimentConfig.from_dict(tiny_config(**SMALL))
+    reference = run_tiny(tmp_path / "reference", **SMALL)
+    for after in (24 + 7, 24 + 23):  # mid-way through attack batches (24 loads scan the dataset)
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(
+                config,
+                tmp_path / "run",
+                model=TinyModel(),
+                dataset=_InterruptingDataset(after),
+                progress=False,
+            )
+    partial = stored_rows(tmp_path / "run")
+    assert 0 < len(partial) < len(stored_rows(reference))
+    run_experiment(
+        config, tmp_path / "run", model=TinyModel(), dataset=TinyDataset(), progress=False
+    )
+    assert stored_rows(tmp_path / "run") == stored_rows(reference)
+
+
+def test_unavailable_attack_is_named_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlattack.attacks
+
+    monkeypatch.delitem(mlattack.attacks.ATTACKS, "gmla")
+    with pytest.raises(ValueError, match=r"'attacks': \['gmla'\] not available"):
+        run_tiny(tmp_path / "run", **SMALL)
+    assert not list((tmp_path / "run").glob("*.sqlite"))

@@ -32,7 +32,9 @@ def test_unit_written_once(tmp_path: Path) -> None:
         store.write_unit("u1", gradcorr=[(0, 1, 0.5, 0.1)])
         with pytest.raises(sqlite3.IntegrityError):
             store.write_unit("u1", gradcorr=[(0, 2, 0.5, 0.1)])
-        with pytest.raises(sqlite3.IntegrityError):  # same record under another unit: refused, rolled back
+        with pytest.raises(
+            sqlite3.IntegrityError
+        ):  # same record under another unit: refused, rolled back
             store.write_unit("u2", gradcorr=[(0, 1, 0.5, 0.1)])
         assert store.done_units() == {"u1"}
         assert store.query("SELECT COUNT(*) FROM gradcorr")[0][0] == 1

@@ -130,9 +130,19 @@ def test_consistency_errors() -> None:
         (CHAIN, ["a", "b", "c", "d"], ["d"], {"a", "b", "c", "d"}),
         # diamond: bottom needs both sides gone; top goes when both children go
         (DIAMOND, ["top", "left", "right", "bottom"], ["left"], {"left"}),
-        (DIAMOND, ["top", "left", "right", "bottom"], ["bottom"], {"top", "left", "right", "bottom"}),
+        (
+            DIAMOND,
+            ["top", "left", "right", "bottom"],
+            ["bottom"],
+            {"top", "left", "right", "bottom"},
+        ),
         (DIAMOND, ["top", "left", "right", "bottom"], ["top"], {"top", "left", "right", "bottom"}),
-        (DIAMOND, ["top", "left", "right", "bottom"], ["left", "right"], {"top", "left", "right", "bottom"}),
+        (
+            DIAMOND,
+            ["top", "left", "right", "bottom"],
+            ["left", "right"],
+            {"top", "left", "right", "bottom"},
+        ),
         (DIAMOND, ["top", "left", "bottom"], ["left"], {"top", "left", "bottom"}),
     ],
 )
@@ -174,7 +184,9 @@ def test_turn_off_batch_and_torch_parity() -> None:
     assert as_torch.device == torch.device("cpu")
     assert np.array_equal(as_torch.numpy(), psi)
     for row in range(3):
-        single = ZOO.consistent_target_set(torch.from_numpy(preds[row]), torch.from_numpy(targets[row]))
+        single = ZOO.consistent_target_set(
+            torch.from_numpy(preds[row]), torch.from_numpy(targets[row])
+        )
         assert single.shape == (8,) and np.array_equal(single.numpy(), psi[row])
 
 
@@ -214,7 +226,9 @@ def test_turn_on_known_answers(
 
 def test_turn_on_picks_highest_logit_child_recursively() -> None:
     logits = np.array([0.0, -1.0, -3.0, -4.0])
-    assert named(CHAIN, CHAIN.consistent_target_set(np.zeros(4, bool), ["a"], direction="on", logits=logits)) == {
+    assert named(
+        CHAIN, CHAIN.consistent_target_set(np.zeros(4, bool), ["a"], direction="on", logits=logits)
+    ) == {
         "a",
         "b",
         "c",
@@ -222,7 +236,9 @@ def test_turn_on_picks_highest_logit_child_recursively() -> None:
     }
     zoo_logits = np.full(8, -5.0)
     zoo_logits[ZOO.index("bike")] = -1.0
-    psi = ZOO.consistent_target_set(np.zeros(8, bool), ["vehicle"], direction="on", logits=zoo_logits)
+    psi = ZOO.consistent_target_set(
+        np.zeros(8, bool), ["vehicle"], direction="on", logits=zoo_logits
+    )
     assert named(ZOO, psi) == {"vehicle", "bike"}
     zoo_logits[ZOO.index("car")] = 2.0
     batch = np.stack([zoo_logits, -zoo_logits])
@@ -274,8 +290,44 @@ def test_target_set_errors() -> None:
     with pytest.raises(ValueError, match="direction must be 'off' or 'on'"):
         ZOO.consistent_target_set(pred, bad_targets, direction="up")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"logits must have the prediction's shape \(8,\)"):
-        ZOO.consistent_target_set(np.zeros(8, bool), ["vehicle"], direction="on", logits=np.zeros(7))
+        ZOO.consistent_target_set(
+            np.zeros(8, bool), ["vehicle"], direction="on", logits=np.zeros(7)
+        )
     with pytest.raises(TypeError, match="dtype float"):
         ZOO.consistent_target_set(pred, bad_targets.astype(float))
     with pytest.raises(TypeError, match="targets"):
         ZOO.consistent_target_set(pred[0], "dog")  # type: ignore[arg-type]
+
+
+def test_empty_batches_and_views() -> None:
+    empty = np.zeros((0, 8), dtype=bool)
+    assert ZOO.consistent_target_set(empty, empty).shape == (0, 8)
+    assert ZOO.is_consistent(torch.zeros(0, 8, dtype=torch.bool)).shape == (0,)
+    assert LabelGraph([]).violations(np.zeros((3, 0), dtype=bool)).shape == (3, 0)
+    # a non-contiguous view (reversed labels of a reversed graph) gives the same answer
+    reversed_zoo = LabelGraph(ZOO.names[::-1], [(ZOO.names[p], ZOO.names[c]) for p, c in ZOO.edges])
+    pred = np.stack([mask(ZOO, ["animal", "dog", "vehicle", "car"])] * 2)
+    targets = np.stack([mask(ZOO, ["dog"]), mask(ZOO, ["car"])])
+    psi = reversed_zoo.consistent_target_set(pred[:, ::-1], targets[:, ::-1])
+    assert np.array_equal(psi[:, ::-1], ZOO.consistent_target_set(pred, targets))
+    assert np.array_equal(
+        reversed_zoo.is_consistent(pred[:, ::-1], around=targets[:, ::-1]), [True, True]
+    )
+
+
+def test_logits_that_require_grad_are_accepted() -> None:
+    logits = torch.zeros(8, requires_grad=True)
+    psi = ZOO.consistent_target_set(
+        torch.zeros(8, dtype=torch.bool), ["vehicle"], direction="on", logits=logits * 2
+    )
+    assert named(ZOO, psi) == {"vehicle", "car"}  # tie: the lower index
+    # logits are ignored when turning off
+    assert named(
+        ZOO, ZOO.consistent_target_set(mask(ZOO, ["plant"]), ["plant"], logits=logits)
+    ) == {"plant"}
+
+
+def test_integer_masks() -> None:
+    assert ZOO.is_consistent(mask(ZOO, ["animal", "dog"]).astype(np.uint8))
+    with pytest.raises(ValueError, match="pred holds integers other than 0 and 1"):
+        ZOO.violations(np.full(8, 2))

@@ -47,7 +47,9 @@ def test_real_hierarchy_without_names_and_with_parts(openimages_dir: Path) -> No
     assert by_mid.metadata["part_edges"] == []
 
 
-def write_tree(tmp_path: Path, tree: dict, csv_rows: list[str] | None = None) -> tuple[Path, Path | None]:
+def write_tree(
+    tmp_path: Path, tree: dict, csv_rows: list[str] | None = None
+) -> tuple[Path, Path | None]:
     hierarchy = tmp_path / "h.json"
     hierarchy.write_text(json.dumps(tree))
     if csv_rows is None:
@@ -60,7 +62,11 @@ def write_tree(tmp_path: Path, tree: dict, csv_rows: list[str] | None = None) ->
 SMALL_TREE = {
     "LabelName": ENTITY_MID,
     "Subcategory": [
-        {"LabelName": "/m/b", "Subcategory": [{"LabelName": "/m/d"}], "Part": [{"LabelName": "/m/e"}]},
+        {
+            "LabelName": "/m/b",
+            "Subcategory": [{"LabelName": "/m/d"}],
+            "Part": [{"LabelName": "/m/e"}],
+        },
         {"LabelName": "/m/c", "Subcategory": [{"LabelName": "/m/d"}, {"LabelName": "/m/e"}]},
     ],
 }
@@ -68,7 +74,9 @@ SMALL_TREE = {
 
 def test_small_tree_multi_parent_and_parts(tmp_path: Path) -> None:
     hierarchy, descriptions = write_tree(
-        tmp_path, SMALL_TREE, ["LabelName,DisplayName", "/m/b,Bee", "/m/c,Sea", "/m/d,Dee", "/m/e,Eel"]
+        tmp_path,
+        SMALL_TREE,
+        ["LabelName,DisplayName", "/m/b,Bee", "/m/c,Sea", "/m/d,Dee", "/m/e,Eel"],
     )
     graph = load_openimages_graph(hierarchy, descriptions)
     assert graph.names == ("Bee", "Sea", "Dee", "Eel")
@@ -107,3 +115,20 @@ def test_bad_files_are_named(tmp_path: Path) -> None:
         load_openimages_graph(hierarchy, descriptions)
     with pytest.raises(ValueError, match="missing.csv"):
         load_openimages_graph(hierarchy, tmp_path / "missing.csv")
+
+
+def test_real_hierarchy_target_sets(openimages_dir: Path) -> None:
+    """One leaf and its ancestors on: turning the leaf off takes every on label along, and
+    turning it on from nothing needs exactly those ancestors."""
+    graph = LabelGraph.from_openimages(openimages_dir / HIERARCHY)
+    leaves = graph.leaves
+    pred = np.zeros((leaves.size, len(graph)), dtype=bool)
+    targets = np.zeros_like(pred)
+    for row, leaf in enumerate(leaves):
+        pred[row, leaf] = targets[row, leaf] = True
+        pred[row, graph.ancestors(leaf)] = True
+    assert graph.is_consistent(pred).all()
+    assert np.array_equal(graph.consistent_target_set(pred, targets), pred)
+    assert np.array_equal(
+        graph.consistent_target_set(np.zeros_like(pred), targets, direction="on"), pred
+    )

@@ -29,12 +29,26 @@ def dags(draw: st.DrawFn, max_labels: int = 10) -> tuple[int, list[tuple[int, in
 
 
 @st.composite
-def cases(draw: st.DrawFn, batch: int = 4) -> tuple[LabelGraph, list[tuple[int, int]], np.ndarray, np.ndarray]:
+def cases(
+    draw: st.DrawFn, batch: int = 4
+) -> tuple[LabelGraph, list[tuple[int, int]], np.ndarray, np.ndarray]:
     """A DAG, predictions [B, C] (any, not necessarily consistent) and turn-off targets."""
     n, edges = draw(dags())
     graph = LabelGraph([f"l{i}" for i in range(n)], edges)
-    pred = np.array(draw(st.lists(st.lists(st.booleans(), min_size=n, max_size=n), min_size=batch, max_size=batch)))
-    chooser = np.array(draw(st.lists(st.lists(st.booleans(), min_size=n, max_size=n), min_size=batch, max_size=batch)))
+    pred = np.array(
+        draw(
+            st.lists(
+                st.lists(st.booleans(), min_size=n, max_size=n), min_size=batch, max_size=batch
+            )
+        )
+    )
+    chooser = np.array(
+        draw(
+            st.lists(
+                st.lists(st.booleans(), min_size=n, max_size=n), min_size=batch, max_size=batch
+            )
+        )
+    )
     return graph, edges, pred, pred & chooser
 
 
@@ -64,7 +78,9 @@ def test_turn_off_matches_reference_and_basic_properties(case: tuple) -> None:
     graph, edges, pred, targets = case
     psi = graph.consistent_target_set(pred, targets)
     for row in range(pred.shape[0]):
-        expected = reference_turn_off(len(graph), edges, pred[row].tolist(), np.flatnonzero(targets[row]).tolist())
+        expected = reference_turn_off(
+            len(graph), edges, pred[row].tolist(), np.flatnonzero(targets[row]).tolist()
+        )
         assert set(np.flatnonzero(psi[row]).tolist()) == expected
     assert (psi | ~targets).all(), "Psi must contain the targets"
     assert not (psi & ~pred).any(), "Psi holds only labels that are on"
@@ -80,7 +96,9 @@ def test_turning_psi_off_keeps_local_consistency(dag: tuple, data: st.DataObject
     on_labels = np.flatnonzero(pred)
     if on_labels.size == 0:
         return
-    picked = data.draw(st.lists(st.sampled_from(on_labels.tolist()), min_size=1, max_size=3, unique=True))
+    picked = data.draw(
+        st.lists(st.sampled_from(on_labels.tolist()), min_size=1, max_size=3, unique=True)
+    )
     targets = np.zeros(n, dtype=bool)
     targets[picked] = True
     assert graph.is_consistent(pred, around=targets)
@@ -101,7 +119,9 @@ def test_turning_psi_on_keeps_local_consistency(dag: tuple, data: st.DataObject)
     off_labels = np.flatnonzero(~pred)
     if off_labels.size == 0:
         return
-    picked = data.draw(st.lists(st.sampled_from(off_labels.tolist()), min_size=1, max_size=3, unique=True))
+    picked = data.draw(
+        st.lists(st.sampled_from(off_labels.tolist()), min_size=1, max_size=3, unique=True)
+    )
     targets = np.zeros(n, dtype=bool)
     targets[picked] = True
     logits = np.array(data.draw(st.permutations(range(n))), dtype=float)
@@ -118,7 +138,8 @@ def test_independent_of_label_order(case: tuple, data: st.DataObject) -> None:
     perm = np.array(data.draw(st.permutations(range(n))), dtype=int)  # new position -> old label
     new_position = np.argsort(perm)
     permuted = LabelGraph(
-        [graph.names[i] for i in perm], [(int(new_position[p]), int(new_position[c])) for p, c in edges]
+        [graph.names[i] for i in perm],
+        [(int(new_position[p]), int(new_position[c])) for p, c in edges],
     )
     psi = graph.consistent_target_set(pred, targets)
     psi_permuted = permuted.consistent_target_set(pred[:, perm], targets[:, perm])
@@ -142,3 +163,16 @@ def test_independent_of_batch_composition(case: tuple, order: list[int]) -> None
     for row in range(pred.shape[0]):
         assert np.array_equal(graph.consistent_target_set(pred[row], targets[row]), psi[row])
     assert np.array_equal(graph.consistent_target_set(pred[:2], targets[:2]), psi[:2])
+
+
+@SETTINGS
+@given(cases())
+def test_local_consistency_matches_reference_region(case: tuple) -> None:
+    graph, edges, pred, around = case
+    around = around | np.roll(pred, 1, axis=1)  # also labels that are off
+    got = graph.is_consistent(pred, around=around)
+    for row in range(pred.shape[0]):
+        violating = reference_violations(len(graph), edges, pred[row].tolist())
+        region = closure_region(len(graph), edges, np.flatnonzero(around[row]).tolist())
+        assert got[row] == (not any(violating[c] for c in region))
+    assert np.array_equal(graph.is_consistent(pred), ~graph.violations(pred).any(axis=1))

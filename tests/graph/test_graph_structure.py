@@ -45,7 +45,9 @@ def test_edges_by_index_and_duplicates_tolerated() -> None:
 
 def test_ancestors_descendants_depth_on_chain_and_diamond() -> None:
     # a -> b -> c -> d  and a diamond a -> x -> d, so the longest path to d has length 3
-    g = LabelGraph(["a", "b", "c", "d", "x"], [("a", "b"), ("b", "c"), ("c", "d"), ("a", "x"), ("x", "d")])
+    g = LabelGraph(
+        ["a", "b", "c", "d", "x"], [("a", "b"), ("b", "c"), ("c", "d"), ("a", "x"), ("x", "d")]
+    )
     assert g.ancestors("d").tolist() == [0, 1, 2, 4]
     assert g.descendants("a").tolist() == [1, 2, 3, 4]
     assert g.descendants("d").tolist() == []
@@ -213,3 +215,10 @@ def test_subgraph_errors(graph: LabelGraph) -> None:
         graph.subgraph(["dog", "cat", "dog"])
     with pytest.raises(ValueError, match="unknown label 'zebra'"):
         graph.subgraph(["zebra"])
+
+
+def test_source_classmethods_delegate() -> None:
+    builtin = pytest.importorskip("mlattack.graph_sources.builtin")
+    voc = LabelGraph.builtin("voc")
+    assert voc == builtin.load_builtin("voc")
+    assert voc.is_consistent(np.zeros(len(voc), dtype=bool))

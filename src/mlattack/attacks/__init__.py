@@ -16,6 +16,8 @@ from .apgd import APGDAttack, run_apgd
 from .base import Attack, AttackProblem, AttackResult, LoopOutput
 from .gmla import GMLA, gmla_direction
 from .mla import MLAC, MLAU
+from .mlalp import MLALP
+from .mldp import MLDP
 
 if TYPE_CHECKING:
     from ..graph import LabelGraph
@@ -24,7 +26,9 @@ __all__ = [
     "ATTACKS",
     "GMLA",
     "MLAC",
+    "MLALP",
     "MLAU",
+    "MLDP",
     "APGDAttack",
     "Attack",
     "AttackProblem",
@@ -39,6 +43,8 @@ ATTACKS: dict[str, type[Attack]] = {
     "mla-u": MLAU,
     "mla-c": MLAC,
     "gmla": GMLA,
+    "ml-dp": MLDP,
+    "mla-lp": MLALP,
 }
 
 

@@ -1,10 +1,10 @@
 """``mlattack graph``: build label graphs, print them, and compute consistent target sets.
 
-    mlattack graph build --wordnet dog cat car bicycle -o animals.json
-    mlattack graph build --labels-file labels.txt --synset tvmonitor=television_receiver.n.01 -o g.json
-    mlattack graph build --openimages bbox_labels_600_hierarchy.json --names classes.csv -o oi.json
-    mlattack graph show voc
-    mlattack graph target-set voc --on dog carnivore mammal animal organism --targets dog
+mlattack graph build --wordnet dog cat car bicycle -o animals.json
+mlattack graph build --labels-file labels.txt --synset tvmonitor=television_receiver.n.01 -o g.json
+mlattack graph build --openimages bbox_labels_600_hierarchy.json --names classes.csv -o oi.json
+mlattack graph show voc
+mlattack graph target-set voc --on dog carnivore mammal animal organism --targets dog
 """
 
 from __future__ import annotations
@@ -117,7 +117,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _parse_synset_option(text: str, where: str) -> tuple[str, str]:
     label, sep, synset = text.partition("=")
     if not sep or not label.strip() or not synset.strip():
-        raise ValueError(f"{where}: expected LABEL=SYNSET (e.g. tvmonitor=television_receiver.n.01), got {text!r}")
+        raise ValueError(
+            f"{where}: expected LABEL=SYNSET (e.g. tvmonitor=television_receiver.n.01), got {text!r}"
+        )
     return label.strip(), synset.strip()
 
 

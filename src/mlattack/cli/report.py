@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sets). Several run directories (e.g. one per model) are reported together.",
     )
     parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/report)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: RUN_DIR/report)"
+    )
     parser.set_defaults(func=_report)
 
 

@@ -16,8 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "torchrun each rank takes a disjoint share of the work and writes its own store.",
     )
     parser.add_argument("config", type=Path, help="experiment YAML file (see configs/)")
-    parser.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<config name>)")
-    parser.add_argument("--force", action="store_true", help="delete earlier results in the run directory first")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="run directory (default: runs/<config name>)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="delete earlier results in the run directory first"
+    )
     parser.add_argument("--device", default=None, help="override the config's device (e.g. cuda)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=_run)
@@ -33,7 +37,11 @@ def _run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("runs") / config.name
     try:
         run_dir = run_experiment(
-            config, out, progress=not args.no_progress, force=args.force, base_dir=args.config.resolve().parent
+            config,
+            out,
+            progress=not args.no_progress,
+            force=args.force,
+            base_dir=args.config.resolve().parent,
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted; rerun the same command to resume into {out}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Synthetic hierarchical scenes: procedurally drawn shapes from a two-level taxonomy.
 
 Every image is a dark, slightly noisy background split into a 2x2 grid of cells; 1-3 objects (up to
-4 with the correlated additions) sit in distinct cells, each a filled shape in a random bright colour.
+4 with the correlated additions) sit in distinct cells (so they never overlap), each a filled shape in a random bright colour.
 Sixteen shapes (the leaves) fall into four groups (the parents):
 
 - ``round``: disc, ring, half_disc, ellipse
@@ -98,7 +98,7 @@ class SyntheticScenes(Dataset[tuple[Tensor, Tensor]]):
 
     Args:
         n: number of images in this split.
-        size: image side in pixels (>= 16).
+        size: image side in pixels (even, >= 16).
         seed: dataset seed; ``(seed, split, index)`` fixes an image completely.
         split: ``"train"``, ``"val"`` or ``"test"`` (independent streams of images).
         min_objects, max_objects: the number of independently chosen shapes per image (1-3 by default;
@@ -125,8 +125,8 @@ class SyntheticScenes(Dataset[tuple[Tensor, Tensor]]):
     ) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 16:
-            raise ValueError(f"size must be an int >= 16, got {size!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 16 or size % 2:
+            raise ValueError(f"size must be an even int >= 16 (a 2x2 grid of cells), got {size!r}")
         if split not in SPLITS:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
         if not 1 <= min_objects <= max_objects <= CELLS - 1:
@@ -150,15 +150,14 @@ class SyntheticScenes(Dataset[tuple[Tensor, Tensor]]):
             [[self.leaf_names.index(a), self.leaf_names.index(b)] for a, b in self.correlated_pairs],
             dtype=torch.long,
         ).reshape(-1, 2)
-        self._leaf_group = torch.tensor(
-            [g for g, leaves in enumerate(GROUPS.values()) for _ in leaves], dtype=torch.long
-        )
+        leaf_group = [g for g, leaves in enumerate(GROUPS.values()) for _ in leaves]
+        self._membership = torch.nn.functional.one_hot(torch.tensor(leaf_group), len(GROUPS)).float()
         self.num_skipped = 0
         self._graph: LabelGraph | None = None
         self._key = int(_splitmix64(np.array([self.seed * 8 + SPLITS[split]], dtype=np.uint64))[0])
         noise = torch.Generator().manual_seed(self.seed)
         self._noise = (torch.rand(NOISE_BANK, 1, size, size, generator=noise) - 0.5) * (2 * NOISE_LEVEL)
-        self._grid = torch.arange(size, dtype=torch.float32) + 0.5
+        self._grid = torch.arange(size // 2, dtype=torch.float32) + 0.5  # pixel centres in a cell
         self._labels: Tensor | None = None
 
     def _check_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -227,29 +226,22 @@ class SyntheticScenes(Dataset[tuple[Tensor, Tensor]]):
         k = self.min_objects + (u[:, 0] * span).long().clamp_max(span - 1)
         # k distinct leaves: the k smallest of 16 independent uniforms
         order = u[:, 1 : 1 + leaves].argsort(dim=1)
+        slot = torch.arange(CELLS)
         chosen = torch.full((count, CELLS), -1, dtype=torch.long)
         chosen[:, : self.max_objects] = order[:, : self.max_objects]
-        chosen[torch.arange(CELLS)[None, :] >= k[:, None]] = -1
-        present = torch.zeros(count, leaves, dtype=torch.bool)
-        rows = torch.arange(count)
-        for slot in range(CELLS):
-            valid = chosen[:, slot] >= 0
-            present[rows[valid], chosen[valid, slot]] = True
+        chosen = chosen.masked_fill(slot[None, :] >= k[:, None], -1)
+        # (masks and one-hot comparisons rather than index_put/index_add: those scale badly with threads)
+        present = (chosen[:, :, None] == torch.arange(leaves)[None, None, :]).any(dim=1)
         used = k.clone()
         pair_draws = u[:, 1 + leaves : 1 + leaves + len(self.correlated_pairs)]
         for p, (a, b) in enumerate(self._pair_index.tolist()):
             add = present[:, a] & ~present[:, b] & (pair_draws[:, p] < self.correlation) & (used < CELLS)
-            chosen[rows[add], used[add]] = b
-            present[add, b] = True
+            chosen = torch.where(add[:, None] & (slot[None, :] == used[:, None]), b, chosen)
+            present[:, b] |= add
             used += add.long()
         # shuffle which cell holds which object: sort cells by a uniform key
-        cell_order = u[:, -CELLS:].argsort(dim=1)
-        chosen = chosen.gather(1, cell_order)
-        groups = torch.zeros(count, len(self.group_names), dtype=torch.bool)
-        groups.index_put_(
-            (rows[:, None].expand(-1, leaves)[present], self._leaf_group[None, :].expand(count, -1)[present]),
-            torch.tensor(True),
-        )
+        chosen = chosen.gather(1, u[:, -CELLS:].argsort(dim=1))
+        groups = (present.float() @ self._membership) > 0
         labels = torch.cat([groups, present], dim=1).float()
         return labels, chosen, present
 
@@ -262,43 +254,50 @@ class SyntheticScenes(Dataset[tuple[Tensor, Tensor]]):
         count, size = len(index), self.size
         u = self._uniforms(index, 6 + 6 * CELLS, 64)
         background = self._background(u[:, :6])
-        cell = size / 2
-        slot = torch.arange(CELLS)
-        occupied = chosen >= 0
-        image_of = torch.arange(count)[:, None].expand(-1, CELLS)[occupied]
-        leaf_of = chosen[occupied]
-        cell_of = slot[None, :].expand(count, -1)[occupied]
-        params = u[:, 6:].reshape(count, CELLS, 6)[occupied]  # [M, 6]: scale, dx, dy, hue, sat, val
-        radius = cell / 2 * (0.62 + 0.33 * params[:, 0])
-        slack = (cell / 2 - radius).clamp_min(0.0)
-        cx = (cell_of % 2).float() * cell + cell / 2 + (2 * params[:, 1] - 1) * slack
-        cy = (cell_of // 2).float() * cell + cell / 2 + (2 * params[:, 2] - 1) * slack
+        half = size // 2  # each object lives in its own half x half cell of the 2x2 grid
+        leaf = chosen.reshape(-1)  # one slot per (image, cell); -1 = empty
+        params = u[:, 6:].reshape(-1, 6)  # scale, dx, dy, hue, saturation, value
+        radius = half / 2 * (0.62 + 0.33 * params[:, 0])
+        slack = (half / 2 - radius).clamp_min(0.0)
+        cx = half / 2 + (2 * params[:, 1] - 1) * slack
+        cy = half / 2 + (2 * params[:, 2] - 1) * slack
         colour = _hsv_to_rgb(params[:, 3], 0.55 + 0.45 * params[:, 4], 0.7 + 0.3 * params[:, 5])
-        coverage = torch.zeros(count, 1, size, size)
-        paint = torch.zeros(count, 3, size, size)
+        # draw the slots sorted by shape, one vectorised mask per shape, then undo the sort
+        order = leaf.argsort(stable=True)
+        sizes = torch.bincount(leaf + 1, minlength=len(self.leaf_names) + 1).tolist()
+        pieces = [torch.zeros(sizes[0], half, half)]
+        start = sizes[0]
         for leaf_id, name in enumerate(self.leaf_names):
-            mine = (leaf_of == leaf_id).nonzero().flatten()
-            if mine.numel() == 0:
-                continue
-            r = radius[mine][:, None, None]
-            du = (self._grid[None, None, :] - cx[mine][:, None, None]) / r
-            dv = (self._grid[None, :, None] - cy[mine][:, None, None]) / r
-            mask = SHAPES[name](du, dv).float().unsqueeze(1)  # [m, 1, S, S]
-            coverage.index_add_(0, image_of[mine], mask)
-            paint.index_add_(0, image_of[mine], mask * colour[mine][:, :, None, None])
+            mine = order[start : start + sizes[leaf_id + 1]]
+            start += len(mine)
+            if len(mine):
+                r = radius[mine][:, None, None]
+                du = (self._grid[None, None, :] - cx[mine][:, None, None]) / r
+                dv = (self._grid[None, :, None] - cy[mine][:, None, None]) / r
+                pieces.append(SHAPES[name](du, dv).float())
+        masks = torch.cat(pieces).index_select(0, order.argsort()).unsqueeze(1)  # [B*4, 1, h, h]
+        coverage = _tile_cells(masks, count)
+        paint = _tile_cells(masks * colour[:, :, None, None], count)
         images = background * (1.0 - coverage) + paint
         return images.clamp_(0.0, 1.0), labels
 
     def _background(self, u: Tensor) -> Tensor:
         """Dark low-saturation colour with a gentle linear gradient and bank noise: ``[B, 3, S, S]``."""
         base = _hsv_to_rgb(u[:, 0], 0.35 * u[:, 1], 0.08 + 0.25 * u[:, 2])  # [B, 3]
-        ramp = (self._grid / self.size - 0.5)[None, :]
+        ramp = ((torch.arange(self.size) + 0.5) / self.size - 0.5)[None, :]
         angle = u[:, 3:4] * (2 * torch.pi)
         gradient = 0.08 * (
             torch.cos(angle)[:, :, None] * ramp[:, None, :] + torch.sin(angle)[:, :, None] * ramp[:, :, None]
         )
         noise = self._noise[(u[:, 4] * NOISE_BANK).long().clamp_max(NOISE_BANK - 1)]
         return base[:, :, None, None] + gradient.unsqueeze(1) + noise
+
+
+def _tile_cells(cells: Tensor, count: int) -> Tensor:
+    """``[B*4, K, h, h]`` cell images (row-major 2x2 grid per image) -> ``[B, K, 2h, 2h]``."""
+    channels, half = cells.shape[1], cells.shape[-1]
+    grid = cells.view(count, 2, 2, channels, half, half).permute(0, 3, 1, 4, 2, 5)
+    return grid.reshape(count, channels, 2 * half, 2 * half)
 
 
 def _hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:

@@ -10,4 +10,11 @@ from mlattack.experiments.report import build_report
 from mlattack.experiments.runner import run_experiment
 from mlattack.experiments.store import SCHEMA_VERSION, ResultStore, StoreError
 
-__all__ = ["ExperimentConfig", "ResultStore", "SCHEMA_VERSION", "StoreError", "build_report", "run_experiment"]
+__all__ = [
+    "ExperimentConfig",
+    "ResultStore",
+    "SCHEMA_VERSION",
+    "StoreError",
+    "build_report",
+    "run_experiment",
+]

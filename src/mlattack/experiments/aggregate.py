@@ -48,7 +48,9 @@ class Run:
     run_dir: Path
     stores: list[Path]
     meta: dict[str, Any]
-    target_sets: dict[int, dict[str, Any]]  # ts_id -> {size, labels (names), n_eligible, n_selected}
+    target_sets: dict[
+        int, dict[str, Any]
+    ]  # ts_id -> {size, labels (names), n_eligible, n_selected}
 
     @property
     def model(self) -> str:
@@ -85,14 +87,18 @@ def open_run(run_dir: Path) -> Run:
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     stores = find_stores(run_dir)
     if not stores:
-        raise FileNotFoundError(f"no results store (results-rank*.sqlite) in {run_dir}; run 'mlattack run' first")
+        raise FileNotFoundError(
+            f"no results store (results-rank*.sqlite) in {run_dir}; run 'mlattack run' first"
+        )
     meta: dict[str, Any] = {}
     target_sets: dict[int, dict[str, Any]] = {}
     for path in stores:
         with ResultStore.open_readonly(path) as store:
             this = store.meta()
             if meta and this.get("config_hash") != meta.get("config_hash"):
-                raise StoreError(f"{path} belongs to another config than {stores[0]}; one run per directory")
+                raise StoreError(
+                    f"{path} belongs to another config than {stores[0]}; one run per directory"
+                )
             meta = meta or this
             names = this["label_names"]
             for ts_id, size, labels, n_eligible, n_selected in store.query(
@@ -111,19 +117,27 @@ def aggregate(run_dirs: list[Path]) -> Aggregates:
     runs = [open_run(Path(d)) for d in run_dirs]
     models = [r.model for r in runs]
     if len(set(models)) != len(models):
-        raise ValueError(f"runs name the same model twice ({models}); set 'model.label' in their configs")
+        raise ValueError(
+            f"runs name the same model twice ({models}); set 'model.label' in their configs"
+        )
     result = Aggregates(runs)
     for run in runs:
-        sums: dict[tuple[str, float, int], np.ndarray] = defaultdict(lambda: np.zeros(len(_SUM_FIELDS)))
+        sums: dict[tuple[str, float, int], np.ndarray] = defaultdict(
+            lambda: np.zeros(len(_SUM_FIELDS))
+        )
         for path in run.stores:
             with ResultStore.open_readonly(path) as store:
                 result.n_rows += store.query("SELECT COUNT(*) FROM results")[0][0]
                 for attack, eps, ts_id, *values in store.iter_query(_PER_SET_SQL):
-                    sums[(attack, float(eps), int(ts_id))] += np.array([v or 0.0 for v in values], dtype=float)
+                    sums[(attack, float(eps), int(ts_id))] += np.array(
+                        [v or 0.0 for v in values], dtype=float
+                    )
                 result.transfer.extend(_transfer_rows(store, run.model))
                 result.gradcorr.extend(_gradcorr_rows(store, run))
-        for (attack, eps, ts_id), values in sorted(sums.items()):
-            result.per_set.append(_per_set_row(run, attack, eps, ts_id, dict(zip(_SUM_FIELDS, values, strict=True))))
+        for (attack, eps, ts_id), totals in sorted(sums.items()):
+            result.per_set.append(
+                _per_set_row(run, attack, eps, ts_id, dict(zip(_SUM_FIELDS, totals, strict=True)))
+            )
         result.empty_sets.extend(
             {"model": run.model, "ts_id": ts_id, **info}
             for ts_id, info in sorted(run.target_sets.items())
@@ -133,7 +147,9 @@ def aggregate(run_dirs: list[Path]) -> Aggregates:
     return result
 
 
-def _per_set_row(run: Run, attack: str, eps: float, ts_id: int, s: dict[str, float]) -> dict[str, Any]:
+def _per_set_row(
+    run: Run, attack: str, eps: float, ts_id: int, s: dict[str, float]
+) -> dict[str, Any]:
     info = run.target_sets.get(ts_id, {"size": 0, "labels": []})
     n = s["n_images"]
     return {
@@ -161,7 +177,7 @@ def _summarise(per_set: list[dict[str, Any]], runs: list[Run]) -> list[dict[str,
     groups: dict[tuple[str, str, float, int], list[dict[str, Any]]] = defaultdict(list)
     for row in per_set:
         groups[(row["model"], row["attack"], row["eps"], row["size"])].append(row)
-    empty = defaultdict(int)
+    empty: dict[tuple[str, int], int] = defaultdict(int)
     for run in runs:
         for info in run.target_sets.values():
             if info["n_selected"] == 0:
@@ -178,8 +194,8 @@ def _summarise(per_set: list[dict[str, Any]], runs: list[Run]) -> list[dict[str,
             "n_images": sum(r["n_images"] for r in rows),
         }
         for metric in METRICS:
-            values = np.array([r[metric] for r in rows], dtype=float)
-            values = values[~np.isnan(values)]
+            raw = np.array([r[metric] for r in rows], dtype=float)
+            values = raw[~np.isnan(raw)]
             entry[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
             entry[f"{metric}_std"] = float(values.std()) if len(values) else math.nan
             entry[f"{metric}_n_sets"] = len(values)
@@ -199,12 +215,19 @@ def _transfer_rows(store: ResultStore, model: str) -> list[dict[str, Any]]:
 def _gradcorr_rows(store: ResultStore, run: Run) -> list[dict[str, Any]]:
     rows = store.query("SELECT ts_id, cos_mla_c, cos_gmla FROM gradcorr")
     return [
-        {"model": run.model, "size": run.target_sets.get(ts, {"size": 0})["size"], "mla-c": a, "gmla": b}
+        {
+            "model": run.model,
+            "size": run.target_sets.get(ts, {"size": 0})["size"],
+            "mla-c": a,
+            "gmla": b,
+        }
         for ts, a, b in rows
     ]
 
 
-def transfer_matrix(rows: list[dict[str, Any]], *, semantic: bool = False) -> tuple[list[str], list[str], np.ndarray]:
+def transfer_matrix(
+    rows: list[dict[str, Any]], *, semantic: bool = False
+) -> tuple[list[str], list[str], np.ndarray]:
     """Mean over target sets of (transferred / source-fooled) for every (source, target) pair.
 
     Target sets where the source attack fooled no image are left out of the mean.
@@ -228,7 +251,7 @@ def transfer_matrix(rows: list[dict[str, Any]], *, semantic: bool = False) -> tu
 
 def load_examples(run: Run) -> list[dict[str, Any]]:
     """The saved example perturbations of a run, with their stored SSIM."""
-    examples = []
+    examples: list[dict[str, Any]] = []
     for path in run.stores:
         with ResultStore.open_readonly(path) as store:
             rows = store.query(

@@ -19,6 +19,20 @@ IMAGENET_HIERARCHY = "imagenet-hierarchy"
 SAMPLE_PHOTOS = "sample-photos"
 
 
+def label_names_of(model: nn.Module) -> tuple[str, ...]:
+    """The model's output label names (every mlattack model has ``label_names``)."""
+    names = getattr(model, "label_names", None)
+    if names is None:
+        raise ValueError(
+            f"{type(model).__name__} has no 'label_names'; mlattack models name their outputs"
+        )
+    return tuple(str(n) for n in names)
+
+
+def dataset_length(dataset: Dataset[Any]) -> int:
+    return len(dataset)  # type: ignore[arg-type]
+
+
 def _existing(path: Path, base_dir: Path | None) -> Path:
     """``path`` as given when it exists (or is absolute), else relative to ``base_dir``."""
     if path.exists() or path.is_absolute() or base_dir is None:
@@ -55,7 +69,9 @@ class SamplePhotos(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     num_skipped = 0
     graph = None
 
-    def __init__(self, label_names: tuple[str, ...], *, size: int = 256, names: list[str] | None = None):
+    def __init__(
+        self, label_names: tuple[str, ...], *, size: int = 256, names: list[str] | None = None
+    ):
         from mlattack.models.imagenet import sample_photos
 
         photos = sample_photos()
@@ -76,14 +92,18 @@ class SamplePhotos(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
 def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
     resized = torch.nn.functional.interpolate(
-        image.unsqueeze(0).float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        image.unsqueeze(0).float(),
+        size=(size, size),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
     )
     return resized.squeeze(0).clamp(0.0, 1.0)
 
 
 def build_dataset_from_spec(spec: DatasetSpec, model: nn.Module) -> Dataset[Any]:
     if spec.name == SAMPLE_PHOTOS:
-        return SamplePhotos(tuple(model.label_names), **spec.options)
+        return SamplePhotos(label_names_of(model), **spec.options)
     from mlattack.data import build_dataset
 
     return build_dataset(spec.name, **spec.options)
@@ -116,9 +136,13 @@ def resolve_graph(
         folder = _existing(Path(spec.removeprefix("openimages:")), base_dir)
         hierarchy = folder / "bbox_labels_600_hierarchy.json"
         if not hierarchy.is_file():
-            raise FileNotFoundError(f"config key 'graph': OpenImages hierarchy not found: {hierarchy}")
+            raise FileNotFoundError(
+                f"config key 'graph': OpenImages hierarchy not found: {hierarchy}"
+            )
         descriptions = folder / "class-descriptions-boxable.csv"
-        source = LabelGraph.from_openimages(hierarchy, descriptions if descriptions.is_file() else None)
+        source = LabelGraph.from_openimages(
+            hierarchy, descriptions if descriptions.is_file() else None
+        )
         what = spec
     else:
         path = _existing(Path(spec), base_dir)
@@ -128,7 +152,7 @@ def resolve_graph(
         what = str(path)
     if source is None:
         raise ValueError(f"config key 'graph': {what} has no label graph; name one explicitly")
-    return align_graph(source, tuple(model.label_names), what=what)
+    return align_graph(source, label_names_of(model), what=what)
 
 
 def align_graph(

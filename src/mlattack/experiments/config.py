@@ -79,7 +79,9 @@ class AttackSpec(_Section):
     def _no_runner_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
         clash = sorted({"eps", "graph", "model", "on_invalid"} & set(value))
         if clash:
-            raise ValueError(f"options {clash} are set by the runner (use the top-level 'eps' list)")
+            raise ValueError(
+                f"options {clash} are set by the runner (use the top-level 'eps' list)"
+            )
         return value
 
     @property
@@ -205,7 +207,10 @@ class ExperimentConfig(_Section):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
     def config_hash(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()[:16]
+        """Identity of the experiment: the canonical JSON without where it runs (``device``)."""
+        identity = self.model_dump(mode="json", exclude={"device"})
+        text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _describe(exc: ValidationError) -> str:

@@ -70,7 +70,9 @@ def figure_sizes(agg: Aggregates, path: Path) -> Path | None:
     for ax, metric in zip(axes, METRICS, strict=True):
         series: dict[tuple[str, str], list[tuple[int, float, float]]] = defaultdict(list)
         for r in rows:
-            series[(r["model"], r["attack"])].append((r["size"], r[f"{metric}_mean"], r[f"{metric}_std"]))
+            series[(r["model"], r["attack"])].append(
+                (r["size"], r[f"{metric}_mean"], r[f"{metric}_std"])
+            )
         for (model, attack), points in sorted(series.items()):
             points.sort()
             ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
@@ -108,7 +110,9 @@ def figure_gradcorr(agg: Aggregates, path: Path) -> Path | None:
     """Fig. 8: share of images per cos(g_t, g_nt) bin, MLA-C vs GMLA objective, per model and |Ω|."""
     if not agg.gradcorr:
         return None
-    groups: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: {"mla-c": [], "gmla": []})
+    groups: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(
+        lambda: {"mla-c": [], "gmla": []}
+    )
     for row in agg.gradcorr:
         for objective in ("mla-c", "gmla"):
             if row[objective] is not None:
@@ -142,14 +146,18 @@ def _group_of(graph: Any, index: int) -> str:
     return str(graph.names[min(roots)])
 
 
-def _label_lines(run: Run, graph: Any, arrays: dict[str, np.ndarray], limit: int = 16) -> list[tuple[str, str]]:
+def _label_lines(
+    run: Run, graph: Any, arrays: dict[str, np.ndarray], limit: int = 16
+) -> list[tuple[str, str]]:
     """(text, colour) lines: labels on before or after, grouped by their root in the graph."""
     clean, adv = arrays["clean_pred"].astype(bool), arrays["adv_pred"].astype(bool)
     targets = arrays["targets"].astype(bool)
     violations = np.asarray(graph.violations(adv), dtype=bool)
     names = run.label_names
-    shown = np.flatnonzero(clean | adv | targets)
-    shown = sorted(shown, key=lambda i: (_group_of(graph, int(i)), graph.depth(int(i)), names[i]))
+    shown = sorted(
+        np.flatnonzero(clean | adv | targets).tolist(),
+        key=lambda i: (_group_of(graph, int(i)), graph.depth(int(i)), names[i]),
+    )
     lines: list[tuple[str, str]] = []
     last_group = None
     for i in shown:
@@ -159,7 +167,15 @@ def _label_lines(run: Run, graph: Any, arrays: dict[str, np.ndarray], limit: int
             last_group = group
         marks = ("T " if targets[i] else "") + ("! " if violations[i] else "")
         state = f"{'on' if clean[i] else 'off'}→{'on' if adv[i] else 'off'}"
-        colour = "red" if violations[i] else "tab:blue" if targets[i] else "darkorange" if clean[i] != adv[i] else "black"
+        colour = (
+            "red"
+            if violations[i]
+            else "tab:blue"
+            if targets[i]
+            else "darkorange"
+            if clean[i] != adv[i]
+            else "black"
+        )
         lines.append((f"  {marks}{names[i]}: {state}", colour))
     if len(lines) > limit:
         lines = lines[: limit - 1] + [(f"  ... {len(lines) - limit + 1} more", "dimgray")]
@@ -175,7 +191,9 @@ def _example_groups(examples: list[dict[str, Any]], limit: int) -> list[list[dic
     return [grouped[k] for k in keys]
 
 
-def figure_qualitative(run: Run, graph: Any, examples: list[dict[str, Any]], path: Path, *, limit: int = 4) -> Path | None:
+def figure_qualitative(
+    run: Run, graph: Any, examples: list[dict[str, Any]], path: Path, *, limit: int = 4
+) -> Path | None:
     """Fig. 9: image + clean→adversarial labels per attack, grouped by graph root; T = target,
     ! = inconsistent in the adversarial prediction."""
     groups = _example_groups(examples, limit)
@@ -193,7 +211,13 @@ def figure_qualitative(run: Run, graph: Any, examples: list[dict[str, Any]], pat
         for col, example in enumerate(group, start=1):
             arrays = dict(np.load(run.run_dir / example["path"]))
             ax = axes[row][col]
-            outcome = "semantic success" if example["semantic_success"] else "success" if example["success"] else "failed"
+            outcome = (
+                "semantic success"
+                if example["semantic_success"]
+                else "success"
+                if example["success"]
+                else "failed"
+            )
             ax.set_title(f"{example['attack']} ({outcome})", fontsize=9)
             for k, (text, colour) in enumerate(_label_lines(run, graph, arrays)):
                 ax.text(0.0, 1.0 - 0.06 * k, text, color=colour, fontsize=7.5, family="monospace",
@@ -201,7 +225,9 @@ def figure_qualitative(run: Run, graph: Any, examples: list[dict[str, Any]], pat
     return _save(fig, path)
 
 
-def figure_perturbations(run: Run, examples: list[dict[str, Any]], path: Path, *, limit: int = 4) -> Path | None:
+def figure_perturbations(
+    run: Run, examples: list[dict[str, Any]], path: Path, *, limit: int = 4
+) -> Path | None:
     """Fig. 10: perturbations (scaled to ±ε), their cosine with GMLA's perturbation, and SSIM."""
     groups = _example_groups(examples, limit)
     if not groups:
@@ -211,8 +237,12 @@ def figure_perturbations(run: Run, examples: list[dict[str, Any]], path: Path, *
     fig = Figure(figsize=(2.6 * n_cols, 2.9 * len(groups)))
     axes = fig.subplots(len(groups), n_cols, squeeze=False)
     for row, group in enumerate(groups):
-        deltas = {e["attack"]: np.load(run.run_dir / e["path"])["delta"].astype(np.float64) for e in group}
-        reference = next((deltas[e["attack"]] for e in group if kinds.get(e["attack"]) == "gmla"), None)
+        deltas = {
+            e["attack"]: np.load(run.run_dir / e["path"])["delta"].astype(np.float64) for e in group
+        }
+        reference = next(
+            (deltas[e["attack"]] for e in group if kinds.get(e["attack"]) == "gmla"), None
+        )
         for ax in axes[row]:
             ax.axis("off")
         for col, example in enumerate(group):
@@ -224,5 +254,7 @@ def figure_perturbations(run: Run, examples: list[dict[str, Any]], path: Path, *
                 norm = np.linalg.norm(delta) * np.linalg.norm(reference)
                 cosine = f"{float(np.vdot(delta, reference) / norm):.2f}" if norm > 0 else "n/a"
             ssim = "n/a" if example["ssim"] is None else f"{example['ssim']:.3f}"
-            axes[row][col].set_title(f"{example['attack']}\ncos·GMLA={cosine} SSIM={ssim}", fontsize=8)
+            axes[row][col].set_title(
+                f"{example['attack']}\ncos·GMLA={cosine} SSIM={ssim}", fontsize=8
+            )
     return _save(fig, path)

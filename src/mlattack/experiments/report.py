@@ -49,21 +49,26 @@ DENOMINATORS = {
 }
 
 
-def build_report(run_dir: str | Path, *more_runs: str | Path, out_dir: str | Path | None = None) -> Path:
+def build_report(
+    run_dir: str | Path, *more_runs: str | Path, out_dir: str | Path | None = None
+) -> Path:
     """Write the report of one run (or several, e.g. one per model) and return the HTML path.
 
     Files go to ``out_dir`` (default ``RUN_DIR/report``): ``table1.csv``, ``table2.csv``,
     ``per_target_set.csv``, ``transfer.csv``, ``report.json``, ``fig*.png`` and ``report.html``.
     """
     run_dirs = [Path(run_dir), *(Path(d) for d in more_runs)]
+    agg = aggregate(run_dirs)
     target = Path(out_dir) if out_dir is not None else run_dirs[0] / REPORT_DIR
     target.mkdir(parents=True, exist_ok=True)
-    agg = aggregate(run_dirs)
 
     _write_csv(target / "table1.csv", agg.summary)
     _write_csv(target / "per_target_set.csv", agg.per_set)
     _write_csv(target / "table2.csv", _table2_rows(agg))
-    _write_csv(target / "empty_target_sets.csv", [{**e, "labels": " + ".join(e["labels"])} for e in agg.empty_sets])
+    _write_csv(
+        target / "empty_target_sets.csv",
+        [{**e, "labels": " + ".join(e["labels"])} for e in agg.empty_sets],
+    )
     if agg.transfer:
         _write_csv(target / "transfer.csv", agg.transfer)
 
@@ -77,14 +82,21 @@ def build_report(run_dir: str | Path, *more_runs: str | Path, out_dir: str | Pat
         examples = load_examples(run)
         suffix = "" if len(agg.runs) == 1 else f"_{index}"
         graph = _graph_of(run.meta)
-        fig9 = figure_qualitative(run, graph, examples, target / f"fig9_qualitative{suffix}.png") if graph else None
+        fig9 = (
+            figure_qualitative(run, graph, examples, target / f"fig9_qualitative{suffix}.png")
+            if graph
+            else None
+        )
         fig10 = figure_perturbations(run, examples, target / f"fig10_perturbations{suffix}.png")
         title_suffix = "" if len(agg.runs) == 1 else f" ({run.model})"
         missing = "needs saved examples ('examples' > 0 and at least one attacked image)"
         figures.append(("fig9", f"Fig. 9 — qualitative examples{title_suffix}", fig9, missing))
         figures.append(("fig10", f"Fig. 10 — perturbations{title_suffix}", fig10, missing))
 
-    (target / "report.json").write_text(json.dumps(_json_payload(agg, figures), indent=2, default=_json_default) + "\n", encoding="utf-8")
+    (target / "report.json").write_text(
+        json.dumps(_json_payload(agg, figures), indent=2, default=_json_default) + "\n",
+        encoding="utf-8",
+    )
     page = target / "report.html"
     page.write_text(_html(agg, figures), encoding="utf-8")
     return page
@@ -101,7 +113,10 @@ def _table2_rows(agg: Aggregates) -> list[dict[str, Any]]:
     sizes = sorted({r["size"] for r in agg.summary})
     rows: dict[tuple[str, str, float], dict[str, Any]] = {}
     for r in agg.summary:
-        row = rows.setdefault((r["model"], r["attack"], r["eps"]), {"model": r["model"], "attack": r["attack"], "eps": r["eps"]})
+        row = rows.setdefault(
+            (r["model"], r["attack"], r["eps"]),
+            {"model": r["model"], "attack": r["attack"], "eps": r["eps"]},
+        )
         row[f"nt_rate_k{r['size']}"] = _pm(r["nt_rate_mean"], r["nt_rate_std"])
     for row in rows.values():
         for k in sizes:
@@ -129,13 +144,25 @@ def _json_default(value: Any) -> Any:
     return float(value)
 
 
-def _json_payload(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]]) -> dict[str, Any]:
+def _json_payload(
+    agg: Aggregates, figures: list[tuple[str, str, Path | None, str]]
+) -> dict[str, Any]:
     def clean(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
+        return [
+            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in rows
+        ]
 
     return {
-        "runs": [{"run_dir": str(r.run_dir), "model": r.model, "config_hash": r.meta.get("config_hash"),
-                  "config": r.meta.get("config")} for r in agg.runs],  # fmt: skip
+        "runs": [
+            {
+                "run_dir": str(r.run_dir),
+                "model": r.model,
+                "config_hash": r.meta.get("config_hash"),
+                "config": r.meta.get("config"),
+            }
+            for r in agg.runs
+        ],  # fmt: skip
         "n_rows": agg.n_rows,
         "denominators": DENOMINATORS,
         "table1": clean(agg.summary),
@@ -162,9 +189,17 @@ def _e(value: Any) -> str:
 
 
 def _table(headers: list[str], rows: list[list[Any]], left: int = 0) -> str:
-    head = "".join(f'<th class="l">{_e(h)}</th>' if i < left else f"<th>{_e(h)}</th>" for i, h in enumerate(headers))
+    head = "".join(
+        f'<th class="l">{_e(h)}</th>' if i < left else f"<th>{_e(h)}</th>"
+        for i, h in enumerate(headers)
+    )
     body = "".join(
-        "<tr>" + "".join(f'<td class="l">{_e(v)}</td>' if i < left else f"<td>{_e(v)}</td>" for i, v in enumerate(row)) + "</tr>"
+        "<tr>"
+        + "".join(
+            f'<td class="l">{_e(v)}</td>' if i < left else f"<td>{_e(v)}</td>"
+            for i, v in enumerate(row)
+        )
+        + "</tr>"
         for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -180,17 +215,46 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]]) -> 
          r.meta.get("config_hash", ""), len(r.target_sets), str(r.run_dir)]
         for r in agg.runs
     ]  # fmt: skip
-    parts.append(_table(["model", "experiment", "dataset", "config hash", "target sets", "run dir"], run_rows, left=6))
+    parts.append(
+        _table(
+            ["model", "experiment", "dataset", "config hash", "target sets", "run dir"],
+            run_rows,
+            left=6,
+        )
+    )
     parts.append(f"<p class='note'>{agg.n_rows} stored result rows.</p>")
 
     parts.append("<h2>Table 1 — FR_N, FR_S, NT_R, SSIM per model × attack × |Ω|</h2>")
     parts.append(f"<p class='note'>Denominators: {_e(DENOMINATORS['table1'])}</p>")
     rows = [
-        [r["model"], r["attack"], f"{r['eps']:g}", r["size"], r["n_sets"], r["n_empty_sets"], r["n_images"]]
+        [
+            r["model"],
+            r["attack"],
+            f"{r['eps']:g}",
+            r["size"],
+            r["n_sets"],
+            r["n_empty_sets"],
+            r["n_images"],
+        ]
         + [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS]
         for r in agg.summary
     ]
-    parts.append(_table(["model", "attack", "ε", "|Ω|", "sets", "empty sets", "images", *(METRIC_TITLES[m] for m in METRICS)], rows, left=2))
+    parts.append(
+        _table(
+            [
+                "model",
+                "attack",
+                "ε",
+                "|Ω|",
+                "sets",
+                "empty sets",
+                "images",
+                *(METRIC_TITLES[m] for m in METRICS),
+            ],
+            rows,
+            left=2,
+        )
+    )
 
     parts.append("<h2>Table 2 — NT_R vs |Ω|</h2>")
     parts.append(f"<p class='note'>Denominators: {_e(DENOMINATORS['table2'])}</p>")
@@ -202,7 +266,16 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]]) -> 
     if agg.transfer:
         sources, targets, matrix = transfer_matrix(agg.transfer)
         parts.append("<h2>Transfer rates (naive), rows = source, columns = target</h2>")
-        parts.append(_table(["source", *targets], [[s, *("n/a" if math.isnan(v) else f"{v:.3f}" for v in matrix[i])] for i, s in enumerate(sources)], left=1))
+        parts.append(
+            _table(
+                ["source", *targets],
+                [
+                    [s, *("n/a" if math.isnan(v) else f"{v:.3f}" for v in matrix[i])]
+                    for i, s in enumerate(sources)
+                ],
+                left=1,
+            )
+        )
 
     for key, title, path, missing in figures:
         parts.append(f"<h2>{_e(title)}</h2>")
@@ -215,12 +288,38 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]]) -> 
 
     parts.append("<h2>Target sets with no eligible image</h2>")
     if agg.empty_sets:
-        parts.append(_table(["model", "id", "|Ω|", "labels", "eligible"], [[e["model"], e["ts_id"], e["size"], " + ".join(e["labels"]), e["n_eligible"]] for e in agg.empty_sets], left=1))
+        parts.append(
+            _table(
+                ["model", "id", "|Ω|", "labels", "eligible"],
+                [
+                    [e["model"], e["ts_id"], e["size"], " + ".join(e["labels"]), e["n_eligible"]]
+                    for e in agg.empty_sets
+                ],
+                left=1,
+            )
+        )
     else:
         parts.append("<p class='note'>None.</p>")
 
     parts.append("<details><summary>Per target set</summary>")
-    per_set = [[r["model"], r["attack"], f"{r['eps']:g}", r["size"], r["labels"], r["n_images"], *(("n/a" if math.isnan(r[m]) else f"{r[m]:.3f}") for m in METRICS)] for r in agg.per_set]
-    parts.append(_table(["model", "attack", "ε", "|Ω|", "Ω", "images", *(METRIC_TITLES[m] for m in METRICS)], per_set, left=2))
+    per_set = [
+        [
+            r["model"],
+            r["attack"],
+            f"{r['eps']:g}",
+            r["size"],
+            r["labels"],
+            r["n_images"],
+            *(("n/a" if math.isnan(r[m]) else f"{r[m]:.3f}") for m in METRICS),
+        ]
+        for r in agg.per_set
+    ]
+    parts.append(
+        _table(
+            ["model", "attack", "ε", "|Ω|", "Ω", "images", *(METRIC_TITLES[m] for m in METRICS)],
+            per_set,
+            left=2,
+        )
+    )
     parts.append("</details></body></html>")
     return "\n".join(parts)

@@ -30,7 +30,9 @@ import mlattack
 from mlattack.experiments.builders import (
     build_dataset_from_spec,
     build_model_from_spec,
+    dataset_length,
     ground_truth_columns,
+    label_names_of,
     resolve_graph,
 )
 from mlattack.experiments.config import AttackSpec, ExperimentConfig
@@ -110,47 +112,30 @@ def run_experiment(
     rank, world = distributed_rank()
     _prepare_run_dir(run_dir, config, force=force and rank == 0)
 
+    _check_attacks_available(config)
     torch.manual_seed(config.seed)
-    device = torch.device(config.device)
+    device = _device(config.device)
     if model is None:
         model = build_model_from_spec(config.model, base_dir=base)
     model = model.to(device).eval()
     if dataset is None:
         dataset = build_dataset_from_spec(config.dataset, model)
-    names = tuple(model.label_names)
+    names = label_names_of(model)
     graph, outside = resolve_graph(config.graph, model, dataset, base_dir=base)
     columns = ground_truth_columns(dataset, names)
 
-    n_scan = len(dataset) if config.images.max_images is None else min(len(dataset), config.images.max_images)  # type: ignore[arg-type]
-    scan = _scan(model, dataset, n_scan, columns, config, device, progress=progress, what="clean predictions")
+    n_scan = dataset_length(dataset)
+    if config.images.max_images is not None:
+        n_scan = min(n_scan, config.images.max_images)
+    scan = _scan(
+        model, dataset, n_scan, columns, config, device, progress=progress, what="clean predictions"
+    )
     target_sets = _plan_target_sets(config, names, graph, outside, scan)
 
-    given_transfer = transfer_models or {}
-    transfer_nets: dict[str, nn.Module] = {}
-    transfer_images: dict[str, list[tuple[int, ...]]] = {}
-    transfer_preds: dict[str, np.ndarray] = {}
-    if config.transfer is not None:
-        for spec in config.transfer.models:
-            other = given_transfer.get(spec.display_name) or build_model_from_spec(spec, base_dir=base)
-            other = other.to(device).eval()
-            if tuple(other.label_names) != names:
-                raise ValueError(
-                    f"config key 'transfer.models': {spec.display_name} has other labels than the "
-                    f"attacked model; transfer needs one label space"
-                )
-            name = spec.display_name
-            transfer_nets[name] = other
-            other_scan = _scan(other, dataset, n_scan, columns, config, device, progress=progress, what=f"clean predictions ({name})")
-            transfer_preds[name] = other_scan.clean_pred
-            transfer_images[name] = [
-                choose_images(
-                    eligible_images(ts.labels, other_scan.clean_pred, other_scan.ground_truth, graph=graph, require_consistent=config.images.require_consistent),
-                    config.images.per_target_set,
-                    seed=config.seed,
-                    ts_id=ts.ts_id,
-                )
-                for ts in target_sets
-            ]
+    transfer_nets, transfer_preds, transfer_images = _prepare_transfer(
+        config, transfer_models or {}, names, dataset, n_scan, columns, graph, target_sets,
+        device=device, base=base, progress=progress,
+    )  # fmt: skip
 
     meta = {
         "config_hash": config.config_hash(),
@@ -167,7 +152,13 @@ def run_experiment(
     done: set[str] = set()
     with ResultStore.create_or_open(rank_store_path(run_dir, rank), meta) as store:
         store.record_target_sets(
-            (ts.ts_id, ts.size, encode_labels(_mask(ts.labels, len(names))), ts.n_eligible, len(ts.image_ids))
+            (
+                ts.ts_id,
+                ts.size,
+                encode_labels(_mask(ts.labels, len(names))),
+                ts.n_eligible,
+                len(ts.image_ids),
+            )
             for ts in target_sets
         )
         for path in find_stores(run_dir):
@@ -177,14 +168,51 @@ def run_experiment(
                 with ResultStore.open_readonly(path) as other_store:
                     done |= other_store.done_units()
         mine = [u for i, u in enumerate(units) if i % world == rank and u.unit_id not in done]
-        context = _Context(config, model, dataset, graph, scan, run_dir, device, target_sets, transfer_nets, transfer_preds)
-        bar = tqdm(mine, desc=f"{config.name} (rank {rank})" if world > 1 else config.name, disable=not progress, unit="batch")
+        context = _Context(
+            config,
+            model,
+            dataset,
+            graph,
+            scan,
+            run_dir,
+            device,
+            target_sets,
+            transfer_nets,
+            transfer_preds,
+        )
+        bar = tqdm(
+            mine,
+            desc=f"{config.name} (rank {rank})" if world > 1 else config.name,
+            disable=not progress,
+            unit="batch",
+        )
         for unit in bar:
             store.write_unit(unit.unit_id, **context.execute(unit))
     return run_dir
 
 
 # -- preparation -------------------------------------------------------------------------------
+def _check_attacks_available(config: ExperimentConfig) -> None:
+    from mlattack.attacks import ATTACKS
+
+    names = [a.name for a in config.attacks]
+    if config.transfer is not None:
+        names.append(config.transfer.attack.name)
+    missing = sorted({n for n in names if n not in ATTACKS})
+    if missing:
+        raise ValueError(
+            f"config key 'attacks': {missing} not available in this installation "
+            f"(available: {', '.join(sorted(ATTACKS))})"
+        )
+
+
+def _device(name: str) -> torch.device:
+    """``cuda`` means this rank's GPU under torchrun (``LOCAL_RANK``)."""
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return torch.device(name)
+
+
 def _prepare_run_dir(run_dir: Path, config: ExperimentConfig, *, force: bool) -> None:
     if force and run_dir.exists():
         for path in run_dir.glob("results-rank*.sqlite*"):
@@ -233,9 +261,11 @@ def _scan(
             labels = torch.stack([torch.as_tensor(item[1]) for item in items]).bool()
             padded = torch.cat([labels, torch.zeros(len(items), 1, dtype=torch.bool)], dim=1)
             truths.append(padded[:, columns].numpy())  # column -1 = the all-False pad
-    num_labels = len(model.label_names)
+    num_labels = len(label_names_of(model))
     clean = np.concatenate(preds) if preds else np.zeros((0, num_labels), dtype=bool)
-    truth = None if columns is None else (np.concatenate(truths) if truths else np.zeros_like(clean))
+    truth = (
+        None if columns is None else (np.concatenate(truths) if truths else np.zeros_like(clean))
+    )
     return _Scan(clean, truth)
 
 
@@ -246,23 +276,85 @@ def _plan_target_sets(
     outside: tuple[str, ...],
     scan: _Scan,
 ) -> list[TargetSet]:
-    present = scan.clean_pred.any(axis=0)
-    if scan.ground_truth is not None:
-        present = (scan.clean_pred & scan.ground_truth).any(axis=0)
+    on = scan.clean_pred if scan.ground_truth is None else scan.clean_pred & scan.ground_truth
+    present = np.asarray(on.any(axis=0), dtype=bool)
     outside_set = set(outside)
     outside_ids = [i for i, n in enumerate(names) if n in outside_set]
     leaves = [int(i) for i in graph.leaves if names[int(i)] not in outside_set]
     drawn = draw_target_sets(
-        config.target_sets, names, present=present, leaves=leaves, outside=outside_ids, seed=config.seed
+        config.target_sets,
+        names,
+        present=present,
+        leaves=leaves,
+        outside=outside_ids,
+        seed=config.seed,
     )
     target_sets = []
     for ts_id, labels in enumerate(drawn):
         candidates = eligible_images(
-            labels, scan.clean_pred, scan.ground_truth, graph=graph, require_consistent=config.images.require_consistent
+            labels,
+            scan.clean_pred,
+            scan.ground_truth,
+            graph=graph,
+            require_consistent=config.images.require_consistent,
         )
-        chosen = choose_images(candidates, config.images.per_target_set, seed=config.seed, ts_id=ts_id)
+        chosen = choose_images(
+            candidates, config.images.per_target_set, seed=config.seed, ts_id=ts_id
+        )
         target_sets.append(TargetSet(ts_id, labels, chosen, len(candidates)))
     return target_sets
+
+
+def _prepare_transfer(
+    config: ExperimentConfig,
+    given: dict[str, nn.Module],
+    names: tuple[str, ...],
+    dataset: Dataset[Any],
+    n_scan: int,
+    columns: torch.Tensor | None,
+    graph: LabelGraph,
+    target_sets: list[TargetSet],
+    *,
+    device: torch.device,
+    base: Path | None,
+    progress: bool,
+) -> tuple[dict[str, nn.Module], dict[str, np.ndarray], dict[str, list[tuple[int, ...]]]]:
+    """The transfer models, their clean predictions, and per source model the images of each
+    target set (chosen by that model's own clean predictions, like the main run's)."""
+    nets: dict[str, nn.Module] = {}
+    preds: dict[str, np.ndarray] = {}
+    images: dict[str, list[tuple[int, ...]]] = {}
+    if config.transfer is None:
+        return nets, preds, images
+    for spec in config.transfer.models:
+        name = spec.display_name
+        other = given.get(name) or build_model_from_spec(spec, base_dir=base)
+        other = other.to(device).eval()
+        if label_names_of(other) != names:
+            raise ValueError(
+                f"config key 'transfer.models': {name} has other labels than the attacked model; "
+                f"transfer needs one label space"
+            )
+        nets[name] = other
+        what = f"clean predictions ({name})"
+        scan = _scan(other, dataset, n_scan, columns, config, device, progress=progress, what=what)
+        preds[name] = scan.clean_pred
+        images[name] = [
+            choose_images(
+                eligible_images(
+                    ts.labels,
+                    scan.clean_pred,
+                    scan.ground_truth,
+                    graph=graph,
+                    require_consistent=config.images.require_consistent,
+                ),
+                config.images.per_target_set,
+                seed=config.seed,
+                ts_id=ts.ts_id,
+            )  # fmt: skip
+            for ts in target_sets
+        ]
+    return nets, preds, images
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[tuple[int, tuple[int, ...]]]:
@@ -271,7 +363,9 @@ def _chunks(items: Sequence[int], size: int) -> Iterator[tuple[int, tuple[int, .
 
 
 def _work_list(
-    config: ExperimentConfig, target_sets: list[TargetSet], transfer_images: dict[str, list[tuple[int, ...]]]
+    config: ExperimentConfig,
+    target_sets: list[TargetSet],
+    transfer_images: dict[str, list[tuple[int, ...]]],
 ) -> list[_Unit]:
     units: list[_Unit] = []
     for ts in target_sets:
@@ -279,14 +373,35 @@ def _work_list(
             tag = f"{ts.ts_id}:{start}"
             for spec in config.attacks:
                 for eps in config.eps:
-                    units.append(_Unit(f"attack:{tag}:{spec.display_name}:{eps!r}", "attack", ts, ids, start, spec, eps))
+                    units.append(
+                        _Unit(
+                            f"attack:{tag}:{spec.display_name}:{eps!r}",
+                            "attack",
+                            ts,
+                            ids,
+                            start,
+                            spec,
+                            eps,
+                        )
+                    )
             if config.gradient_correlation:
                 units.append(_Unit(f"gradcorr:{tag}", "gradcorr", ts, ids, start))
     if config.transfer is not None:
         for source, per_ts in transfer_images.items():
             for ts, image_ids in zip(target_sets, per_ts, strict=True):
                 for start, ids in _chunks(image_ids, config.batch_size):
-                    units.append(_Unit(f"transfer:{source}:{ts.ts_id}:{start}", "transfer", ts, ids, start, config.transfer.attack, config.transfer.eps, source))
+                    units.append(
+                        _Unit(
+                            f"transfer:{source}:{ts.ts_id}:{start}",
+                            "transfer",
+                            ts,
+                            ids,
+                            start,
+                            config.transfer.attack,
+                            config.transfer.eps,
+                            source,
+                        )
+                    )
     return units
 
 
@@ -330,7 +445,7 @@ class _Context:
         self.scan = scan
         self.run_dir = run_dir
         self.device = device
-        self.num_labels = len(model.label_names)
+        self.num_labels = len(label_names_of(model))
         self.example_sets = {ts.ts_id for ts in target_sets if ts.image_ids}
         self.example_sets = set(sorted(self.example_sets)[: config.example_target_sets])
         self.transfer_models = transfer_models
@@ -341,7 +456,9 @@ class _Context:
         return torch.stack([self.dataset[i][0] for i in image_ids]).float().to(self.device)
 
     def _targets(self, unit: _Unit) -> torch.Tensor:
-        targets = torch.zeros(len(unit.image_ids), self.num_labels, dtype=torch.bool, device=self.device)
+        targets = torch.zeros(
+            len(unit.image_ids), self.num_labels, dtype=torch.bool, device=self.device
+        )
         targets[:, list(unit.ts.labels)] = True
         return targets
 
@@ -349,7 +466,9 @@ class _Context:
         from mlattack.attacks import build_attack
 
         options = {"threshold": self.config.threshold, "seed": self.config.seed, **spec.options}
-        return build_attack(spec.name, model, graph=self.graph, eps=eps, on_invalid="skip", **options)
+        return build_attack(
+            spec.name, model, graph=self.graph, eps=eps, on_invalid="skip", **options
+        )
 
     def execute(self, unit: _Unit) -> dict[str, list[tuple[Any, ...]]]:
         torch.manual_seed(self.config.seed)
@@ -431,7 +550,15 @@ class _Context:
             )
             adv_image = np.clip(clean_image + delta, 0.0, 1.0).transpose(1, 2, 0)
             imsave(folder / name.replace(".npz", ".png"), adv_image)
-            rows.append((unit.ts.ts_id, image_id, unit.attack.display_name, unit.eps, f"{EXAMPLES_DIR}/{name}"))
+            rows.append(
+                (
+                    unit.ts.ts_id,
+                    image_id,
+                    unit.attack.display_name,
+                    unit.eps,
+                    f"{EXAMPLES_DIR}/{name}",
+                )
+            )
         return rows
 
     def _run_gradcorr(self, unit: _Unit) -> dict[str, list[tuple[Any, ...]]]:
@@ -439,7 +566,7 @@ class _Context:
 
         images = self._load(unit.image_ids)
         clean = torch.from_numpy(self.scan.clean_pred[list(unit.image_ids)]).to(self.device)
-        flip_set = self.graph.consistent_target_set(clean, self._targets(unit))
+        flip_set = torch.as_tensor(self.graph.consistent_target_set(clean, self._targets(unit)))
         cosines = gradient_correlation(
             self.model, images, flip_set, clean_pred=clean, threshold=self.config.threshold
         )
@@ -454,7 +581,9 @@ class _Context:
         assert unit.attack is not None and unit.source is not None
         images = self._load(unit.image_ids)
         targets = self._targets(unit)
-        result = self._attack(unit.attack, self.transfer_models[unit.source], unit.eps)(images, targets)
+        result = self._attack(unit.attack, self.transfer_models[unit.source], unit.eps)(
+            images, targets
+        )
         fooled = _np(result.success & result.attacked)
         delta = result.adv - images
         # Scale each perturbation so that its L-inf norm is exactly eps (the paper's Fig. 7 setting).
@@ -465,10 +594,14 @@ class _Context:
         for name, other in self.transfer_models.items():
             with torch.no_grad():
                 adv_pred = other(moved) > self.logit_threshold
-            clean = torch.from_numpy(self.transfer_preds[name][list(unit.image_ids)]).to(self.device)
+            clean = torch.from_numpy(self.transfer_preds[name][list(unit.image_ids)]).to(
+                self.device
+            )
             eligible = clean[:, columns].all(dim=1)
             success = eligible & ~adv_pred[:, columns].any(dim=1)
-            consistent = torch.as_tensor(self.graph.is_consistent(adv_pred, around=targets), device=self.device)
+            consistent = torch.as_tensor(
+                self.graph.is_consistent(adv_pred, around=targets), device=self.device
+            )
             semantic = success & consistent
             for b, image_id in enumerate(unit.image_ids):
                 rows.append(

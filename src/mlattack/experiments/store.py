@@ -194,7 +194,10 @@ class ResultStore:
     # -- reading -----------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
         rows = self._db.execute("SELECT key, value FROM meta").fetchall()
-        return {key: (int(value) if key == "schema_version" else json.loads(value)) for key, value in rows}
+        return {
+            key: (int(value) if key == "schema_version" else json.loads(value))
+            for key, value in rows
+        }
 
     def done_units(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT unit_id FROM units")}
@@ -238,7 +241,12 @@ class ResultStore:
             self._insert("examples", EXAMPLE_COLUMNS, examples)
 
     def _insert(
-        self, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]], *, replace: bool = False
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Iterable[tuple[Any, ...]],
+        *,
+        replace: bool = False,
     ) -> None:
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         marks = ", ".join("?" for _ in columns)

@@ -71,9 +71,13 @@ def draw_target_sets(
             leaf_pool = [c for c in leaves if c in pool_set]
             outside_pool = [c for c in outside if c in pool_set]
             n_leaves = min(k, math.ceil(k * spec.leaf_fraction))
-            drawn = _random_sets(rng, [leaf_pool, outside_pool], [n_leaves, k - n_leaves], spec.draws)
+            drawn = _random_sets(
+                rng, [leaf_pool, outside_pool], [n_leaves, k - n_leaves], spec.draws
+            )
         if not drawn:
-            warnings.warn(f"no target set of size {k} can be drawn from the candidates", stacklevel=2)
+            warnings.warn(
+                f"no target set of size {k} can be drawn from the candidates", stacklevel=2
+            )
         sets.extend(drawn)
     return sets
 
@@ -91,7 +95,9 @@ def _random_sets(
     seen: set[tuple[int, ...]] = set()
     drawn: list[tuple[int, ...]] = []
     while len(drawn) < draws:
-        chosen = [rng.choice(p, size=c, replace=False) for p, c in zip(pools, counts, strict=True) if c]
+        chosen = [
+            rng.choice(p, size=c, replace=False) for p, c in zip(pools, counts, strict=True) if c
+        ]
         labels = tuple(sorted(int(x) for x in np.concatenate(chosen)))
         if labels not in seen:
             seen.add(labels)
@@ -117,7 +123,9 @@ def eligible_images(
         assert graph is not None
         around = np.zeros((len(candidates), clean_pred.shape[1]), dtype=bool)
         around[:, columns] = True
-        consistent = np.asarray(graph.is_consistent(clean_pred[candidates], around=around), dtype=bool)
+        consistent = np.asarray(
+            graph.is_consistent(clean_pred[candidates], around=around), dtype=bool
+        )
         candidates = candidates[consistent]
     return candidates
 

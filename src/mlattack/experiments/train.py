@@ -235,6 +235,19 @@ def _check_positive_int(name: str, value: int) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def _warmup_cosine(total_steps: int, warmup_share: float = 0.2) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warm-up from 0.1 to 1, then cosine decay to ~0."""
+    warmup = max(1, round(warmup_share * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return 0.1 + 0.9 * step / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
 def train_model(
     model: nn.Module,
     train_ds: Dataset[Any],
@@ -254,7 +267,7 @@ def train_model(
 ) -> TrainReport:
     """Train ``model`` in place on ``train_ds`` and evaluate it on ``val_ds`` after every epoch.
 
-    AdamW (``lr`` is the peak of a one-cycle schedule, ``weight_decay``) on BCE with logits or the
+    AdamW (``lr`` is the peak of a warm-up + cosine schedule, ``weight_decay``) on BCE with logits or the
     asymmetric loss (``loss="asl"``: the model's own ``criterion()`` when it has one). Shuffling is
     seeded by ``seed``. Every epoch logs ``train loss`` and the validation mAP (``log``, default
     ``tqdm.write`` when ``progress`` else silent; ``progress`` also shows a progress bar). At the
@@ -284,9 +297,7 @@ def train_model(
         generator=torch.Generator().manual_seed(seed),
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=epochs * len(loader), pct_start=0.25
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(epochs * len(loader)))
     report = TrainReport(label_names=names, loss=loss)
     start = time.perf_counter()
     scores = targets = torch.empty(0)

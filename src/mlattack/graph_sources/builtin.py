@@ -25,13 +25,16 @@ class BuiltinSpec:
     description: str = ""
 
 
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
 BUILTIN_SPECS: dict[str, BuiltinSpec] = {
     "voc": BuiltinSpec(
-        labels=(
-            "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-            "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep",
-            "sofa", "train", "tvmonitor",
-        ),  # fmt: skip
+        labels=_words(
+            "aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog horse "
+            "motorbike person pottedplant sheep sofa train tvmonitor"
+        ),
         synsets={
             "diningtable": "dining_table.n.01",
             "motorbike": "motorcycle.n.01",  # the first "motorbike" synset is minibike.n.01
@@ -41,18 +44,15 @@ BUILTIN_SPECS: dict[str, BuiltinSpec] = {
         description="PASCAL VOC 2007/2012: 20 labels and their shared WordNet hypernyms",
     ),
     "nus-wide": BuiltinSpec(
-        labels=(
-            "airport", "animal", "beach", "bear", "birds", "boats", "book", "bridge",
-            "buildings", "cars", "castle", "cat", "cityscape", "clouds", "computer", "coral",
-            "cow", "dancing", "dog", "earthquake", "elk", "fire", "fish", "flags", "flowers",
-            "food", "fox", "frost", "garden", "glacier", "grass", "harbor", "horses", "house",
-            "lake", "leaf", "map", "military", "moon", "mountain", "nighttime", "ocean",
-            "person", "plane", "plants", "police", "protest", "railroad", "rainbow",
-            "reflection", "road", "rocks", "running", "sand", "sign", "sky", "snow", "soccer",
-            "sports", "statue", "street", "sun", "sunset", "surf", "swimmers", "tattoo",
-            "temple", "tiger", "tower", "town", "toy", "train", "tree", "valley", "vehicle",
-            "water", "waterfall", "wedding", "whales", "window", "zebra",
-        ),  # fmt: skip
+        labels=_words(
+            "airport animal beach bear birds boats book bridge buildings cars castle cat "
+            "cityscape clouds computer coral cow dancing dog earthquake elk fire fish flags "
+            "flowers food fox frost garden glacier grass harbor horses house lake leaf map "
+            "military moon mountain nighttime ocean person plane plants police protest "
+            "railroad rainbow reflection road rocks running sand sign sky snow soccer "
+            "sports statue street sun sunset surf swimmers tattoo temple tiger tower town "
+            "toy train tree valley vehicle water waterfall wedding whales window zebra"
+        ),
         # Where the first noun sense of the tag is not what the photos show.
         synsets={
             "book": "book.n.02",  # the bound object, not the written work

@@ -14,6 +14,7 @@ highest Wu-Palmer similarity.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -199,7 +200,7 @@ def prepare_nltk_data(
 def _reader_class() -> type:
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    class WordNet30Reader(WordNetCorpusReader):  # type: ignore[misc]
+    class WordNet30Reader(WordNetCorpusReader):
         """NLTK's reader without the WordNet-3.0 sense map when the database *is* 3.0.
 
         NLTK maps every database onto NLTK's own WordNet 3.0 through ``index.sense`` files;
@@ -248,9 +249,17 @@ def load_wordnet(
                 return _open_reader(nltk.data.find(resource))
             except (LookupError, OSError):
                 continue
-    data_root = prepare_nltk_data(
-        DEBIAN_WORDNET_DIR if wordnet_dir is None else wordnet_dir, cache_dir
-    )
+    try:
+        data_root = prepare_nltk_data(
+            DEBIAN_WORDNET_DIR if wordnet_dir is None else wordnet_dir, cache_dir
+        )
+    except WordNetUnavailableError:
+        raise
+    except OSError as exc:
+        raise WordNetUnavailableError(
+            f"could not prepare a private NLTK data directory ({exc}); point MLATTACK_CACHE at "
+            f"a writable directory, or {_INSTALL_HINT}"
+        ) from exc
     # NLTK only opens corpora below a directory on nltk.data.path ("Unauthorized path" otherwise).
     if str(data_root) not in nltk.data.path:
         nltk.data.path.append(str(data_root))
@@ -286,38 +295,46 @@ def get_wordnet() -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+# A label written as a synset name ("dog.n.01") names its synset directly.
+_SYNSET_NAME = re.compile(r"[^.\s]+(?:\.[^.\s]+)*\.[nvasr]\.\d{2,}")
+
+
 def _normalise_label(label: str) -> str:
     return "_".join(label.strip().lower().replace("-", " ").split())
+
+
+def _named_synset(wordnet: Any, name: object, where: str) -> Any:
+    """The noun synset called ``name`` (``'dog.n.01'``); errors say ``where`` it was named."""
+    from nltk.corpus.reader.wordnet import WordNetError
+
+    if not isinstance(name, str):
+        raise TypeError(
+            f"{where} must be a synset name such as 'dog.n.01', got {type(name).__name__}"
+        )
+    try:
+        synset = wordnet.synset(name)
+    except (WordNetError, ValueError, LookupError) as exc:
+        raise ValueError(
+            f"{where} = {name!r} is not a WordNet 3.0 synset (expected a name such as 'dog.n.01')"
+        ) from exc
+    if synset.pos() != "n":
+        raise ValueError(
+            f"{where} = {name!r} is not a noun synset; label hierarchies are built from nouns"
+        )
+    return synset
 
 
 def _resolve_synsets(
     wordnet: Any, labels: Sequence[str], overrides: Mapping[str, str]
 ) -> dict[str, Any]:
-    from nltk.corpus.reader.wordnet import WordNetError
-
     resolved: dict[str, Any] = {}
     unresolved: list[str] = []
     for label in labels:
         if label in overrides:
-            synset_name = overrides[label]
-            if not isinstance(synset_name, str):
-                raise TypeError(
-                    f"synsets[{label!r}] must be a synset name such as 'dog.n.01', "
-                    f"got {type(synset_name).__name__}"
-                )
-            try:
-                synset = wordnet.synset(synset_name)
-            except (WordNetError, ValueError, LookupError) as exc:
-                raise ValueError(
-                    f"synsets[{label!r}] = {synset_name!r} is not a WordNet 3.0 synset "
-                    "(expected a name such as 'dog.n.01')"
-                ) from exc
-            if synset.pos() != "n":
-                raise ValueError(
-                    f"synsets[{label!r}] = {synset_name!r} is not a noun synset; "
-                    "label hierarchies are built from noun hypernyms"
-                )
-            resolved[label] = synset
+            resolved[label] = _named_synset(wordnet, overrides[label], f"synsets[{label!r}]")
+            continue
+        if _SYNSET_NAME.fullmatch(label):
+            resolved[label] = _named_synset(wordnet, label, "label")
             continue
         candidates = wordnet.synsets(_normalise_label(label), pos="n")
         if candidates:
@@ -342,9 +359,7 @@ def _resolve_synsets(
 
 def _validate_labels(labels: Sequence[str]) -> list[str]:
     if isinstance(labels, str) or not isinstance(labels, Sequence):
-        raise TypeError(
-            f"labels must be a sequence of label names, got {type(labels).__name__}"
-        )
+        raise TypeError(f"labels must be a sequence of label names, got {type(labels).__name__}")
     checked: list[str] = []
     seen: set[str] = set()
     for position, label in enumerate(labels):
@@ -451,9 +466,7 @@ class _TreeBuilder:
             if bottom in self.label_nodes:
                 redundant.update(run[1:])
             else:
-                keep = max(
-                    run, key=lambda synset: (synset.lemmas()[0].count(), synset.max_depth())
-                )
+                keep = max(run, key=lambda synset: (synset.lemmas()[0].count(), synset.max_depth()))
                 redundant.update(synset for synset in run if synset is not keep)
         return redundant
 
@@ -466,11 +479,7 @@ class _TreeBuilder:
             counts = self.label_counts(nodes, parents)
             # A single parent per node can leave an abstract node with fewer labels below it than
             # the labels that share it in WordNet; drop it and choose parents again.
-            dropped = {
-                node
-                for node in nodes - self.label_nodes
-                if counts[node] < min_shared
-            }
+            dropped = {node for node in nodes - self.label_nodes if counts[node] < min_shared}
             if not dropped and collapse_chains:
                 dropped = self.redundant_chain_nodes(nodes, parents)
             if not dropped:
@@ -491,9 +500,10 @@ def build_wordnet_graph(
 
     Args:
         labels: label names, kept as given as the first nodes of the graph, in order.
-        synsets: synset name per label (``{"tvmonitor": "television_receiver.n.01"}``). Other
-            labels take the first noun synset of their name, lower-cased with spaces and
-            hyphens turned into underscores (WordNet's morphology maps plurals: ``cars`` -> car).
+        synsets: synset name per label (``{"tvmonitor": "television_receiver.n.01"}``). A label
+            written as a synset name (``"dog.n.01"``) is that synset; any other label takes the
+            first noun synset of its name, lower-cased with spaces and hyphens turned into
+            underscores (WordNet's morphology maps plurals: ``cars`` -> ``car.n.01``).
         min_shared: an abstract synset is kept only while at least this many labels lie below it.
         min_depth: abstract synsets whose shortest path to ``entity.n.01`` has fewer edges are too
             generic and dropped (the default 3 drops ``entity``, ``physical_entity``,
@@ -541,9 +551,7 @@ def build_wordnet_graph(
         names[synset] = synset.name() if clashes else head_word
     node_names = [*label_list, *(names[synset] for synset in abstract)]
     synset_of = {name: synset for synset, name in names.items()}
-    edges = sorted(
-        (names[parent], names[child]) for child, parent in parents.items()
-    )
+    edges = sorted((names[parent], names[child]) for child, parent in parents.items())
     metadata = {
         "source": "wordnet",
         "wordnet_version": str(wordnet.get_version()),

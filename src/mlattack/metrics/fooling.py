@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -113,7 +113,11 @@ def _consistent_target_sets(
             f"that are predicted present and absent; a target set has one direction"
         )
     flip_set = torch.zeros_like(targets)
-    for rows, direction in ((turn_off, "off"), (turn_on & ~turn_off, "on")):
+    directions: tuple[tuple[Tensor, Literal["off", "on"]], ...] = (
+        (turn_off, "off"),
+        (turn_on & ~turn_off, "on"),
+    )
+    for rows, direction in directions:
         if rows.any():
             psi = graph.consistent_target_set(
                 clean_pred[rows], targets[rows], direction=direction, logits=clean_logits[rows]

@@ -1,1 +1,79 @@
-"""mlattack.models."""
+"""Multi-label models: [B, 3, H, W] images in [0, 1] -> logits [B, C].
+
+Families (``build_model(name, num_labels=..., backbone=...)``):
+
+- ``"small-cnn"``: backbone + global average pooling + linear (fast baseline for tests/demos);
+- ``"ml-gcn"``: ML-GCN (Chen et al. 2019), GCN-made label classifiers over label embeddings;
+- ``"asl"``: ASL (Ridnik et al. 2021), TResNet + linear trained with :class:`AsymmetricLoss`;
+- ``"ml-decoder"``: ML-Decoder (Ridnik et al. 2023) group-decoding head;
+- ``"imagenet-hierarchy"``: a pretrained ImageNet classifier read over a WordNet label graph
+  (:class:`ImageNetHierarchyModel`, imported on first use).
+
+Every model has ``label_names``, ``graph``, ``input_size`` and ``config()``; :func:`save` and
+:func:`load` write and rebuild self-describing checkpoints.  ``timm``/``torchvision`` backbones are
+imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from mlattack.models.asl import ASLModel, AsymmetricLoss, load_asl_checkpoint, map_asl_state_dict
+from mlattack.models.backbones import (
+    Backbone,
+    SmallCNNBackbone,
+    TinyResNetBackbone,
+    build_backbone,
+)
+from mlattack.models.base import MultiLabelModel
+from mlattack.models.checkpoint import load, read_metadata, save
+from mlattack.models.embeddings import embed_label_names, load_label_embeddings
+from mlattack.models.mldecoder import MLDecoderHead, MLDecoderModel
+from mlattack.models.mlgcn import MLGCN, cooccurrence_adjacency
+from mlattack.models.registry import available_models, build_model, register_model
+from mlattack.models.small import GlobalPoolClassifier
+
+for _family in (GlobalPoolClassifier, MLGCN, ASLModel, MLDecoderModel):
+    register_model(_family.name, _family.build, from_config=_family.from_config)
+
+# Provided by mlattack.models.imagenet, whose dependencies are heavier: imported on first access.
+_LAZY_ATTRIBUTES = {
+    "ImageNetHierarchyModel": "mlattack.models.imagenet",
+    "sample_photos": "mlattack.models.imagenet",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY_ATTRIBUTES.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'mlattack.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(module_name), name)
+
+
+__all__ = [
+    "ASLModel",
+    "AsymmetricLoss",
+    "Backbone",
+    "GlobalPoolClassifier",
+    "ImageNetHierarchyModel",
+    "MLDecoderHead",
+    "MLDecoderModel",
+    "MLGCN",
+    "MultiLabelModel",
+    "SmallCNNBackbone",
+    "TinyResNetBackbone",
+    "available_models",
+    "build_backbone",
+    "build_model",
+    "cooccurrence_adjacency",
+    "embed_label_names",
+    "load",
+    "load_asl_checkpoint",
+    "load_label_embeddings",
+    "map_asl_state_dict",
+    "read_metadata",
+    "register_model",
+    "sample_photos",
+    "save",
+]

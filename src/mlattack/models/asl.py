@@ -230,4 +230,3 @@ def load_asl_checkpoint(
     # InPlaceABN keeps no num_batches_tracked counters.
     load_weights(model, mapped, path, tolerated_missing=("num_batches_tracked",))
     return model.eval()
-

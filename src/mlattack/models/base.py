@@ -47,7 +47,9 @@ def resolve_label_names(
                 raise ValueError(
                     f"label_names has {len(names)} labels but the graph has {len(graph_names)}"
                 )
-            position = next(i for i, (a, b) in enumerate(zip(names, graph_names)) if a != b)
+            position = next(
+                i for i, (a, b) in enumerate(zip(names, graph_names, strict=True)) if a != b
+            )
             raise ValueError(
                 f"label_names and graph disagree at output {position}: "
                 f"{names[position]!r} vs graph label {graph_names[position]!r} "
@@ -95,6 +97,8 @@ class MultiLabelModel(nn.Module, abc.ABC):
     """
 
     name: ClassVar[str]
+    pixel_mean: Tensor
+    pixel_std: Tensor
 
     def __init__(
         self,
@@ -119,6 +123,8 @@ class MultiLabelModel(nn.Module, abc.ABC):
         std_values = _channel_triple("std", backbone.std if std is None else std)
         if min(std_values) <= 0:
             raise ValueError(f"std must be positive per channel, got {list(std_values)}")
+        self.mean = mean_values
+        self.std = std_values
         # Not persistent: the values live in config(), so state_dicts hold only learned weights.
         self.register_buffer("pixel_mean", torch.tensor(mean_values).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(std_values).view(1, 3, 1, 1), False)
@@ -151,8 +157,8 @@ class MultiLabelModel(nn.Module, abc.ABC):
             "input_range": [0.0, 1.0],
             "input_size": self.input_size,
             "resize": "bilinear (antialiased when shrinking)",
-            "mean": self.pixel_mean.flatten().tolist(),
-            "std": self.pixel_std.flatten().tolist(),
+            "mean": list(self.mean),
+            "std": list(self.std),
         }
 
     def preprocess(self, images: Tensor) -> Tensor:
@@ -190,8 +196,8 @@ class MultiLabelModel(nn.Module, abc.ABC):
             "label_names": list(self.label_names),
             "backbone": self.backbone.spec(),
             "input_size": self.input_size,
-            "mean": self.pixel_mean.flatten().tolist(),
-            "std": self.pixel_std.flatten().tolist(),
+            "mean": list(self.mean),
+            "std": list(self.std),
             **self.head_config(),
         }
 

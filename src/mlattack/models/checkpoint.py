@@ -184,14 +184,17 @@ def load(
     if metadata.get("graph") is not None:
         from mlattack.graph import LabelGraph
 
-        graph = LabelGraph.from_json(metadata["graph"])
+        try:
+            graph = LabelGraph.from_json(metadata["graph"])
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError(f"{path}: the checkpoint's label graph is invalid: {error}") from error
     try:
         model = model_from_config(metadata["model"], graph)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{path}: cannot rebuild the model: {error}") from error
     load_weights(model, state_dict, path)
     if graph is not None and getattr(model, "graph", None) is None:
-        model.graph = graph
+        setattr(model, "graph", graph)  # noqa: B010 -- nn.Module's typed __setattr__
     rebuilt_names = list(getattr(model, "label_names", ()))
     if isinstance(label_names, list) and rebuilt_names != label_names:
         raise ValueError(f"{path}: rebuilt model's labels differ from the checkpoint's label_names")

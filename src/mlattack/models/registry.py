@@ -133,7 +133,12 @@ def build_model(
     """
     entry = get_model_entry(name)
     accepted = _accepted_keywords(entry.builder)
-    common = {"num_labels": num_labels, "label_names": label_names, "graph": graph, "backbone": backbone}
+    common = {
+        "num_labels": num_labels,
+        "label_names": label_names,
+        "graph": graph,
+        "backbone": backbone,
+    }
     arguments = dict(kwargs)
     for key, value in common.items():
         if value is None:

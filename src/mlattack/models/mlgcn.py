@@ -1,0 +1,234 @@
+"""ML-GCN (Chen et al., CVPR 2019): a GCN over label embeddings produces the label classifiers.
+
+A two-layer graph convolution maps label embeddings ``E`` [C, d] through the re-weighted label
+co-occurrence matrix ``A`` [C, C] to one classifier vector per label, ``W = A·σ(A·E·W1)·W2``
+[C, D]; the logits are ``W · maxpool(backbone(x))``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mlattack.models.backbones import Backbone, build_backbone
+from mlattack.models.base import MultiLabelModel, resolve_label_names
+from mlattack.models.embeddings import resolve_label_embeddings
+
+if TYPE_CHECKING:
+    from mlattack.graph import LabelGraph
+
+ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
+
+
+def cooccurrence_adjacency(labels: ArrayT, tau: float = 0.4, p: float = 0.2) -> ArrayT:
+    """The re-weighted co-occurrence matrix of ML-GCN (Chen et al. 2019, eqs. 6-8).
+
+    From training labels ``[N, C]`` (bool or 0/1): the conditional probability
+    ``P(j | i) = #(i and j) / #i`` is binarised at ``tau`` (``A_ij = 1`` iff ``P(j | i) >= tau``,
+    ``i != j``), then re-weighted so that each label keeps ``1 - p`` of its own feature and spreads
+    ``p`` evenly over its ``n_i`` neighbours: ``A'_ij = p / n_i``, ``A'_ii = 1 - p``.  A label with
+    no neighbour (or never seen) keeps ``A'_ii = 1``, so every row sums to 1.
+
+    Returns a float32 ``[C, C]`` of the input's kind (numpy in -> numpy out; torch in -> torch out
+    on the same device).
+    """
+    if not 0 < tau <= 1:
+        raise ValueError(f"tau must be in (0, 1], got {tau!r}")
+    if not 0 <= p <= 1:
+        raise ValueError(f"p must be in [0, 1], got {p!r}")
+    is_torch = isinstance(labels, Tensor)
+    values = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    if values.ndim != 2 or values.shape[1] < 1:
+        raise ValueError(f"labels must have shape [N, C], got {list(values.shape)}")
+    if values.dtype != np.bool_ and not np.isin(values, (0, 1)).all():
+        raise ValueError("labels must be bool or 0/1 (threshold soft labels first)")
+    present = values.astype(np.float64)
+    joint = present.T @ present  # [C, C]: images with both i and j
+    counts = np.diag(joint).copy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        conditional = np.where(counts[:, None] > 0, joint / counts[:, None], 0.0)
+    neighbours = conditional >= tau
+    np.fill_diagonal(neighbours, False)
+    degree = neighbours.sum(axis=1)
+    weights = np.where(neighbours, p / np.maximum(degree, 1)[:, None], 0.0)
+    np.fill_diagonal(weights, np.where(degree > 0, 1.0 - p, 1.0))
+    result = weights.astype(np.float32)
+    if is_torch:
+        return torch.from_numpy(result).to(labels.device)  # type: ignore[return-value]
+    return result  # type: ignore[return-value]
+
+
+MLGCNT = TypeVar("MLGCNT", bound="MLGCN")
+
+
+class MLGCN(MultiLabelModel):
+    """ML-GCN: backbone features (global max pooling) scored by GCN-made label classifiers.
+
+    Args:
+        backbone: feature extractor giving ``[B, D, h, w]``.
+        label_embeddings: ``[C, d]`` word embeddings of the labels (a buffer, saved with the model).
+        adjacency: ``[C, C]`` propagation matrix, e.g. :func:`cooccurrence_adjacency` (a buffer).
+        hidden_dim: width of the first graph convolution.
+        negative_slope: LeakyReLU slope between the two graph convolutions (0.2 in the paper).
+        tau, p: the co-occurrence threshold and re-weighting used to make ``adjacency`` (recorded
+            in :meth:`config`; ``None`` when the adjacency was given directly).
+    """
+
+    name = "ml-gcn"
+    label_embeddings: Tensor
+    adjacency: Tensor
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        label_embeddings: Tensor,
+        adjacency: Tensor,
+        num_labels: int | None = None,
+        label_names: Sequence[str] | None = None,
+        graph: LabelGraph | None = None,
+        input_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        hidden_dim: int = 1024,
+        negative_slope: float = 0.2,
+        tau: float | None = None,
+        p: float | None = None,
+    ) -> None:
+        super().__init__(
+            backbone,
+            num_labels=num_labels,
+            label_names=label_names,
+            graph=graph,
+            input_size=input_size,
+            mean=mean,
+            std=std,
+        )
+        count = self.num_labels
+        embeddings = torch.as_tensor(label_embeddings, dtype=torch.float32)
+        if embeddings.ndim != 2 or embeddings.shape[0] != count:
+            raise ValueError(
+                f"label_embeddings must have shape [{count}, d], got {list(embeddings.shape)}"
+            )
+        matrix = torch.as_tensor(adjacency, dtype=torch.float32)
+        if matrix.shape != (count, count):
+            raise ValueError(
+                f"adjacency must have shape [{count}, {count}], got {list(matrix.shape)}"
+            )
+        if not (torch.isfinite(matrix).all() and torch.isfinite(embeddings).all()):
+            raise ValueError("label_embeddings and adjacency must be finite")
+        if hidden_dim < 1:
+            raise ValueError(f"hidden_dim must be positive, got {hidden_dim!r}")
+        self.register_buffer("label_embeddings", embeddings.clone())
+        self.register_buffer("adjacency", matrix.clone())
+        self.hidden_dim = int(hidden_dim)
+        self.negative_slope = float(negative_slope)
+        self.tau = tau
+        self.p = p
+        self.gcn1 = nn.Linear(embeddings.shape[1], self.hidden_dim, bias=False)
+        self.gcn2 = nn.Linear(self.hidden_dim, backbone.out_channels, bias=False)
+
+    def label_classifiers(self) -> Tensor:
+        """The GCN output: one classifier vector per label, ``[C, D]``."""
+        hidden = self.adjacency @ self.gcn1(self.label_embeddings)
+        hidden = F.leaky_relu(hidden, self.negative_slope)
+        out: Tensor = self.adjacency @ self.gcn2(hidden)
+        return out
+
+    def head_logits(self, features: Tensor) -> Tensor:
+        pooled = features.amax(dim=(2, 3))
+        return pooled @ self.label_classifiers().t()
+
+    def head_config(self) -> dict[str, Any]:
+        return {
+            "embedding_dim": int(self.label_embeddings.shape[1]),
+            "hidden_dim": self.hidden_dim,
+            "negative_slope": self.negative_slope,
+            "tau": self.tau,
+            "p": self.p,
+        }
+
+    @classmethod
+    def build(
+        cls: type[MLGCNT],
+        *,
+        backbone: str | Mapping[str, Any] = "small-cnn",
+        pretrained_backbone: bool = False,
+        num_labels: int | None = None,
+        label_names: Sequence[str] | None = None,
+        graph: LabelGraph | None = None,
+        label_embeddings: Any = None,
+        adjacency: Any = None,
+        train_labels: Any = None,
+        tau: float = 0.4,
+        p: float = 0.2,
+        **options: Any,
+    ) -> MLGCNT:
+        """Build ML-GCN, making its embeddings and adjacency from what is given.
+
+        Args:
+            label_embeddings: a ``.npy``/``.pt``/``.json`` path, a ``[C, d]`` array, a
+                ``{label: vector}`` mapping, or ``None``/``"minilm"`` to embed the label names
+                offline with all-MiniLM-L6-v2 (``mlattack[embeddings]``).
+            adjacency: a ``[C, C]`` matrix; else computed from ``train_labels``.
+            train_labels: ``[N, C]`` bool training labels for :func:`cooccurrence_adjacency`.
+            tau, p: threshold and re-weighting for :func:`cooccurrence_adjacency`.
+            **options: ``hidden_dim``, ``negative_slope``, ``input_size``, ``mean``, ``std``.
+        """
+        names = resolve_label_names(num_labels, label_names, graph)
+        if label_embeddings is None and label_names is None and graph is None:
+            warnings.warn(
+                "ml-gcn: embedding the placeholder names 'label_0', 'label_1', ...; give "
+                "label_names (or a graph) or label_embeddings for meaningful label embeddings",
+                stacklevel=2,
+            )
+        if adjacency is None:
+            if train_labels is None:
+                raise ValueError(
+                    "ml-gcn needs train_labels=[N, C] training labels (for the co-occurrence "
+                    "adjacency) or adjacency=[C, C]"
+                )
+            matrix = torch.as_tensor(cooccurrence_adjacency(np.asarray(train_labels), tau, p))
+            if matrix.shape[0] != len(names):
+                raise ValueError(
+                    f"train_labels has {matrix.shape[0]} label columns but the model has {len(names)}"
+                )
+            recorded_tau: float | None = tau
+            recorded_p: float | None = p
+        else:
+            matrix = torch.as_tensor(np.asarray(adjacency, dtype=np.float32))
+            recorded_tau = recorded_p = None
+        return cls(
+            build_backbone(backbone, pretrained=pretrained_backbone),
+            label_embeddings=resolve_label_embeddings(label_embeddings, names),
+            adjacency=matrix,
+            label_names=names,
+            graph=graph,
+            tau=recorded_tau,
+            p=recorded_p,
+            **options,
+        )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], graph: LabelGraph | None) -> MLGCN:
+        """Skeleton with zero embeddings and identity adjacency; the state dict fills them."""
+        options = {
+            key: value
+            for key, value in config.items()
+            if key not in ("name", "backbone", "embedding_dim", "num_labels")
+        }
+        count = int(config["num_labels"])
+        return cls(
+            build_backbone(config["backbone"]),
+            label_embeddings=torch.zeros(count, int(config["embedding_dim"])),
+            adjacency=torch.eye(count),
+            num_labels=count,
+            graph=graph,
+            **options,
+        )

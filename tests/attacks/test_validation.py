@@ -1,0 +1,167 @@
+"""Bad input: every misuse raises a clear error (or warns), naming what is wrong."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from mlattack.attacks import ATTACKS, MLAU, build_attack
+
+
+@pytest.fixture
+def case(linear_model: nn.Module, make_case: Any) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    images, targets = make_case(linear_model, n=3)
+    return linear_model, images, targets
+
+
+def test_images_outside_unit_range_name_the_images(case: Any) -> None:
+    model, images, targets = case
+    bad = images.clone()
+    bad[2, 0, 0, 0] = 1.5
+    with pytest.raises(ValueError, match=r"\[0, 1\].*images 2"):
+        MLAU(model)(bad, targets)
+    bad[2, 0, 0, 0] = -0.1
+    with pytest.raises(ValueError, match="images 2"):
+        MLAU(model)(bad, targets)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_images(case: Any, value: float) -> None:
+    model, images, targets = case
+    bad = images.clone()
+    bad[1, 1, 1, 1] = value
+    with pytest.raises(ValueError, match="NaN or Inf.*images 1"):
+        MLAU(model)(bad, targets)
+
+
+def test_wrong_rank_dtype_and_type(case: Any) -> None:
+    model, images, targets = case
+    with pytest.raises(ValueError, match="rank 4"):
+        MLAU(model)(images[0], targets)
+    with pytest.raises(ValueError, match="float"):
+        MLAU(model)((images * 255).to(torch.uint8), targets)
+    with pytest.raises(TypeError, match="images must be a torch.Tensor"):
+        MLAU(model)(images.numpy(), targets)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="targets must be a torch.Tensor"):
+        MLAU(model)(images, targets.numpy())  # type: ignore[arg-type]
+
+
+def test_batch_and_label_count_mismatch(case: Any) -> None:
+    model, images, targets = case
+    with pytest.raises(ValueError, match="2 rows but there are 3 images"):
+        MLAU(model)(images, targets[:2])
+    with pytest.raises(ValueError, match=r"logits of shape \(3, 6\).*targets have shape \(3, 5\)"):
+        MLAU(model)(images, targets[:, :5])
+    with pytest.raises(ValueError, match="bool"):
+        MLAU(model)(images, targets.float() * 2)
+
+
+def test_integer_targets_are_accepted(case: Any) -> None:
+    model, images, targets = case
+    result = MLAU(model, steps=2)(images, targets.long())
+    assert result.targets.dtype == torch.bool and torch.equal(result.targets, targets)
+
+
+def test_empty_target_rows_name_the_images(case: Any) -> None:
+    model, images, targets = case
+    empty = targets.clone()
+    empty[[0, 2]] = False
+    with pytest.raises(ValueError, match="empty.*images 0, 2"):
+        MLAU(model)(images, empty)
+
+
+def test_turn_off_targets_not_present_name_image_and_label(case: Any) -> None:
+    model, images, targets = case
+    bad = targets.clone()
+    bad[1, 2] = True  # "cat" is absent on these images
+    with pytest.raises(ValueError, match="not predicted present: image 1 label 2"):
+        MLAU(model)(images, bad)
+
+
+def test_skip_leaves_invalid_images_unattacked(case: Any) -> None:
+    model, images, targets = case
+    bad = targets.clone()
+    bad[1, 2] = True
+    result = MLAU(model, eps=0.3, steps=5, on_invalid="skip")(images, bad)
+    assert result.attacked.tolist() == [True, False, True]
+    assert not result.success[1] and result.iterations[1] == 0
+    assert torch.equal(result.adv[1], images[1])
+    assert result.success[[0, 2]].all()
+
+
+def test_turn_on_direction(case: Any) -> None:
+    model, images, _ = case
+    present = torch.zeros(3, 6, dtype=torch.bool)
+    present[:, 0] = True  # animal is present: it cannot be turned on
+    with pytest.raises(ValueError, match="already predicted present: image 0 label 0"):
+        MLAU(model, direction="on")(images, present)
+    absent = torch.zeros(3, 6, dtype=torch.bool)
+    absent[:, 2] = True  # cat is absent
+    result = MLAU(model, eps=0.3, steps=10, direction="on")(images, absent)
+    assert result.success.all() and result.adv_pred[:, 2].all()
+
+
+def test_negative_or_bad_eps(case: Any) -> None:
+    model, images, targets = case
+    with pytest.raises(ValueError, match="eps"):
+        MLAU(model, eps=-0.1)
+    with pytest.raises(ValueError, match="eps"):
+        MLAU(model, eps=float("nan"))
+    with pytest.raises(ValueError, match="eps must be finite and >= 0.*images 1"):
+        MLAU(model)(images, targets, eps=torch.tensor([0.1, -0.1, 0.1]))
+    with pytest.raises(ValueError, match=r"shape \[3\]"):
+        MLAU(model)(images, targets, eps=torch.tensor([0.1, 0.1]))
+    with pytest.raises(ValueError, match="eps"):
+        MLAU(model)(images, targets, eps=-1.0)
+
+
+def test_bad_constructor_options(linear_model: nn.Module) -> None:
+    with pytest.raises(ValueError, match="steps"):
+        MLAU(linear_model, steps=0)
+    with pytest.raises(ValueError, match="threshold"):
+        MLAU(linear_model, threshold=1.0)
+    with pytest.raises(ValueError, match="direction"):
+        MLAU(linear_model, direction="up")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="on_invalid"):
+        MLAU(linear_model, on_invalid="ignore")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="nn.Module"):
+        MLAU(lambda x: x)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown attack 'pgd'"):
+        build_attack("pgd", linear_model)
+
+
+def test_probability_outputs_warn(case: Any) -> None:
+    model, images, targets = case
+    probabilities = nn.Sequential(model, nn.Sigmoid())
+    with pytest.warns(UserWarning, match="probabilities"):
+        MLAU(probabilities, threshold=0.5, steps=1, on_invalid="skip")(images, targets)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MLAU(model, steps=1)(images, targets)  # logits: no warning
+
+
+def test_flip_set_must_contain_targets(case: Any) -> None:
+    model, images, targets = case
+    with pytest.raises(ValueError, match="flip_set must contain every target.*images 0, 1, 2"):
+        MLAU(model)(images, targets, flip_set=torch.zeros_like(targets))
+
+
+def test_threshold_changes_prediction(case: Any) -> None:
+    model, images, targets = case
+    # Logits near 1 for animal: at a 0.9 probability threshold (logit 2.2) it is absent.
+    result = MLAU(model, threshold=0.9, steps=1, on_invalid="skip")(images, targets)
+    with torch.no_grad():
+        expected = torch.sigmoid(model(images)) > 0.9
+    assert torch.equal(result.clean_pred, expected)
+
+
+def test_registry_names_and_build(linear_model: nn.Module, label_graph: Any) -> None:
+    assert {"mla-u", "mla-c", "gmla"} <= set(ATTACKS)
+    gmla = build_attack("GMLA", linear_model, graph=label_graph, eps=0.02, tau=0.5)
+    assert gmla.eps == 0.02 and gmla.graph is label_graph and gmla.tau == 0.5  # type: ignore[attr-defined]
+    mlau = build_attack("mla-u", linear_model, graph=label_graph, steps=7)
+    assert isinstance(mlau, MLAU) and mlau.steps == 7

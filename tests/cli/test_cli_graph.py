@@ -1,0 +1,215 @@
+"""`mlattack graph build | show | target-set`, driven through ``mlattack.cli.main``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlattack.cli import main
+from mlattack.graph import LabelGraph
+from mlattack.graph_sources.builtin import load_builtin
+from mlattack.graph_sources.wordnet import WordNetUnavailableError, get_wordnet
+
+
+@pytest.fixture(scope="module")
+def wordnet() -> Any:
+    try:
+        return get_wordnet()
+    except WordNetUnavailableError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def diamond(tmp_path: Path) -> Path:
+    """a -> c <- b, c -> d, plus a lone label e."""
+    path = tmp_path / "diamond.json"
+    LabelGraph(["a", "b", "c", "d", "e"], [("a", "c"), ("b", "c"), ("c", "d")]).save(path)
+    return path
+
+
+@pytest.fixture
+def vehicles(tmp_path: Path) -> Path:
+    path = tmp_path / "vehicles.json"
+    LabelGraph(["vehicle", "car", "bike"], [("vehicle", "car"), ("vehicle", "bike")]).save(path)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["graph", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ------------------------------------------------------------------------------------- build
+def test_build_from_wordnet_labels(wordnet: Any, tmp_path: Path, capsys: Any) -> None:
+    out = tmp_path / "animals.json"
+    code, stdout, _ = run(
+        capsys, "build", "--wordnet", "dog", "cat", "car", "bicycle", "-o", str(out)
+    )
+    assert code == 0
+    assert f"wrote 6 labels, 4 edges to {out}" in stdout
+    graph = LabelGraph.load(out)
+    assert graph.names[:4] == ("dog", "cat", "car", "bicycle")
+    assert [graph.names[i] for i in graph.parents("dog")] == ["animal"]
+
+
+def test_build_from_labels_file_with_synsets(wordnet: Any, tmp_path: Path, capsys: Any) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text(
+        "# VOC-style names\ncar\nmotorbike = motorcycle.n.01\n\ntvmonitor  # screen\nbus\n"
+    )
+    out = tmp_path / "g.json"
+    code, _, _ = run(
+        capsys,
+        "build", "--labels-file", str(labels),
+        "--synset", "tvmonitor=television_receiver.n.01", "--min-shared", "1", "-o", str(out),
+    )  # fmt: skip
+    assert code == 0
+    graph = LabelGraph.load(out)
+    assert graph.names[:4] == ("car", "motorbike", "tvmonitor", "bus")
+    assert graph.metadata["synsets"]["motorbike"] == "motorcycle.n.01"
+    assert graph.metadata["synsets"]["tvmonitor"] == "television_receiver.n.01"
+    assert graph.metadata["options"]["min_shared"] == 1
+
+
+def test_build_builtin_to_stdout(capsys: Any) -> None:
+    code, stdout, _ = run(capsys, "build", "--builtin", "voc")
+    assert code == 0
+    assert json.loads(stdout) == load_builtin("voc").to_json()
+
+
+def test_build_from_openimages(openimages_dir: Path, tmp_path: Path, capsys: Any) -> None:
+    out = tmp_path / "oi.json"
+    code, _, _ = run(
+        capsys,
+        "build", "--openimages", str(openimages_dir / "bbox_labels_600_hierarchy.json"),
+        "--names", str(openimages_dir / "class-descriptions-boxable.csv"), "-o", str(out),
+    )  # fmt: skip
+    assert code == 0
+    graph = LabelGraph.load(out)
+    assert len(graph) == 601
+    assert [graph.names[i] for i in graph.parents("Tortoise")] == ["Turtle"]
+
+
+# -------------------------------------------------------------------------------------- show
+def test_show_prints_multi_parent_nodes_under_each_parent(diamond: Path, capsys: Any) -> None:
+    code, stdout, _ = run(capsys, "show", str(diamond))
+    assert code == 0
+    tree, stats = stdout.split("\n\n")
+    assert tree.splitlines() == [
+        "a",
+        "  c  [2 parents: a, b]",
+        "    d",
+        "b",
+        "  c  [2 parents: a, b]  (children listed above)",
+        "e",
+    ]
+    assert stats.strip() == ("labels: 5  edges: 3  roots: 3  leaves: 2  depth: 2  multi-parent: 1")
+
+
+def test_show_builtin_voc_indents_by_depth(capsys: Any) -> None:
+    code, stdout, _ = run(capsys, "show", "voc")
+    assert code == 0
+    lines = stdout.splitlines()
+    chain = ["organism", "animal", "mammal", "carnivore", "dog"]
+    positions = [lines.index("  " * depth + name) for depth, name in enumerate(chain)]
+    assert positions == sorted(positions)
+    assert "labels: 35  edges: 33  roots: 2  leaves: 20" in lines[-1]
+    assert "multi-parent: 0" in lines[-1]
+
+
+def test_show_max_depth_and_stats_only(diamond: Path, capsys: Any) -> None:
+    code, stdout, _ = run(capsys, "show", str(diamond), "--max-depth", "0")
+    assert code == 0
+    assert stdout.splitlines()[:3] == ["a  (+1 children)", "b  (+1 children)", "e"]
+    code, stdout, _ = run(capsys, "show", str(diamond), "--stats-only")
+    assert code == 0
+    assert stdout.splitlines() == [
+        "labels: 5  edges: 3  roots: 3  leaves: 2  depth: 2  multi-parent: 1"
+    ]
+
+
+# -------------------------------------------------------------------------------- target-set
+@pytest.mark.parametrize(
+    ("on", "targets", "direction", "psi"),
+    [
+        (["vehicle", "car"], ["car"], "off", ["vehicle", "car"]),  # car was vehicle's only child on
+        (["vehicle", "car", "bike"], ["car"], "off", ["car"]),  # bike keeps vehicle on
+        ([], ["car"], "on", ["vehicle", "car"]),  # turning car on needs vehicle on
+        (["vehicle", "bike"], ["car"], "on", ["car"]),
+    ],
+)
+def test_target_set_prints_psi(
+    vehicles: Path,
+    capsys: Any,
+    on: list[str],
+    targets: list[str],
+    direction: str,
+    psi: list[str],
+) -> None:
+    code, stdout, _ = run(
+        capsys, "target-set", str(vehicles), "--on", *on, "--targets", *targets,
+        "--direction", direction,
+    )  # fmt: skip
+    assert code == 0
+    lines = stdout.splitlines()
+    assert lines[0] == f"Omega (targets, {len(targets)}): {', '.join(targets)}"
+    assert lines[1] == f"Psi (consistent target set, {len(psi)}): {', '.join(psi)}"
+    added = [label for label in psi if label not in targets]
+    assert lines[2] == f"added by the graph ({len(added)}): {', '.join(added) or '-'}"
+
+
+def test_target_set_on_builtin_voc_climbs_the_chain(capsys: Any) -> None:
+    code, stdout, _ = run(
+        capsys, "target-set", "voc", "--on", "dog", "carnivore", "mammal", "animal",
+        "organism", "person", "--targets", "dog",
+    )  # fmt: skip
+    assert code == 0
+    assert "Psi (consistent target set, 4): dog, animal, carnivore, mammal" in stdout
+
+
+# ------------------------------------------------------------------------------------ errors
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["target-set", "{vehicles}", "--on", "car", "--targets", "lorry"], "'lorry'"),
+        (["target-set", "{vehicles}", "--on", "cart", "--targets", "car"], "'cart'"),
+        (["target-set", "{vehicles}", "--on", "vehicle", "--targets", "car"], "car"),
+        (["show", "{tmp}/missing.json"], "missing.json"),
+        (["show", "{tmp}/broken.json"], "broken.json"),
+        (["show", "{vehicles}", "--max-depth", "-1"], "--max-depth"),
+        (["build", "--builtin", "coco"], "available: voc, nus-wide"),
+        (["build", "--wordnet", "dog", "--synset", "dog"], "LABEL=SYNSET"),
+        (["build", "--wordnet", "dog", "--names", "x.csv"], "--names cannot be used with"),
+        (["build", "--openimages", "{tmp}/h.json"], "h.json"),
+        (["build", "--openimages", "{tmp}/h.json", "--synset", "a=b"], "--synset"),
+        (["build", "--labels-file", "{tmp}/none.txt"], "none.txt"),
+        (["build", "--labels-file", "{tmp}/empty.txt"], "names no labels"),
+    ],
+)
+def test_errors_are_clean_messages_with_exit_code_2(
+    vehicles: Path, tmp_path: Path, capsys: Any, argv: list[str], fragment: str
+) -> None:
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "empty.txt").write_text("# nothing\n\n")
+    filled = [arg.format(vehicles=vehicles, tmp=tmp_path) for arg in argv]
+    code, stdout, stderr = run(capsys, *filled)
+    assert code == 2
+    assert stderr.startswith("mlattack graph: error: ")
+    assert fragment in stderr
+    assert "Traceback" not in stderr
+
+
+def test_unknown_wordnet_label_is_named(wordnet: Any, capsys: Any) -> None:
+    code, _, stderr = run(capsys, "build", "--wordnet", "dog", "xqzzyplonk")
+    assert code == 2
+    assert "'xqzzyplonk'" in stderr and "synsets=" in stderr
+
+
+def test_an_action_is_required(capsys: Any) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["graph"])
+    assert info.value.code == 2

@@ -1,0 +1,30 @@
+"""`mlattack report`: from a run directory to the HTML page."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlattack.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+from exp_fixtures import run_tiny  # noqa: E402
+
+
+def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = run_tiny(
+        tmp_path / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"}
+    )
+    assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "report.html" in out
+    assert (run_dir / "report" / "report.html").stat().st_size > 0
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "table1.csv").is_file()
+
+
+def test_report_on_missing_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "run directory not found" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""`mlattack run`: configs from files, checkpoints on disk, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlattack.cli import main
+
+SMALL_RUN = {
+    "name": "cli-small",
+    "model": {"checkpoint": "model.pt"},  # relative to the config file
+    "dataset": {"name": "synthetic", "options": {"n": 6, "size": 16, "split": "test", "seed": 3}},
+    "graph": "model",
+    "attacks": [
+        {"name": "mla-u", "options": {"steps": 3}},
+        {"name": "gmla", "options": {"steps": 3}},
+    ],
+    "eps": [0.05],
+    "target_sets": {"sizes": [1], "mode": "random", "draws": 2},
+    "images": {"per_target_set": 2},
+    "batch_size": 4,
+    "examples": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from mlattack.data import build_dataset
+    from mlattack.models import build_model, save
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ckpt")
+    data = build_dataset("synthetic", n=2, size=16, split="train")
+    model = build_model(
+        "small-cnn",
+        num_labels=len(data.label_names),
+        label_names=data.label_names,
+        graph=data.graph,
+    )  # type: ignore[attr-defined]
+    save(model, folder / "model.pt")
+    return folder
+
+
+def _config(folder: Path, **overrides: object) -> Path:
+    path = folder / "exp.yaml"
+    path.write_text(yaml.safe_dump({**SMALL_RUN, **overrides}), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_run_then_resume_then_refuse_other_config(
+    checkpoint_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    config = _config(checkpoint_dir)
+    assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 0
+    assert "mlattack report" in capsys.readouterr().out
+    assert (out / "results-rank0.sqlite").is_file() and (out / "config.json").is_file()
+    assert (
+        main(["run", str(config), "--out", str(out), "--no-progress"]) == 0
+    )  # resume: nothing left
+
+    other = _config(checkpoint_dir, eps=[0.1])
+    assert main(["run", str(other), "--out", str(out), "--no-progress"]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+def test_bad_config_names_key_and_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path, batchsize=3)
+    assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "exp.yaml" in err and "unknown key 'batchsize'" in err
+
+
+def test_missing_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(tmp_path / "none.yaml")]) == 2
+    assert "none.yaml" in capsys.readouterr().err
+    config = _config(tmp_path)  # no model.pt beside it
+    assert main(["run", str(config), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "model.pt" in capsys.readouterr().err

@@ -1,0 +1,117 @@
+"""Reports: every figure file produced and non-empty, escaped HTML, notes for absent data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from exp_fixtures import LABELS, TinyDataset, TinyModel, run_tiny, tiny_config
+
+from mlattack.experiments import ExperimentConfig, build_report, run_experiment
+
+FIGURES = ("fig5_eps.png", "fig6_sizes.png", "fig7_transfer.png", "fig8_gradcorr.png",
+           "fig9_qualitative.png", "fig10_perturbations.png")  # fmt: skip
+TRANSFER = {"attack": {"name": "gmla", "options": {"steps": 5}}, "eps": 0.1,
+            "models": [{"name": "tiny", "label": "m0"}, {"name": "tiny", "label": "m1"}]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("full")
+    config = ExperimentConfig.from_dict(
+        tiny_config(
+            gradient_correlation=True,
+            transfer=TRANSFER,
+            images={"per_target_set": 3},
+            target_sets={"sizes": [1, 2], "mode": "random", "draws": 3},
+        )  # fmt: skip
+    )
+    run_dir = run_experiment(
+        config, out / "run", model=TinyModel(), dataset=TinyDataset(), progress=False,
+        transfer_models={"m0": TinyModel(seed=0), "m1": TinyModel(seed=1)},
+    )  # fmt: skip
+    return build_report(run_dir)
+
+
+def test_every_figure_is_written(full_report: Path) -> None:
+    folder = full_report.parent
+    for name in FIGURES:
+        path = folder / name
+        assert path.is_file() and path.stat().st_size > 1000, name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = full_report.read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") == len(FIGURES)
+    assert "Not drawn" not in html
+
+
+def test_tables_and_json(full_report: Path) -> None:
+    folder = full_report.parent
+    with (folder / "table1.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {(r["attack"], r["eps"], r["size"]) for r in rows} == {
+        (a, e, k) for a in ("mla-u", "gmla") for e in ("0.05", "0.2") for k in ("1", "2")
+    }
+    assert all(
+        0.0 <= float(r["fr_semantic_mean"]) <= float(r["fr_naive_mean"]) <= 1.0 for r in rows
+    )
+    with (folder / "table2.csv").open() as handle:
+        assert set(next(csv.DictReader(handle))) >= {"nt_rate_k1", "nt_rate_k2"}
+    payload = json.loads((folder / "report.json").read_text())
+    assert payload["n_rows"] > 0 and "table1" in payload["denominators"]
+    assert (folder / "transfer.csv").stat().st_size > 0
+
+
+def test_html_states_denominators(full_report: Path) -> None:
+    html = full_report.read_text(encoding="utf-8")
+    assert html.count("Denominator") >= len(FIGURES) + 2
+    assert "source attack fooled" in html
+
+
+def test_label_names_are_escaped(tmp_path: Path) -> None:
+    names = ("<script>alert(1)</script>", "dog", "cat", "a&b", "car", 'bus"')
+    config = ExperimentConfig.from_dict(
+        tiny_config(eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"})
+    )
+    run_dir = run_experiment(
+        config,
+        tmp_path / "run",
+        model=TinyModel(names),
+        dataset=TinyDataset(names=names),
+        progress=False,
+    )
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    assert "<script>" not in html and 'bus"' not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "a&amp;b" in html
+
+
+def test_absent_data_gives_notes(tmp_path: Path) -> None:
+    run_dir = run_tiny(
+        tmp_path / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"}, examples=0
+    )
+    page = build_report(run_dir)
+    html = page.read_text(encoding="utf-8")
+    assert html.count("Not drawn") == 6
+    assert "gradient_correlation: true" in html
+    assert not (page.parent / "fig5_eps.png").exists()
+
+
+def test_two_runs_in_one_report(tmp_path: Path) -> None:
+    small = {"eps": [0.1], "target_sets": {"sizes": [1], "mode": "combinations"}, "examples": 1}
+    first = run_tiny(tmp_path / "a", **small, model={"name": "tiny", "label": "A"})
+    second = run_tiny(tmp_path / "b", **small, model={"name": "tiny", "label": "B"})
+    page = build_report(first, second, out_dir=tmp_path / "both")
+    with (page.parent / "table1.csv").open() as handle:
+        assert {r["model"] for r in csv.DictReader(handle)} == {"A", "B"}
+    with pytest.raises(ValueError, match="same model twice"):
+        build_report(first, first, out_dir=tmp_path / "bad")
+
+
+def test_missing_run_dir(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="run directory not found"):
+        build_report(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no results store"):
+        build_report(tmp_path / "empty")
+    assert LABELS

@@ -1,0 +1,68 @@
+"""``mlattack train`` end to end on tiny data (synthetic scenes and an image folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mlattack.cli import main
+
+models = pytest.importorskip("mlattack.models")
+if not hasattr(models, "build_model"):  # pragma: no cover - while MODELS is unfinished
+    pytest.skip("mlattack.models.build_model is not available yet", allow_module_level=True)
+
+TINY_MODEL = '{"backbone": {"name": "small-cnn", "widths": [8, 16]}, "input_size": 16}'
+
+
+def test_train_synthetic_saves_a_loadable_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "scenes.pt"
+    code = main(
+        ["train", "--model", "small-cnn", "--dataset", "synthetic", "--n-train", "64", "--n-val", "32",
+         "--image-size", "16", "--model-options", TINY_MODEL, "--epochs", "1", "--lr", "0.01",
+         "--batch-size", "32", "--seed", "1", "--no-progress", "--out", str(out)]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0 and out.is_file()
+    assert "epoch 1/1" in printed and "held-out mAP" in printed
+    assert "P(tee predicted | ring predicted)" in printed
+    model = models.load(out)
+    assert len(model.label_names) == 20 and model.graph is not None
+    assert model(torch.rand(2, 3, 16, 16)).shape == (2, 20)
+    training = models.read_metadata(out)["extra"]["training"]
+    assert len(training["epochs"]) == 1 and training["correlations"][0]["a"] == "ring"
+
+
+def test_train_on_a_folder_with_a_held_out_fraction(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "imgs"
+    root.mkdir()
+    rows = ["filename,labels"]
+    for i in range(10):
+        colour = np.zeros((12, 12, 3), dtype=np.uint8)
+        colour[..., i % 3] = 255
+        Image.fromarray(colour).save(root / f"{i}.png")
+        rows.append(f"{i}.png,{['red', 'green', 'blue'][i % 3]};colour")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "folder.pt"
+    code = main(
+        ["train", "--model", "small-cnn", "--dataset", "folder", "--root", str(root), "--image-size", "16",
+         "--model-options", TINY_MODEL, "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.4",
+         "--no-progress", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0 and models.load(out).label_names == ("blue", "colour", "green", "red")
+    assert "6 images, 4 held out" in capsys.readouterr().out
+
+
+def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "x.pt")
+    assert main(["train", "--model", "small-cnn", "--dataset", "voc", "--out", out]) == 2
+    assert "--root" in capsys.readouterr().err
+    assert main(["train", "--model", "small-cnn", "--dataset", "voc", "--root", str(tmp_path / "no"), "--out", out]) == 2
+    assert "no" in capsys.readouterr().err
+    code = main(["train", "--model", "small-cnn", "--dataset", "synthetic", "--graph", "builtin:voc", "--out", out])
+    assert code == 2 and "own taxonomy" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "small-cnn", "--dataset", "synthetic", "--model-options", "[1]", "--out", out])
