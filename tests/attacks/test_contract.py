@@ -133,3 +133,15 @@ def test_per_image_eps(
     assert (distance <= eps + 1e-6).all()
     assert torch.equal(result.adv[0], images[0])
     assert torch.equal(result.eps, eps)
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_works_inside_no_grad_and_inference_mode(
+    context: Any, linear_model: nn.Module, make_case: Callable[..., Any]
+) -> None:
+    images, targets = make_case(linear_model, n=2)
+    expected = build_attack("mla-u", linear_model, eps=0.3, steps=5)(images, targets)
+    with context():
+        inference_images = images.clone()
+        result = build_attack("mla-u", linear_model, eps=0.3, steps=5)(inference_images, targets)
+    assert torch.equal(result.adv, expected.adv) and result.success.all()

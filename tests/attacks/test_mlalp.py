@@ -105,6 +105,24 @@ def test_low_resolution_program_gives_a_blockwise_constant_step() -> None:
     assert fine_norm <= (coarse.adv - images).abs().max() + 1e-6
 
 
+def test_low_resolution_program_is_batch_invariant() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 5), nn.Tanh(), nn.Linear(5, 5))
+    model = model.double().eval()
+    images = (0.5 + 0.3 * (torch.rand(3, 3, 16, 16, dtype=torch.float64) - 0.5)).clamp(0, 1)
+    with torch.no_grad():
+        logits = model(images)
+    targets = torch.zeros_like(logits, dtype=torch.bool)
+    targets[torch.arange(3), (logits * (logits > 0)).argmax(dim=1)] = True
+    assert (logits[targets] > 0).all()
+    attack = MLALP(model, eps=0.05, steps=4, lp_size=8, early_stop=False)
+    batch = attack(images, targets)
+    for i in range(3):
+        alone = attack(images[i : i + 1], targets[i : i + 1])
+        torch.testing.assert_close(alone.adv[0], batch.adv[i], atol=1e-9, rtol=0)
+        assert alone.iterations[0] == batch.iterations[i]
+
+
 def test_infeasible_program_relaxes_the_blocking_non_target(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

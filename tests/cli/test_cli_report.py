@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from mlattack.cli import main
 
@@ -13,6 +15,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 from exp_fixtures import run_tiny  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # tiny models: extra threads only add overhead
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
 def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = run_tiny(
         tmp_path / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"}

@@ -11,7 +11,12 @@ from PIL import Image
 
 from mlattack.data.voc import VOC_CLASSES
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 230), "grey": (128, 128, 128)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (20, 40, 230),
+    "grey": (128, 128, 128),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +44,8 @@ def write_corrupt(path: Path) -> Path:
 
 def _voc_xml(objects: list[tuple[str, int]]) -> str:
     body = "".join(
-        f"<object><name>{name}</name><difficult>{difficult}</difficult></object>" for name, difficult in objects
+        f"<object><name>{name}</name><difficult>{difficult}</difficult></object>"
+        for name, difficult in objects
     )
     return f"<annotation><folder>VOC2007</folder>{body}</annotation>"
 
@@ -93,7 +99,9 @@ def nus_root(tmp_path: Path) -> Path:
     labels_dir.mkdir(parents=True)
     (root / "Concepts81.txt").write_text("".join(f"{c}\n" for c in NUS_CONCEPTS))
     entries = list(NUS_IMAGES)
-    (root / "ImageList" / "TestImagelist.txt").write_text("\r\n".join(e.split("Flickr\\")[1] for e in entries))
+    (root / "ImageList" / "TestImagelist.txt").write_text(
+        "\r\n".join(e.split("Flickr\\")[1] for e in entries)
+    )
     for concept in NUS_CONCEPTS:
         values = ["1" if concept in NUS_IMAGES[e] else "0" for e in entries]
         (labels_dir / f"Labels_{concept}_Test.txt").write_text("\n".join(values) + "\n")
@@ -118,7 +126,8 @@ def openimages_files(tmp_path: Path) -> tuple[Path, Path, Path]:
     """(labels CSV, images folder, class descriptions CSV)."""
     labels = tmp_path / "labels.csv"
     labels.write_text(
-        "ImageID,Source,LabelName,Confidence\n" + "".join(",".join(row) + "\n" for row in OPENIMAGES_ROWS)
+        "ImageID,Source,LabelName,Confidence\n"
+        + "".join(",".join(row) + "\n" for row in OPENIMAGES_ROWS)
     )
     descriptions = tmp_path / "class-descriptions.csv"
     descriptions.write_text("".join(f"{mid},{name}\n" for mid, name in OPENIMAGES_NAMES.items()))

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlattack.data import ImageFolderDataset, LabelledSubset, SyntheticScenes, build_dataset, split_dataset
+from mlattack.data import (
+    ImageFolderDataset,
+    LabelledSubset,
+    SyntheticScenes,
+    build_dataset,
+    split_dataset,
+)
 from mlattack.graph import LabelGraph
 
 

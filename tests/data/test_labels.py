@@ -55,7 +55,9 @@ def test_without_graph_names_are_the_native_classes_plus_requested() -> None:
     assert space.names == ("b", "a") and space.graph is None
     assert space.encode_matrix(np.array([[1, 0], [1, 1]])).tolist() == [[1.0, 0.0], [1.0, 1.0]]
     subset = make_label_space(["a", "b", "c"], label_names=["c"])
-    assert subset.encode([[subset.index("a", source="t")], [subset.index("c", source="t")]]).tolist() == [[0.0], [1.0]]
+    assert subset.encode(
+        [[subset.index("a", source="t")], [subset.index("c", source="t")]]
+    ).tolist() == [[0.0], [1.0]]
 
 
 def test_resolve_graph_from_builtin_and_file(graph: LabelGraph, tmp_path) -> None:  # type: ignore[no-untyped-def]

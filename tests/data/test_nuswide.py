@@ -25,7 +25,9 @@ def test_label_matrix_and_graph(nus_root: Path) -> None:
     matrix = nus_root / "labels.txt"
     matrix.write_text("0 1 0\n0 0 1\n0 0 0\n")
     graph = LabelGraph(["animal", "dog", "sky"], [("animal", "dog")])
-    ds = build_dataset("nus-wide", root=nus_root, split="test", size=16, labels_matrix=matrix, graph=graph)
+    ds = build_dataset(
+        "nus-wide", root=nus_root, split="test", size=16, labels_matrix=matrix, graph=graph
+    )
     assert isinstance(ds, NUSWideDataset) and ds.graph == graph
     assert torch.equal(ds.labels[0], torch.tensor([1.0, 1.0, 0.0]))  # dog -> animal
 

@@ -33,7 +33,12 @@ def test_model_label_names_and_graph(openimages_files: tuple[Path, Path, Path]) 
     mapping = {"/m/dog": "Dog", "/m/cat": "Cat", "/m/car": "Car"}
     with pytest.warns(RuntimeWarning, match="2 positive labels"):
         ds = build_dataset(
-            "openimages", labels_csv=labels, images_dir=images, mid_to_name=mapping, graph=graph, size=16
+            "openimages",
+            labels_csv=labels,
+            images_dir=images,
+            mid_to_name=mapping,
+            graph=graph,
+            size=16,
         )
     assert isinstance(ds, OpenImagesDataset)
     assert ds.label_names == ("Animal", "Dog", "Cat")
@@ -50,7 +55,9 @@ def test_mids_from_graph_metadata(openimages_files: tuple[Path, Path, Path]) -> 
     assert ds.label_names == ("Cat",) and ds.labels[:, 0].tolist() == [0.0, 1.0, 0.0]
 
 
-def test_bad_openimages_input_is_named(openimages_files: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_bad_openimages_input_is_named(
+    openimages_files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
     labels, images, descriptions = openimages_files
     with pytest.raises(FileNotFoundError, match="missing.csv"):
         OpenImagesDataset(tmp_path / "missing.csv", images)

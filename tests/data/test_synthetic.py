@@ -14,7 +14,7 @@ def test_items_follow_the_dataset_contract() -> None:
     ds = SyntheticScenes(8, size=32, seed=1)
     image, labels = ds[3]
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32
-    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
     assert labels.shape == (20,) and set(labels.unique().tolist()) <= {0.0, 1.0}
     assert len(ds) == 8 and ds.num_skipped == 0
     assert ds.label_names[:4] == tuple(GROUPS) and len(set(ds.label_names)) == 20

@@ -91,3 +91,14 @@ def test_labels_outside_the_graph_are_named(voc_root: Path) -> None:
     xml.write_text("<annotation><object>")
     with pytest.raises(ValueError, match="000003.xml"):
         VOCDataset(voc_root, split="test")
+
+
+def test_class_lists_with_a_graph_name_the_list_of_an_unknown_class(voc_root: Path) -> None:
+    graph = LabelGraph(["animal", "dog", "cat", "person", "car", "sheep"], [("animal", "dog")])
+    ds = VOCDataset(
+        voc_root, split="test", graph=graph, source="lists"
+    )  # all occurring classes known
+    assert ds.labels[0].tolist() == [1.0, 1.0, 0.0, 1.0, 0.0, 0.0]
+    small = LabelGraph(["dog", "cat", "person", "sheep"])
+    with pytest.raises(ValueError, match=r"'car' in .*car_test.txt is not in the label graph"):
+        VOCDataset(voc_root, split="test", graph=small, source="lists")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -12,7 +13,12 @@ from exp_fixtures import LABELS, TinyDataset, TinyModel, run_tiny, stored_rows, 
 from mlattack.experiments import ExperimentConfig, StoreError, run_experiment
 from mlattack.experiments.aggregate import aggregate
 
-SMALL = {"target_sets": {"sizes": [1], "mode": "combinations"}, "eps": [0.1], "examples": 1}
+SMALL = {
+    "target_sets": {"sizes": [1], "mode": "combinations"},
+    "eps": [0.1],
+    "examples": 1,
+    "images": {"per_target_set": 3},
+}
 
 
 def _db(run_dir: Path, rank: int = 0) -> sqlite3.Connection:
@@ -30,7 +36,9 @@ def test_one_row_per_target_set_image_attack_eps(tmp_path: Path) -> None:
     ).fetchall()
     for targets, clean, flip, attacked, linf in rows:
         assert attacked == 1 and linf <= 0.1 + 1e-6
-        assert set(eval(targets)) <= set(eval(clean)) and set(eval(targets)) <= set(eval(flip))
+        assert set(json.loads(targets)) <= set(json.loads(clean)) and set(
+            json.loads(targets)
+        ) <= set(json.loads(flip))
     config = db.execute("SELECT value FROM meta WHERE key = 'config_hash'").fetchone()[0]
     assert ExperimentConfig.from_dict(tiny_config(**SMALL)).config_hash() in config
 
@@ -81,19 +89,17 @@ def test_zero_eligible_target_set_is_recorded(tmp_path: Path) -> None:
 
 
 def test_require_consistent_keeps_consistent_clean_predictions(tmp_path: Path) -> None:
-    run_dir = run_tiny(
-        tmp_path / "run", **SMALL, images={"per_target_set": 24, "require_consistent": True}
-    )
-    model, graph = TinyModel(), TinyModel().graph
+    images = {"per_target_set": 6, "require_consistent": True}
+    run_dir = run_tiny(tmp_path / "run", **{**SMALL, "images": images})
+    graph = TinyModel().graph
     rows = _db(run_dir).execute("SELECT DISTINCT clean_pred, targets FROM results").fetchall()
     assert rows
     for clean, targets in rows:
         pred = np.zeros(len(LABELS), dtype=bool)
-        pred[eval(clean)] = True
+        pred[json.loads(clean)] = True
         around = np.zeros(len(LABELS), dtype=bool)
-        around[eval(targets)] = True
+        around[json.loads(targets)] = True
         assert graph.is_consistent(pred, around=around)
-    assert model is not None
 
 
 def test_sharded_run_equals_single_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,10 +183,27 @@ def test_ctrl_c_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     assert stored_rows(tmp_path / "run") == stored_rows(reference)
 
 
-def test_unavailable_attack_is_named_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unavailable_attack_is_named_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mlattack.attacks
 
     monkeypatch.delitem(mlattack.attacks.ATTACKS, "gmla")
     with pytest.raises(ValueError, match=r"'attacks': \['gmla'\] not available"):
         run_tiny(tmp_path / "run", **SMALL)
     assert not list((tmp_path / "run").glob("*.sqlite"))
+
+
+def test_gradient_correlation_compares_omega_with_psi(tmp_path: Path) -> None:
+    # Where Ψ = Ω the MLA-C and GMLA objectives coincide; where Ψ grew beyond Ω they differ.
+    run_dir = run_tiny(tmp_path / "run", **SMALL, gradient_correlation=True)
+    db = _db(run_dir)
+    rows = db.execute(
+        "SELECT g.cos_mla_c, g.cos_gmla, r.targets, r.flip_set FROM gradcorr g JOIN results r "
+        "ON r.ts_id = g.ts_id AND r.image_id = g.image_id AND r.attack = 'gmla'"
+    ).fetchall()
+    assert rows
+    for mla_c, gmla, targets, flip_set in rows:
+        if targets == flip_set:
+            assert mla_c == pytest.approx(gmla, abs=1e-6)
+    assert any(t != f and abs(a - b) > 1e-6 for a, b, t, f in rows)

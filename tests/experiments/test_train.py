@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 
 from mlattack.data import SyntheticScenes
@@ -27,7 +26,9 @@ class TinyNet(nn.Module):
     def __init__(self, label_names: tuple[str, ...]) -> None:
         super().__init__()
         self.label_names = label_names
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1)
+        )
         self.head = nn.Linear(8, len(label_names))
 
     def forward(self, images: Tensor) -> Tensor:
@@ -37,6 +38,7 @@ class TinyNet(nn.Module):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_average_precision_matches_sklearn_with_ties(seed: int) -> None:
+    average_precision_score = pytest.importorskip("sklearn.metrics").average_precision_score
     rng = np.random.default_rng(seed)
     labels = rng.random((60, 5)) < 0.3
     labels[:, 4] = False  # a label with no positive is left out of the mean
@@ -44,17 +46,25 @@ def test_average_precision_matches_sklearn_with_ties(seed: int) -> None:
     scores[labels] += 0.3
     per_label = average_precision_per_label(scores, labels)
     for c in range(4):
-        assert per_label[c] == pytest.approx(average_precision_score(labels[:, c], scores[:, c]), abs=1e-12)
+        assert per_label[c] == pytest.approx(
+            average_precision_score(labels[:, c], scores[:, c]), abs=1e-12
+        )
     assert math.isnan(per_label[4])
     expected = np.mean([average_precision_score(labels[:, c], scores[:, c]) for c in range(4)])
-    assert mean_average_precision(torch.from_numpy(scores), torch.from_numpy(labels)) == pytest.approx(expected)
+    assert mean_average_precision(
+        torch.from_numpy(scores), torch.from_numpy(labels)
+    ) == pytest.approx(expected)
 
 
 def test_map_closed_form_and_bad_input() -> None:
     labels = np.array([[1], [0], [1], [0]])
     # ranking: pos, neg, pos, neg -> AP = (1/1 + 2/3) / 2
-    assert mean_average_precision(np.array([[0.9], [0.8], [0.7], [0.1]]), labels) == pytest.approx(5 / 6)
-    assert mean_average_precision(np.array([[0.9], [0.1], [0.8], [0.2]]), labels) == pytest.approx(1.0)
+    assert mean_average_precision(np.array([[0.9], [0.8], [0.7], [0.1]]), labels) == pytest.approx(
+        5 / 6
+    )
+    assert mean_average_precision(np.array([[0.9], [0.1], [0.8], [0.2]]), labels) == pytest.approx(
+        1.0
+    )
     with pytest.raises(ValueError, match="no label has a positive"):
         mean_average_precision(np.zeros((3, 2)), np.zeros((3, 2)))
     with pytest.raises(ValueError, match="differ in shape"):
@@ -73,7 +83,11 @@ def test_correlation_report_counts() -> None:
     assert pair.n_a_predicted_b_absent == 2 and pair.p_b_given_a_b_absent == pytest.approx(1 / 2)
     assert pair.p_b == pytest.approx(3 / 5)
     assert pair.data_p_b_given_a == pytest.approx(2 / 4)
-    assert "P(b predicted | a predicted) = 0.667 (n=3)" in pair.line()
+    # a present with b: images 0 and 4 (found in 0); without b: images 1 and 2 (found in both)
+    assert pair.a_recall_with_b == pytest.approx(
+        1 / 2
+    ) and pair.a_recall_without_b == pytest.approx(1.0)
+    assert "P(b predicted | a predicted) = 0.667 (n=3" in pair.line()
     (never,) = correlation_report(np.zeros((2, 3)), np.zeros((2, 3)), names, [("c", "a")])
     assert math.isnan(never.p_b_given_a)
     with pytest.raises(ValueError, match="'z' is not a label"):
@@ -87,10 +101,20 @@ def test_train_model_end_to_end_tiny() -> None:
     before = [p.detach().clone() for p in model.parameters()]
     lines: list[str] = []
     report = train_model(
-        model, train, val, epochs=2, lr=1e-2, batch_size=32, seed=0, progress=False, log=lines.append
+        model,
+        train,
+        val,
+        epochs=2,
+        lr=1e-2,
+        batch_size=32,
+        seed=0,
+        progress=False,
+        log=lines.append,
     )
     assert isinstance(report, TrainReport) and len(report.epochs) == 2
-    assert [e.epoch for e in report.epochs] == [1, 2] and all(0.0 < e.val_map <= 1.0 for e in report.epochs)
+    assert [e.epoch for e in report.epochs] == [1, 2] and all(
+        0.0 < e.val_map <= 1.0 for e in report.epochs
+    )
     assert len(lines) == 2 and "val mAP" in lines[0]
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert not model.training
@@ -109,7 +133,11 @@ def test_training_is_seeded() -> None:
     for _ in range(2):
         torch.manual_seed(5)
         model = TinyNet(train.label_names)
-        maps.append(train_model(model, train, val, epochs=1, lr=1e-2, batch_size=16, seed=3, progress=False).final_map)
+        maps.append(
+            train_model(
+                model, train, val, epochs=1, lr=1e-2, batch_size=16, seed=3, progress=False
+            ).final_map
+        )
     assert maps[0] == maps[1]
 
 
@@ -134,6 +162,10 @@ def test_bad_training_arguments_are_named() -> None:
     renamed = TinyNet(("x",) + train.label_names[1:])
     with pytest.raises(ValueError, match=r"position 0: 'x' vs 'round'"):
         train_model(renamed, train, train, epochs=1, lr=0.1, batch_size=4)
+    empty = SyntheticScenes(8, size=16)
+    empty._labels = torch.zeros(8, 20)  # as if nothing were annotated
+    with pytest.raises(ValueError, match="no positive label"):
+        train_model(model, train, empty, epochs=1, lr=0.1, batch_size=4)
     fewer = TinyNet(train.label_names[:3])
     with pytest.raises(ValueError, match="3 labels but the training set has 20"):
         train_model(fewer, train, train, epochs=1, lr=0.1, batch_size=4)

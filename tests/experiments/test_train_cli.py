@@ -18,7 +18,9 @@ if not hasattr(models, "build_model"):  # pragma: no cover - while MODELS is unf
 TINY_MODEL = '{"backbone": {"name": "small-cnn", "widths": [8, 16]}, "input_size": 16}'
 
 
-def test_train_synthetic_saves_a_loadable_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_synthetic_saves_a_loadable_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "scenes.pt"
     code = main(
         ["train", "--model", "small-cnn", "--dataset", "synthetic", "--n-train", "64", "--n-val", "32",
@@ -36,7 +38,9 @@ def test_train_synthetic_saves_a_loadable_checkpoint(tmp_path: Path, capsys: pyt
     assert len(training["epochs"]) == 1 and training["correlations"][0]["a"] == "ring"
 
 
-def test_train_on_a_folder_with_a_held_out_fraction(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_on_a_folder_with_a_held_out_fraction(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "imgs"
     root.mkdir()
     rows = ["filename,labels"]
@@ -60,9 +64,48 @@ def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixtu
     out = str(tmp_path / "x.pt")
     assert main(["train", "--model", "small-cnn", "--dataset", "voc", "--out", out]) == 2
     assert "--root" in capsys.readouterr().err
-    assert main(["train", "--model", "small-cnn", "--dataset", "voc", "--root", str(tmp_path / "no"), "--out", out]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "small-cnn",
+                "--dataset",
+                "voc",
+                "--root",
+                str(tmp_path / "no"),
+                "--out",
+                out,
+            ]
+        )
+        == 2
+    )
     assert "no" in capsys.readouterr().err
-    code = main(["train", "--model", "small-cnn", "--dataset", "synthetic", "--graph", "builtin:voc", "--out", out])
+    code = main(
+        [
+            "train",
+            "--model",
+            "small-cnn",
+            "--dataset",
+            "synthetic",
+            "--graph",
+            "builtin:voc",
+            "--out",
+            out,
+        ]
+    )
     assert code == 2 and "own taxonomy" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["train", "--model", "small-cnn", "--dataset", "synthetic", "--model-options", "[1]", "--out", out])
+        main(
+            [
+                "train",
+                "--model",
+                "small-cnn",
+                "--dataset",
+                "synthetic",
+                "--model-options",
+                "[1]",
+                "--out",
+                out,
+            ]
+        )

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mlattack.attacks.base import AttackResult
+from mlattack.attacks.mldp import MLDP
 from mlattack.graph import LabelGraph
 from mlattack.metrics import Metrics, evaluate
 
@@ -36,6 +37,7 @@ def _result(
     logits = torch.where(clean, 2.0, -2.0)
     return AttackResult(
         adv=images.clone() if adv_images is None else adv_images,
+        images=images,
         clean_pred=clean,
         adv_pred=adv,
         targets=targets,
@@ -78,10 +80,14 @@ def crafted() -> AttackResult:
 
 
 def test_rates_and_counts_match_hand_computation(crafted: AttackResult) -> None:
-    with pytest.warns(UserWarning, match="SSIM is NaN"):
-        metrics = evaluate(crafted, GRAPH)
+    metrics = evaluate(crafted, GRAPH)
     assert isinstance(metrics, Metrics)
-    assert (metrics.n_total, metrics.n_images, metrics.n_success, metrics.n_semantic) == (5, 4, 3, 2)
+    assert (metrics.n_total, metrics.n_images, metrics.n_success, metrics.n_semantic) == (
+        5,
+        4,
+        3,
+        2,
+    )
     assert metrics.fr_naive == pytest.approx(3 / 4)
     assert metrics.fr_semantic == pytest.approx(2 / 4)
     np.testing.assert_array_equal(metrics.success, [True, True, False, False, True])
@@ -89,8 +95,7 @@ def test_rates_and_counts_match_hand_computation(crafted: AttackResult) -> None:
 
 
 def test_nt_rate_uses_the_complement_of_the_consistent_target_set(crafted: AttackResult) -> None:
-    with pytest.warns(UserWarning):
-        metrics = evaluate(crafted, GRAPH)
+    metrics = evaluate(crafted, GRAPH)
     # Psi = {dog, animal} for images 0-1 and {cat, animal} for image 4: |Psi-bar| = 4 each.
     np.testing.assert_allclose(metrics.nt_flip_fraction, [0.5, 0.0, math.nan, math.nan, 0.25])
     assert metrics.nt_rate == pytest.approx((0.5 + 0.0 + 0.25) / 3)
@@ -98,9 +103,10 @@ def test_nt_rate_uses_the_complement_of_the_consistent_target_set(crafted: Attac
 
 
 def test_nt_rate_ignores_flip_set_reported_by_the_attack(crafted: AttackResult) -> None:
-    crafted.flip_set = torch.ones_like(crafted.flip_set)  # whatever the attack says, Psi is the graph's
-    with pytest.warns(UserWarning):
-        metrics = evaluate(crafted, GRAPH)
+    crafted.flip_set = torch.ones_like(
+        crafted.flip_set
+    )  # whatever the attack says, Psi is the graph's
+    metrics = evaluate(crafted, GRAPH)
     assert metrics.nt_rate == pytest.approx(0.25)
 
 
@@ -111,14 +117,15 @@ def test_empty_complement_and_empty_success_give_nan() -> None:
     adv = torch.tensor([[False, False], [True, True]])
     result = _result(clean, adv, targets, torch.tensor([True, True]))
     result.adv = torch.rand(2, 3, 16, 16)
-    metrics = evaluate(result, graph, images=result.adv.clone())
+    result.images = result.adv.clone()
+    metrics = evaluate(result, graph)
     # image 0: Psi = {dog, animal} = every label, so no NT share; image 1 failed.
     assert metrics.fr_naive == 0.5 and metrics.fr_semantic == 0.5
     assert math.isnan(metrics.nt_rate) and metrics.n_nt == 0
     assert metrics.ssim == pytest.approx(1.0) and metrics.n_ssim == 1
 
     failed = _result(clean, clean.clone(), targets, torch.tensor([True, True]))
-    metrics = evaluate(failed, graph, images=failed.adv.clone())
+    metrics = evaluate(failed, graph)
     assert metrics.n_success == 0 and metrics.fr_naive == 0.0
     assert math.isnan(metrics.nt_rate) and math.isnan(metrics.ssim)
     assert np.isnan(metrics.ssim_per_image).all()
@@ -126,9 +133,10 @@ def test_empty_complement_and_empty_success_give_nan() -> None:
 
 def test_no_attacked_image_gives_nan_rates(crafted: AttackResult) -> None:
     crafted.attacked = torch.zeros(5, dtype=torch.bool)
-    with pytest.warns(UserWarning):
-        metrics = evaluate(crafted, GRAPH)
-    assert metrics.n_images == 0 and math.isnan(metrics.fr_naive) and math.isnan(metrics.fr_semantic)
+    metrics = evaluate(crafted, GRAPH)
+    assert (
+        metrics.n_images == 0 and math.isnan(metrics.fr_naive) and math.isnan(metrics.fr_semantic)
+    )
 
 
 def test_ssim_is_averaged_over_successful_images_only(crafted: AttackResult) -> None:
@@ -137,8 +145,8 @@ def test_ssim_is_averaged_over_successful_images_only(crafted: AttackResult) -> 
     adv = images.clone()
     adv[0] = (adv[0] + 0.05 * torch.randn(3, 16, 16)).clamp(0, 1)  # in A
     adv[2] = 1 - adv[2]  # failed image: must not pull the mean down
-    crafted.adv = adv
-    metrics = evaluate(crafted, GRAPH, images=images)
+    crafted.adv, crafted.images = adv, images
+    metrics = evaluate(crafted, GRAPH)
     assert np.isnan(metrics.ssim_per_image[[2, 3]]).all()
     assert metrics.ssim_per_image[1] == pytest.approx(1.0)
     assert metrics.ssim_per_image[4] == pytest.approx(1.0)
@@ -151,8 +159,33 @@ def test_ssim_is_averaged_over_successful_images_only(crafted: AttackResult) -> 
 
 def test_bad_inputs_are_named(crafted: AttackResult) -> None:
     with pytest.raises(ValueError, match="graph has 2 labels"):
-        evaluate(crafted, LabelGraph(["a", "b"]), images=crafted.adv)
+        evaluate(crafted, LabelGraph(["a", "b"]))
+    crafted.images = torch.zeros(5, 3, 8, 8)
     with pytest.raises(ValueError, match="images has shape"):
-        evaluate(crafted, GRAPH, images=torch.zeros(5, 3, 8, 8))
+        evaluate(crafted, GRAPH)
     with pytest.raises(TypeError, match="AttackResult"):
         evaluate("result", GRAPH)  # type: ignore[arg-type]
+
+
+def test_evaluates_a_real_attack_result() -> None:
+    # Each label reads its own 8-pixel block (children also their parent's, at 0.5); on a grey
+    # image animal, dog, vehicle and car are on. ML-DP turns dog off and, by design, keeps every
+    # other label: animal stays on with no child on, so the result is naive but not semantic.
+    weight = torch.zeros(6, 48)
+    for label in range(6):
+        weight[label, label * 8 : label * 8 + 8] = 1.0
+    for child, parent in {1: 0, 2: 0, 4: 3, 5: 3}.items():
+        weight[child, parent * 8 : parent * 8 + 8] = 0.5
+    model = torch.nn.Linear(48, 6)
+    with torch.no_grad():
+        model.weight.copy_(weight)
+        model.bias.copy_(torch.tensor([-3.0, -5.0, -7.0, -3.0, -5.0, -7.0]))
+    flat = torch.nn.Sequential(torch.nn.Flatten(), model)
+    images = torch.full((2, 3, 4, 4), 0.5)
+    targets = _mask("dog", "dog")
+    result = MLDP(flat, eps=0.5)(images, targets)
+    with pytest.warns(UserWarning, match="smaller than the 11-pixel SSIM window"):
+        metrics = evaluate(result, GRAPH)
+    assert (metrics.n_images, metrics.n_success, metrics.n_semantic) == (2, 2, 0)
+    assert metrics.fr_naive == 1.0 and metrics.fr_semantic == 0.0
+    assert metrics.nt_rate == 0.0 and metrics.n_nt == 2

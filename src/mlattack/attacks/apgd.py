@@ -63,7 +63,7 @@ def checkpoints(steps: int) -> list[int]:
         if iteration > (result[-1] if result else 0):
             result.append(iteration)
         previous, current = current, current + max(current - previous - 0.03, 0.06)
-    return [w for w in result if w <= steps]
+    return result
 
 
 def _broadcast(per_image: Tensor, like: Tensor) -> Tensor:
@@ -105,113 +105,149 @@ def run_apgd(
     out_failed = torch.zeros(batch, dtype=torch.bool, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
 
+    # Iterates are never written in place, so the clean images can serve as the start.
+    x = problem.random_start() if random_start else images
     rows = torch.arange(batch, device=device)
-    x = problem.random_start() if random_start else images.clone()
     evaluation = direction_fn(x, rows)
-    direction = torch.nan_to_num(evaluation.direction)
-    loss = evaluation.loss
-    # Candidate to return: ranked by (flip set reached, objective).
-    keep_x, keep_reached = x.clone(), problem.flip_set_reached(evaluation.logits, rows)
-    keep_loss = torch.where(torch.isfinite(loss), loss, torch.full_like(loss, -math.inf))
-    best_x, best_loss, best_direction = x.clone(), keep_loss.clone(), direction.clone()
-    step_size = 2 * problem.eps.to(images.dtype)
-    previous_x = x.clone()
-    improving_steps = torch.zeros(batch, dtype=torch.int64, device=device)
-    best_loss_at_check = best_loss.clone()
-    reduced_at_check = torch.zeros(batch, dtype=torch.bool, device=device)
+    loss = _finite_or_minus_inf(evaluation.loss)
+    direction = _clean_direction(evaluation)
+    reached = problem.flip_set_reached(evaluation.logits, rows)
+    lower, upper = problem.bounds()
+    # Per-image state of the working rows; compaction indexes every entry alike.
+    state: dict[str, Tensor] = {
+        "rows": rows,
+        "lower": lower,
+        "upper": upper,
+        "x": x,
+        "previous_x": x,
+        "direction": direction,
+        "loss": loss,
+        "step_size": 2 * problem.eps.to(images.dtype),
+        "best_x": x,
+        "best_direction": direction,
+        "best_loss": loss,
+        "improving_steps": torch.zeros(batch, dtype=torch.int64, device=device),
+        "best_loss_at_check": loss,
+        "reduced_at_check": torch.zeros(batch, dtype=torch.bool, device=device),
+    }
+    if not early_stop:
+        # The iterate to return, ranked by (flip set reached, objective). With early stop it is
+        # the reaching iterate itself, or else the best-objective one, so no extra copy is kept.
+        state.update(keep_x=x, keep_loss=loss, keep_reached=reached)
     checks = set(checkpoints(steps))
     last_check = 0
-
-    def finish(local: Tensor, iteration: int) -> None:
-        """Write the returned iterate of the working rows ``local`` (first write wins)."""
-        local = local & ~finished[rows]
-        if local.any():
-            target = rows[local]
-            out_adv[target] = keep_x[local]
-            out_iterations[target] = iteration
-            out_failed[target] = evaluation.failed[local]
-            finished[target] = True
 
     progress = tqdm(total=steps, desc=description, disable=not verbose, leave=False)
     iteration = 0
     while True:
-        stop_now = evaluation.failed | (
-            keep_reached if early_stop else torch.zeros_like(keep_reached)
-        )
-        finish(stop_now | torch.full_like(stop_now, iteration == steps), iteration)
-        if bool(finished.all()):
-            break
-        if compact:
-            working = ~finished[rows]
-            if not bool(working.all()):
-                rows = rows[working]
-                x, previous_x, direction = x[working], previous_x[working], direction[working]
-                loss, step_size, improving_steps = (
-                    loss[working],
-                    step_size[working],
-                    improving_steps[working],
-                )
-                keep_x, keep_reached, keep_loss = (
-                    keep_x[working],
-                    keep_reached[working],
-                    keep_loss[working],
-                )
-                best_x, best_loss, best_direction = (
-                    best_x[working],
-                    best_loss[working],
-                    best_direction[working],
-                )
-                best_loss_at_check = best_loss_at_check[working]
-                reduced_at_check = reduced_at_check[working]
+        # Finish the rows that stop here; the first write wins (rows stay when not compacting).
+        stop = evaluation.failed | (iteration == steps)
+        if early_stop:
+            stop = stop | reached
+        stop = stop & ~finished[state["rows"]]
+        if bool(stop.any()):
+            if early_stop:
+                returned = torch.where(_broadcast(reached, state["x"]), state["x"], state["best_x"])
+            else:
+                returned = state["keep_x"]
+            target = state["rows"][stop]
+            out_adv[target] = returned[stop]
+            out_iterations[target] = iteration
+            out_failed[target] = evaluation.failed[stop]
+            finished[target] = True
+            if bool(finished.all()):
+                break
+            if compact:
+                working = ~finished[state["rows"]]
+                state = {key: value[working] for key, value in state.items()}
 
         # One AutoPGD step (Croce & Hein 2020, eq. 2-3): plain on the first step, momentum later.
-        alpha = 1.0 if iteration == 0 else MOMENTUM
-        step = _broadcast(step_size, x)
-        z = problem.project(x + step * direction, rows)
-        candidate = problem.project(x + alpha * (z - x) + (1 - alpha) * (x - previous_x), rows)
-        previous_x, x = x, candidate
+        x, previous_x, rows = state["x"], state["previous_x"], state["rows"]
+        lower, upper = state["lower"], state["upper"]
+        step = _broadcast(state["step_size"], x)
+        z = torch.clamp(torch.addcmul(x, step, state["direction"]), lower, upper)
+        if iteration == 0:
+            x_new = z
+        else:
+            momentum = torch.lerp(x, z, MOMENTUM).add_(x - previous_x, alpha=1 - MOMENTUM)
+            x_new = torch.clamp(momentum, lower, upper)
         iteration += 1
         progress.update(1)
 
-        evaluation = direction_fn(x, rows)
-        new_loss = evaluation.loss
-        finite = torch.isfinite(new_loss)
-        improving_steps += (finite & (new_loss > loss)).long()
-        loss = new_loss
-        direction = torch.nan_to_num(evaluation.direction)
-
-        improved = finite & (loss > best_loss)
-        best_x = torch.where(_broadcast(improved, x), x, best_x)
-        best_direction = torch.where(_broadcast(improved, x), direction, best_direction)
-        best_loss = torch.where(improved, loss, best_loss)
-
+        evaluation = direction_fn(x_new, rows)
+        loss = _finite_or_minus_inf(evaluation.loss)
+        direction = _clean_direction(evaluation)
         reached = problem.flip_set_reached(evaluation.logits, rows)
-        better = finite & (
-            (reached & ~keep_reached) | ((reached == keep_reached) & (loss > keep_loss))
+        state["improving_steps"] = state["improving_steps"] + (loss > state["loss"]).long()
+        improved = loss > state["best_loss"]
+        state.update(
+            previous_x=x,
+            x=x_new,
+            direction=direction,
+            loss=loss,
+            best_x=_select(improved, x_new, state["best_x"]),
+            best_direction=_select(improved, direction, state["best_direction"]),
+            best_loss=torch.maximum(loss, state["best_loss"]),
         )
-        keep_x = torch.where(_broadcast(better, x), x, keep_x)
-        keep_loss = torch.where(better, loss, keep_loss)
-        keep_reached = keep_reached | (better & reached)
+        if not early_stop:
+            keep_reached = state["keep_reached"]
+            better = (reached & ~keep_reached) | (
+                (reached == keep_reached) & (loss > state["keep_loss"])
+            )
+            state.update(
+                keep_x=_select(better, x_new, state["keep_x"]),
+                keep_loss=torch.where(better, loss, state["keep_loss"]),
+                keep_reached=keep_reached | reached,
+            )
 
         if iteration in checks:
             # Conditions (1) and (2) of Croce & Hein 2020, Section 3.2.
-            too_few_improving = improving_steps < RHO * (iteration - last_check)
-            stalled = ~reduced_at_check & (best_loss <= best_loss_at_check)
+            too_few_improving = state["improving_steps"] < RHO * (iteration - last_check)
+            stalled = ~state["reduced_at_check"] & (
+                state["best_loss"] <= state["best_loss_at_check"]
+            )
             reduce = too_few_improving | stalled
-            step_size = torch.where(reduce, step_size / 2, step_size)
-            restart = _broadcast(reduce, x)
-            x = torch.where(restart, best_x, x)
-            previous_x = torch.where(restart, best_x, previous_x)
-            direction = torch.where(restart, best_direction, direction)
-            loss = torch.where(reduce, best_loss, loss)
-            reduced_at_check = reduce
-            best_loss_at_check = best_loss.clone()
-            improving_steps = torch.zeros_like(improving_steps)
+            restart = _broadcast(reduce, x_new)
+            best_x = state["best_x"]
+            state.update(
+                step_size=torch.where(reduce, state["step_size"] / 2, state["step_size"]),
+                x=torch.where(restart, best_x, state["x"]),
+                previous_x=torch.where(restart, best_x, state["previous_x"]),
+                direction=torch.where(restart, state["best_direction"], state["direction"]),
+                loss=torch.where(reduce, state["best_loss"], state["loss"]),
+                reduced_at_check=reduce,
+                best_loss_at_check=state["best_loss"],
+                improving_steps=torch.zeros_like(state["improving_steps"]),
+            )
             last_check = iteration
         if verbose:
-            progress.set_postfix(working=int(rows.numel()), refresh=False)
+            progress.set_postfix(working=int(state["rows"].numel()), refresh=False)
     progress.close()
     return LoopOutput(adv=out_adv, iterations=out_iterations, gradient_failed=out_failed)
+
+
+def _select(rows: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    """``new`` on the rows where ``rows`` is True, ``old`` elsewhere (no copy when all agree).
+
+    The state tensors are never written in place, so sharing one between entries is safe.
+    """
+    if bool(rows.all()):
+        return new
+    if not bool(rows.any()):
+        return old
+    return torch.where(_broadcast(rows, new), new, old)
+
+
+def _finite_or_minus_inf(loss: Tensor) -> Tensor:
+    """Non-finite objectives never count as progress."""
+    return torch.where(torch.isfinite(loss), loss, torch.full_like(loss, -math.inf))
+
+
+def _clean_direction(evaluation: DirectionStep) -> Tensor:
+    """The direction with NaNs zeroed (failed rows stop anyway; without compaction they keep going)."""
+    if bool(evaluation.failed.any()):
+        return torch.nan_to_num(evaluation.direction, nan=0.0, posinf=0.0, neginf=0.0)
+    return evaluation.direction
 
 
 class APGDAttack(Attack):

@@ -35,6 +35,8 @@ class AttackResult:
     Attributes:
         adv: float ``[B, 3, H, W]`` in ``[0, 1]`` with ``‖adv − images‖∞ ≤ eps`` per image (equal to the
             input for images that were not attacked).
+        images: float ``[B, 3, H, W]``, the clean images the attack received (the caller's tensor,
+            not a copy), so that metrics such as SSIM need nothing else.
         clean_pred: bool ``[B, C]``, the model's prediction on the clean images (``y``).
         adv_pred: bool ``[B, C]``, recomputed by the base class from ``adv`` by a fresh forward pass.
         targets: bool ``[B, C]``, the labels asked to flip (Ω).
@@ -51,6 +53,7 @@ class AttackResult:
     """
 
     adv: Tensor
+    images: Tensor
     clean_pred: Tensor
     adv_pred: Tensor
     targets: Tensor
@@ -96,6 +99,14 @@ class AttackProblem:
         eps = self.eps if rows is None else self.eps[rows]
         return _project(candidate, images, eps)
 
+    def bounds(self) -> tuple[Tensor, Tensor]:
+        """Per-pixel ``(lower, upper)`` of the feasible set: the ε-ball intersected with ``[0, 1]``.
+
+        ``torch.clamp(candidate, lower, upper)`` is then :meth:`project` in one pass.
+        """
+        radius = self.eps.view(-1, *([1] * (self.images.dim() - 1))).to(self.images.dtype)
+        return (self.images - radius).clamp_min(0.0), (self.images + radius).clamp_max(1.0)
+
     def random_start(self) -> Tensor:
         """A uniform random point of each image's ε-ball (clipped to ``[0, 1]``).
 
@@ -128,8 +139,9 @@ class LoopOutput:
 
 def gradient_failed(gradient: Tensor) -> Tensor:
     """bool ``[b]``: the per-image gradient ``[b, ...]`` is all zero or has a NaN/Inf entry."""
-    flat = gradient.flatten(1)
-    return ~torch.isfinite(flat).all(dim=1) | (flat == 0).all(dim=1)
+    # One pass: the largest magnitude is 0 for a zero gradient, NaN or Inf for a non-finite one.
+    peak = torch.linalg.vector_norm(gradient.flatten(1), ord=math.inf, dim=1)
+    return ~(peak > 0) | torch.isinf(peak)
 
 
 def _project(candidate: Tensor, images: Tensor, eps: Tensor) -> Tensor:
@@ -268,7 +280,17 @@ class Attack(abc.ABC):
         eps: float | Tensor | None = None,
         flip_set: Tensor | None = None,
     ) -> AttackResult:
-        """Attack ``images`` so that the labels in ``targets`` flip; see the class docstring."""
+        """Attack ``images`` so that the labels in ``targets`` flip; see the class docstring.
+
+        Works under ``torch.no_grad()`` and ``torch.inference_mode()`` too: the attack needs input
+        gradients, so both are lifted for the duration of the call.
+        """
+        with torch.inference_mode(False):
+            return self._run(images, targets, eps, flip_set)
+
+    def _run(
+        self, images: Tensor, targets: Tensor, eps: float | Tensor | None, flip_set: Tensor | None
+    ) -> AttackResult:
         images = self._check_images(images)
         batch = images.shape[0]
         targets = self._check_label_mask(targets, "targets", images)
@@ -322,6 +344,7 @@ class Attack(abc.ABC):
         success = attacked & ((adv_pred != clean_pred) | ~targets).all(dim=1)
         return AttackResult(
             adv=adv,
+            images=images,
             clean_pred=clean_pred,
             adv_pred=adv_pred,
             targets=targets,

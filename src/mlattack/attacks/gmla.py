@@ -29,11 +29,11 @@ __all__ = ["GMLA", "gmla_direction"]
 Mode = Literal["adaptive", "projection"]
 
 
-def _unit(vectors: Tensor) -> tuple[Tensor, Tensor]:
-    """Rows scaled to unit L2 norm (zero rows stay zero) and their norms."""
-    norms = torch.linalg.vector_norm(vectors, dim=1, keepdim=True)
-    safe = torch.where(norms > 0, norms, torch.ones_like(norms))
-    return torch.where(norms > 0, vectors / safe, torch.zeros_like(vectors)), norms
+def _inverse_norms(vectors: Tensor) -> tuple[Tensor, Tensor]:
+    """Row L2 norms ``[n]`` and their inverses (0 for a zero row)."""
+    norms = torch.linalg.vector_norm(vectors, dim=1)
+    inverse = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, 1.0), 0.0)
+    return norms, inverse
 
 
 def gmla_direction(
@@ -51,29 +51,49 @@ def gmla_direction(
         ``(d, projected)``: ``d`` of the shape of ``g_t`` with ``‖d‖∞ = 1`` (0 where ``g_t`` is 0),
         ``projected`` bool ``[n]``.
 
-    With ``ĝ = g/‖g‖₂`` and ``ν = sgn(g_t)``:
+    With ``ĝ = g/‖g‖₂`` (0 for a zero gradient) and ``ν = sgn(g_t)``:
 
     - eq. 10: ``d = Pν/‖Pν‖∞`` with ``P = I − ĝ_nt ĝ_ntᵀ``; computed as ``ν − ĝ_nt(ĝ_ntᵀν)`` so that
       ``P`` (a d×d matrix) is never formed. ``g_ntᵀ d = 0``: the loss on Ψ̄ is constant to first order.
     - eq. 11: ``d = sgn(ĝ_t − ĝ_nt)``: ascend ``−L_t`` and descend ``L_nt`` with equal weight.
+
+    Only per-image scalars are formed besides a few passes over the gradients: ``ĝ`` is never
+    materialised (``ĝ_nt(ĝ_ntᵀν) = g_nt (g_ntᵀν)/‖g_nt‖²`` and ``sgn(ĝ_t − ĝ_nt) =
+    sgn(g_t − (‖g_t‖/‖g_nt‖) g_nt)``), and a branch no image takes is not computed.
     """
     if mode not in ("adaptive", "projection"):
         raise ValueError(f"mode must be 'adaptive' or 'projection', got {mode!r}")
     shape = g_t.shape
-    unit_t, _ = _unit(g_t.flatten(1))
-    unit_nt, _ = _unit(g_nt.flatten(1))
-    cosine = (unit_t * unit_nt).sum(dim=1)
-    always = mode == "projection"
-    projected = torch.ones_like(cosine, dtype=torch.bool) if always else cosine >= tau
-
-    nu = unit_t.sign()
-    # eq. 10: Pν = ν − ĝ_nt (ĝ_ntᵀ ν), then scaled to unit L∞ norm.
-    p_nu = nu - unit_nt * (unit_nt * nu).sum(dim=1, keepdim=True)
-    peak = p_nu.abs().amax(dim=1, keepdim=True)
-    projection = torch.where(peak > 0, p_nu / torch.where(peak > 0, peak, 1.0), 0.0)
-    # eq. 11: sgn(ĝ_t − ĝ_nt).
-    combined = (unit_t - unit_nt).sign()
-    direction = torch.where(projected.unsqueeze(1), projection, combined)
+    g_t, g_nt = g_t.flatten(1), g_nt.flatten(1)
+    norm_t, inverse_t = _inverse_norms(g_t)
+    _, inverse_nt = _inverse_norms(g_nt)
+    if mode == "projection":
+        projected = torch.ones(g_t.shape[0], dtype=torch.bool, device=g_t.device)
+    else:
+        cosine = torch.linalg.vecdot(g_t, g_nt) * inverse_t * inverse_nt
+        projected = cosine >= tau
+    projection: Tensor | None = None
+    combined: Tensor | None = None
+    if bool(projected.any()):
+        nu = g_t.sign()
+        # eq. 10: Pν = ν − ĝ_nt (ĝ_ntᵀ ν), then scaled to unit L∞ norm.
+        # Scaled twice rather than by the squared inverse, which overflows for tiny gradients.
+        coefficient = torch.linalg.vecdot(g_nt, nu) * inverse_nt * inverse_nt
+        p_nu = torch.addcmul(nu, g_nt, coefficient.unsqueeze(1), value=-1.0)
+        peak = p_nu.abs().amax(dim=1)
+        inverse_peak = torch.where(peak > 0, 1.0 / torch.where(peak > 0, peak, 1.0), 0.0)
+        projection = p_nu * inverse_peak.unsqueeze(1)
+    if not bool(projected.all()):
+        # eq. 11: sgn(ĝ_t − ĝ_nt) = sgn(g_t − (‖g_t‖/‖g_nt‖) g_nt); 0 where g_t = 0.
+        ratio = (norm_t * inverse_nt).unsqueeze(1)
+        combined = torch.addcmul(g_t, g_nt, ratio, value=-1.0).sign()
+    if projection is None:
+        assert combined is not None
+        direction = combined
+    elif combined is None:
+        direction = projection
+    else:
+        direction = torch.where(projected.unsqueeze(1), projection, combined)
     return direction.view(shape), projected
 
 

@@ -2,10 +2,11 @@
 
 Both attacks work on the logits directly. At an iterate ``x`` each label ``c`` has a *signed
 margin* ``m_c = s_c (f_c(x) − θ)`` with ``s_c = +1`` when its desired value ``y*_c`` is on and
-``−1`` when it is off (``θ`` the logit threshold), so a label is on its desired side when ``m_c > 0``
-(exactly: when ``(f_c > θ) == y*_c``). Flip-set labels want to cross, the other labels want to stay.
-Each step linearises the logits of the labels that matter, ``f(x + r) ≈ f(x) + J r``, and solves a
-small problem on ``J`` (least L2 norm for ML-DP, least L∞ norm by linear programming for MLA-LP).
+``−1`` when it is off (``θ`` the logit threshold), so a label is on its desired side when
+``m_c > 0`` (exactly: when ``(f_c > θ) == y*_c``). Flip-set labels want to cross, the other
+labels want to stay. Each step linearises the logits of the labels that matter,
+``f(x + r) ≈ f(x) + J r``, and solves a small problem on ``J`` (least L2 norm for ML-DP, least L∞
+norm by linear programming for MLA-LP).
 
 **Labels that matter** (:func:`select_labels`): every flip-set label, plus the non-target labels
 closest to the threshold (smallest ``|f_c − θ|``) up to ``max_labels`` rows in all, re-chosen at
@@ -22,10 +23,10 @@ the per-row passes.
 
 **Loop** (:class:`LinearizedAttack`): every image keeps its best iterate by (number of flip-set
 labels not on their desired side, then number of other labels off their side, then the flip set's
-total logit shortfall ``Σ_{c∈Ψ} max(0, −m_c)``); it stops when the
-flip set is reached (``early_stop``) or every label is on its desired side, when its gradient is zero
-or not finite (``gradient_failed``), or when a step no longer moves it. Iterates are projected onto
-the ε-ball and ``[0, 1]`` after every step; finished images leave the working batch.
+total logit shortfall ``Σ_{c∈Ψ} max(0, −m_c)``); it stops when the flip set is reached
+(``early_stop``) or every label is on its desired side, when its gradient is zero or not finite
+(``gradient_failed``), or when a step no longer moves it. Iterates are projected onto the ε-ball and
+``[0, 1]`` after every step; finished images leave the working batch.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def label_jacobian(
 
 @dataclass(frozen=True)
 class Linearization:
-    """The logits of the working images at their iterates and the Jacobian rows of the chosen labels.
+    """The logits of the working images at their iterates and the Jacobian rows of chosen labels.
 
     ``margins`` are the signed margins ``s_c (f_c − θ)`` of all ``C`` labels; ``labels``/``valid``
     come from :func:`select_labels`, ``jacobian`` is taken with respect to the attack's perturbation
@@ -157,13 +158,14 @@ class LinearizedAttack(Attack):
         return None
 
     def _parametrize(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(variable, inputs)``: the perturbation variable (zeros, requires grad) and the model input
-        ``x + U(variable)`` it spans; by default the full-resolution perturbation itself."""
+        """``(variable, inputs)``: the perturbation variable (zeros, requires grad) and the model
+        input ``x + U(variable)`` it spans; by default the full-resolution perturbation itself."""
         variable = torch.zeros_like(x, requires_grad=True)
         return variable, x + variable
 
     def _to_image(self, step: Tensor, like: Tensor) -> Tensor:
-        """Map a step of the perturbation variable (``[n, d]``) to image space (shaped like ``like``)."""
+        """Map a step ``[n, d]`` of the perturbation variable to image space (shaped like
+        ``like``)."""
         return step.view_as(like)
 
     @abc.abstractmethod
@@ -214,6 +216,7 @@ class LinearizedAttack(Attack):
             running[rows[done]] = False
             if last or done.all():
                 break
+            progress.update(1)
             work = (~done).nonzero().flatten()
             rows = rows[work]
             logits_work = logits.detach()[work]
@@ -251,7 +254,6 @@ class LinearizedAttack(Attack):
                 # The stalled iterate was already scored: nothing new to evaluate.
                 running[rows[stalled]] = False
             x[rows] = moved
-            progress.update(1)
         progress.close()
         return LoopOutput(adv=best, iterations=iterations, gradient_failed=failed)
 
@@ -261,12 +263,13 @@ class MLDP(LinearizedAttack):
 
     At each iterate the logits of the selected labels are linearised and the step is the least-L2
     solution of the active constraints, ``r = J_Aᵀ (J_A J_Aᵀ)⁺ (t_A − f_A)``: with ``A`` the
-    selected labels not on their desired side, each is moved to ``t_c = θ + s_c · overshoot · |θ − f_c|``,
-    i.e. ``(1 + overshoot)`` times the way to its threshold (DeepFool's overshoot, exact on a linear
-    model). Selected labels that this step would push off their side (to first order) join ``A``
-    with the same rule, which for them means stopping ``overshoot · |θ − f_c|`` short of the
-    threshold, and the step is recomputed, so it satisfies every selected linear constraint. The
-    iterate is then projected onto the ε-ball and ``[0, 1]``.
+    selected labels not on their desired side, each is moved to
+    ``t_c = θ + s_c · overshoot · |θ − f_c|``, i.e. ``(1 + overshoot)`` times the way to its
+    threshold (DeepFool's overshoot, exact on a linear model). Selected labels that this step
+    would push off their side (to first order) join ``A`` with the same rule, which for them means
+    stopping ``overshoot · |θ − f_c|`` short of the threshold, and the step is recomputed, so it
+    satisfies every selected linear constraint. The iterate is then projected onto the ε-ball and
+    ``[0, 1]``.
 
     Args:
         model, eps, steps, ...: see :class:`~mlattack.attacks.base.Attack` (``steps`` default 50).
@@ -312,7 +315,8 @@ def _masked_min_norm(gram: Tensor, needed: Tensor, active: Tensor, rtol: float) 
     """Coefficients ``c`` with ``c_A = (G_AA)⁺ b_A`` and zero elsewhere, per image (batched).
 
     Inactive rows and columns are replaced by a diagonal block at the image's own scale, which keeps
-    them decoupled from the active block and leaves the pseudo-inverse's relative cut-off meaningful.
+    them decoupled from the active block and keeps the pseudo-inverse's relative cut-off meaningful
+    at that scale.
     """
     pair = active.unsqueeze(2) & active.unsqueeze(1)
     scale = gram.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-300)

@@ -12,6 +12,11 @@ import os
 import sys
 from collections.abc import Sequence
 
+# Idle OpenMP threads sleep instead of spinning: on a shared or oversubscribed CPU, spinning made
+# two-thread attacks and training several times slower. Only effective before torch is imported,
+# which is why ``mlattack/__init__`` loads its exports lazily.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 SUBCOMMANDS = ("demo", "run", "report", "graph", "train")
 
 

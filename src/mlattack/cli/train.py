@@ -2,7 +2,7 @@
 
 Example (the synthetic scenes, a few minutes on a laptop CPU)::
 
-    mlattack train --model small-cnn --dataset synthetic --n-train 8000 --epochs 5 --out scenes.pt
+    mlattack train --model small-cnn --dataset synthetic --n-train 6000 --epochs 3 --out scenes.pt
 
 The checkpoint (``mlattack.models.save``) holds the weights and the metadata ``mlattack.models.load``
 rebuilds the model from (label names, graph, input size, preprocessing, model config), plus the
@@ -52,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model-options", type=_json_object, default={}, metavar="JSON",
         help="more build_model keywords, e.g. '{\"backbone\": {\"name\": \"small-cnn\", \"widths\": [16, 32, 64, 64]}}'",
     )  # fmt: skip
-    model.add_argument("--label-embeddings", help="ml-gcn: a .npy/.pt/.json file of label embeddings")
+    model.add_argument(
+        "--label-embeddings", help="ml-gcn: a .npy/.pt/.json file of label embeddings"
+    )
 
     data = parser.add_argument_group("dataset")
     data.add_argument("--dataset", required=True, choices=DATASET_NAMES)
@@ -63,19 +65,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--val-split", help="held-out split (voc/nus-wide/synthetic: test)")
     data.add_argument("--labels-csv", help="openimages / folder: the labels CSV")
     data.add_argument("--val-labels-csv", help="openimages / folder: a held-out labels CSV")
-    data.add_argument("--val-fraction", type=float, default=0.2, help="held-out share when there is no split")
+    data.add_argument(
+        "--val-fraction", type=float, default=0.2, help="held-out share when there is no split"
+    )
     data.add_argument("--images-dir", help="openimages / nus-wide: the image folder")
     data.add_argument("--class-descriptions", help="openimages: MID,name CSV")
-    data.add_argument("--image-size", type=int, help="dataset image size (default: 64 synthetic, else 224)")
-    data.add_argument("--n-train", type=int, default=8000, help="synthetic: training images")
+    data.add_argument(
+        "--image-size", type=int, help="dataset image size (default: 64 synthetic, else 224)"
+    )
+    data.add_argument("--n-train", type=int, default=6000, help="synthetic: training images")
     data.add_argument("--n-val", type=int, default=1000, help="synthetic: held-out images")
-    data.add_argument("--validate-images", action="store_true", help="decode every image first, drop bad ones")
+    data.add_argument(
+        "--validate-images", action="store_true", help="decode every image first, drop bad ones"
+    )
     data.add_argument("--dataset-options", type=_json_object, default={}, metavar="JSON",
                       help="more build_dataset keywords for both splits")  # fmt: skip
 
     fit = parser.add_argument_group("training")
     fit.add_argument("--epochs", type=int, default=5)
-    fit.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, warm-up + cosine)")
+    fit.add_argument(
+        "--lr", type=float, default=3e-3, help="peak learning rate (AdamW, warm-up + cosine)"
+    )
     fit.add_argument("--batch-size", type=int, default=64)
     fit.add_argument("--loss", choices=("bce", "asl"), default="bce")
     fit.add_argument("--seed", type=int, default=0)
@@ -105,7 +115,11 @@ def build_datasets(args: argparse.Namespace) -> tuple[Dataset[Any], Dataset[Any]
     options.setdefault("size", args.image_size or 224)
     options["graph"] = resolve_graph(args.graph)
     options["validate"] = args.validate_images
-    description = {"name": name, "graph": args.graph, **{k: v for k, v in options.items() if k != "graph"}}
+    description = {
+        "name": name,
+        "graph": args.graph,
+        **{k: v for k, v in options.items() if k != "graph"},
+    }
     if name in ("voc", "nus-wide"):
         if not args.root:
             raise ValueError(f"--root: the {name} folder is required")
@@ -184,7 +198,7 @@ def run_train(args: argparse.Namespace) -> int:
     model = build_training_model(args, train)
     print(
         f"training {args.model} on {args.dataset}: {len(train)} images, {len(val)} held out, "  # type: ignore[arg-type]
-        f"{len(model.label_names)} labels, {args.epochs} epochs, loss {args.loss}",
+        f"{len(getattr(model, 'label_names', ()))} labels, {args.epochs} epochs, loss {args.loss}",
         flush=True,
     )
     report = train_model(
@@ -198,7 +212,8 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         progress=not args.no_progress,
-        log=lambda line: print(line, flush=True),
+        # with a progress bar the trainer writes through tqdm (None); else plain lines
+        log=None if not args.no_progress else lambda line: print(line, flush=True),
     )
     model.cpu()
     models.save(model, args.out, extra={"training": report.to_dict(), "dataset": description})

@@ -36,9 +36,13 @@ class ImageFolderDataset(ImageFileDataset):
         validate: bool = False,
     ) -> None:
         if not label_separator or label_separator == ",":
-            raise ValueError(f"label_separator must be a non-empty string other than ',', got {label_separator!r}")
+            raise ValueError(
+                f"label_separator must be a non-empty string other than ',', got {label_separator!r}"
+            )
         base = require_dir(root, "image")
-        csv_path = require_file(labels_csv if labels_csv is not None else base / "labels.csv", "labels CSV")
+        csv_path = require_file(
+            labels_csv if labels_csv is not None else base / "labels.csv", "labels CSV"
+        )
         rows: list[tuple[int, str, list[str]]] = []
         with csv_path.open(newline="", encoding="utf-8") as handle:
             for line_no, row in enumerate(csv.reader(handle), start=1):
@@ -47,15 +51,26 @@ class ImageFolderDataset(ImageFileDataset):
                 if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["filename", "labels"]:
                     continue
                 if len(row) > 2:
-                    raise ValueError(f"{csv_path}:{line_no}: expected 'filename,labels', got {len(row)} fields")
-                labels = [t.strip() for t in (row[1] if len(row) > 1 else "").split(label_separator)]
+                    raise ValueError(
+                        f"{csv_path}:{line_no}: expected 'filename,labels', got {len(row)} fields"
+                    )
+                labels = [
+                    t.strip() for t in (row[1] if len(row) > 1 else "").split(label_separator)
+                ]
                 rows.append((line_no, row[0].strip(), [t for t in labels if t]))
         if not rows:
             raise ValueError(f"{csv_path} lists no images")
         resolved = resolve_graph(graph)
-        native = sorted({t for _, _, labels in rows for t in labels}) if label_names is None and resolved is None else ()
+        native = (
+            sorted({t for _, _, labels in rows for t in labels})
+            if label_names is None and resolved is None
+            else ()
+        )
         space = make_label_space(native, label_names=label_names, graph=resolved)
-        items = [[space.index(t, source=f"{csv_path}:{line_no}") for t in labels] for line_no, _, labels in rows]
+        items = [
+            [space.index(t, source=f"{csv_path}:{line_no}") for t in labels]
+            for line_no, _, labels in rows
+        ]
         self.root = base
         super().__init__(
             [base / name for _, name, _ in rows],

@@ -87,7 +87,9 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         validate: bool = False,
     ) -> None:
         if labels.shape != (len(paths), len(space.names)):
-            raise ValueError(f"labels shape {tuple(labels.shape)} != ({len(paths)}, {len(space.names)})")
+            raise ValueError(
+                f"labels shape {tuple(labels.shape)} != ({len(paths)}, {len(space.names)})"
+            )
         self.size = check_size(size)
         self.transform = transform
         self.label_names: tuple[str, ...] = space.names
@@ -135,7 +137,9 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                     opened.load()  # a full decode: verify() misses truncated JPEGs
                 keep.append(i)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                warnings.warn(f"dropping unreadable image {path}: {exc}", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"dropping unreadable image {path}: {exc}", RuntimeWarning, stacklevel=3
+                )
         self._dropped = len(self.paths) - len(keep)
         self.paths = [self.paths[i] for i in keep]
         self.labels = self.labels[torch.tensor(keep, dtype=torch.long)]

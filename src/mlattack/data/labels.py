@@ -32,7 +32,9 @@ def resolve_graph(graph: GraphSpec) -> LabelGraph | None:
             raise FileNotFoundError(f"label graph file not found: {path}")
         return LabelGraph.load(path)
     if not hasattr(graph, "names") or not hasattr(graph, "ancestors"):
-        raise TypeError(f"graph must be a LabelGraph, 'builtin:NAME' or a path, got {type(graph).__name__}")
+        raise TypeError(
+            f"graph must be a LabelGraph, 'builtin:NAME' or a path, got {type(graph).__name__}"
+        )
     return graph
 
 
@@ -125,7 +127,7 @@ def make_label_space(
         sub = graph if names == annotation_names else graph.subgraph(list(names))
     column = {n: i for i, n in enumerate(names)}
     closure = np.zeros((len(annotation_names), len(names)), dtype=bool)
-    for row, name in enumerate(annotation_names):
+    for row in range(len(annotation_names)):
         for node in (row, *(int(a) for a in graph.ancestors(row))):
             target = column.get(annotation_names[node])
             if target is not None:

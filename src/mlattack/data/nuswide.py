@@ -18,7 +18,9 @@ SPLIT_FILES = {
 
 
 def _read_lines(path: Path, what: str) -> list[str]:
-    return [line.strip() for line in require_file(path, what).read_text().splitlines() if line.strip()]
+    return [
+        line.strip() for line in require_file(path, what).read_text().splitlines() if line.strip()
+    ]
 
 
 def _image_relpath(entry: str) -> Path:
@@ -86,26 +88,41 @@ class NUSWideDataset(ImageFileDataset):
         label_dir = base / "Groundtruth" / labels_folder
         concepts_file = base / "Concepts81.txt"
         if concepts_file.is_file():
-            concepts = [line.split()[0] for line in _read_lines(concepts_file, "NUS-WIDE concept list")]
+            concepts = [
+                line.split()[0] for line in _read_lines(concepts_file, "NUS-WIDE concept list")
+            ]
         elif labels_matrix is None:
             prefix, suffix = pattern.split("{concept}")
-            found = sorted(require_dir(label_dir, "NUS-WIDE label").glob(pattern.replace("{concept}", "*")))
+            found = sorted(
+                require_dir(label_dir, "NUS-WIDE label").glob(pattern.replace("{concept}", "*"))
+            )
             concepts = [p.name.removeprefix(prefix).removesuffix(suffix) for p in found]
             if not concepts:
                 raise FileNotFoundError(f"no {pattern.format(concept='*')} files in {label_dir}")
         else:
-            raise FileNotFoundError(f"NUS-WIDE concept list not found: {concepts_file} (needed with labels_matrix)")
+            raise FileNotFoundError(
+                f"NUS-WIDE concept list not found: {concepts_file} (needed with labels_matrix)"
+            )
         if labels_matrix is not None:
             present = _read_matrix(Path(labels_matrix), len(entries), len(concepts))
         else:
             present = np.stack(
-                [_read_column(label_dir / pattern.format(concept=c), len(entries)) for c in concepts], axis=1
+                [
+                    _read_column(label_dir / pattern.format(concept=c), len(entries))
+                    for c in concepts
+                ],
+                axis=1,
             )
         space = make_label_space(concepts, label_names=label_names, graph=resolve_graph(graph))
-        columns = [space.index(c, source=str(concepts_file if concepts_file.is_file() else label_dir)) for c in concepts]
+        columns = [
+            space.index(c, source=str(concepts_file if concepts_file.is_file() else label_dir))
+            for c in concepts
+        ]
         full = np.zeros((len(entries), len(space.annotation_names)), dtype=np.float32)
         full[:, columns] = present
-        folder = require_dir(images_dir if images_dir is not None else base / "Flickr", "NUS-WIDE images")
+        folder = require_dir(
+            images_dir if images_dir is not None else base / "Flickr", "NUS-WIDE images"
+        )
         self.root = base
         self.split = split
         self.concepts: tuple[str, ...] = tuple(concepts)

@@ -20,7 +20,9 @@ REQUIRED_COLUMNS = ("ImageID", "LabelName", "Confidence")
 def read_class_descriptions(path: str | Path) -> dict[str, str]:
     """``MID,display name`` rows (no header, as OpenImages ships them) -> ``{mid: name}``."""
     mapping: dict[str, str] = {}
-    with require_file(path, "OpenImages class descriptions").open(newline="", encoding="utf-8") as handle:
+    with require_file(path, "OpenImages class descriptions").open(
+        newline="", encoding="utf-8"
+    ) as handle:
         for line_no, row in enumerate(csv.reader(handle), start=1):
             if not row:
                 continue
@@ -88,11 +90,15 @@ class OpenImagesDataset(ImageFileDataset):
             mapping = (_mids_from_graph(resolved) if resolved is not None else {}) or None
         positives = self._read_rows(require_file(labels_csv, "OpenImages labels CSV"))
         names_seen = sorted(
-            {(mapping.get(mid) if mapping is not None else mid) for mids in positives.values() for mid in mids}
-            - {None}
+            {
+                name
+                for mids in positives.values()
+                for mid in mids
+                if (name := mapping.get(mid) if mapping is not None else mid) is not None
+            }
         )
         space = make_label_space(
-            [str(n) for n in names_seen] if label_names is None and resolved is None else (),
+            names_seen if label_names is None and resolved is None else (),
             label_names=label_names,
             graph=resolved,
         )
@@ -135,12 +141,16 @@ class OpenImagesDataset(ImageFileDataset):
             reader = csv.DictReader(handle)
             missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
-                raise ValueError(f"{path}: missing CSV columns {missing} (header: {reader.fieldnames})")
+                raise ValueError(
+                    f"{path}: missing CSV columns {missing} (header: {reader.fieldnames})"
+                )
             for line_no, row in enumerate(reader, start=2):
                 try:
                     confidence = float(row["Confidence"])
                 except (TypeError, ValueError) as exc:
-                    raise ValueError(f"{path}:{line_no}: bad Confidence {row['Confidence']!r}") from exc
+                    raise ValueError(
+                        f"{path}:{line_no}: bad Confidence {row['Confidence']!r}"
+                    ) from exc
                 mids = positives.setdefault(row["ImageID"].strip(), [])
                 if confidence > 0.5:
                     mids.append(row["LabelName"].strip())

@@ -39,13 +39,13 @@ class LabelledSubset(Dataset[tuple[Tensor, Tensor]]):
         return len(self.indices)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.dataset[self.indices[index]]  # type: ignore[no-any-return]
+        return self.dataset[self.indices[index]]
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[Tensor, Tensor]]:
         chosen = [self.indices[i] for i in indices]
         fetch = getattr(self.dataset, "__getitems__", None)
         if fetch is not None:
-            return fetch(chosen)  # type: ignore[no-any-return]
+            return fetch(chosen)
         return [self.dataset[i] for i in chosen]
 
 
@@ -58,6 +58,10 @@ def split_dataset(
     size = len(dataset)  # type: ignore[arg-type]
     n_val = round(val_fraction * size)
     if not 0 < n_val < size:
-        raise ValueError(f"cannot split {size} items with val_fraction={val_fraction}: one side would be empty")
+        raise ValueError(
+            f"cannot split {size} items with val_fraction={val_fraction}: one side would be empty"
+        )
     order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
-    return LabelledSubset(dataset, sorted(order[n_val:])), LabelledSubset(dataset, sorted(order[:n_val]))
+    return LabelledSubset(dataset, sorted(order[n_val:])), LabelledSubset(
+        dataset, sorted(order[:n_val])
+    )

@@ -76,7 +76,11 @@ SHAPES: dict[str, ShapeMask] = {
     "vstripes": lambda u, v: _box(u, v, 0.9) & _stripes(u, 0.6),
     "dots": lambda u, v: (
         _box(u, v, 0.95)
-        & ((torch.remainder(u + 1.0, 0.66) - 0.33) ** 2 + (torch.remainder(v + 1.0, 0.66) - 0.33) ** 2 <= 0.045)
+        & (
+            (torch.remainder(u + 1.0, 0.66) - 0.33) ** 2
+            + (torch.remainder(v + 1.0, 0.66) - 0.33) ** 2
+            <= 0.045
+        )
     ),
 }
 
@@ -142,21 +146,30 @@ class SyntheticScenes(Dataset[tuple[Tensor, Tensor]]):
         self.min_objects = min_objects
         self.max_objects = max_objects
         self.correlation = float(correlation)
-        self.leaf_names: tuple[str, ...] = tuple(leaf for leaves in GROUPS.values() for leaf in leaves)
+        self.leaf_names: tuple[str, ...] = tuple(
+            leaf for leaves in GROUPS.values() for leaf in leaves
+        )
         self.group_names: tuple[str, ...] = tuple(GROUPS)
         self.label_names: tuple[str, ...] = self.group_names + self.leaf_names
         self.correlated_pairs: list[tuple[str, str]] = self._check_pairs(correlated_pairs)
         self._pair_index = torch.tensor(
-            [[self.leaf_names.index(a), self.leaf_names.index(b)] for a, b in self.correlated_pairs],
+            [
+                [self.leaf_names.index(a), self.leaf_names.index(b)]
+                for a, b in self.correlated_pairs
+            ],
             dtype=torch.long,
         ).reshape(-1, 2)
         leaf_group = [g for g, leaves in enumerate(GROUPS.values()) for _ in leaves]
-        self._membership = torch.nn.functional.one_hot(torch.tensor(leaf_group), len(GROUPS)).float()
+        self._membership = torch.nn.functional.one_hot(
+            torch.tensor(leaf_group), len(GROUPS)
+        ).float()
         self.num_skipped = 0
         self._graph: LabelGraph | None = None
         self._key = int(_splitmix64(np.array([self.seed * 8 + SPLITS[split]], dtype=np.uint64))[0])
         noise = torch.Generator().manual_seed(self.seed)
-        self._noise = (torch.rand(NOISE_BANK, 1, size, size, generator=noise) - 0.5) * (2 * NOISE_LEVEL)
+        self._noise = (torch.rand(NOISE_BANK, 1, size, size, generator=noise) - 0.5) * (
+            2 * NOISE_LEVEL
+        )
         self._grid = torch.arange(size // 2, dtype=torch.float32) + 0.5  # pixel centres in a cell
         self._labels: Tensor | None = None
 
@@ -169,7 +182,9 @@ class SyntheticScenes(Dataset[tuple[Tensor, Tensor]]):
             a, b = str(pair[0]), str(pair[1])
             for name in (a, b):
                 if name not in self.leaf_names:
-                    raise ValueError(f"correlated pair {pair!r}: {name!r} is not a leaf {self.leaf_names}")
+                    raise ValueError(
+                        f"correlated pair {pair!r}: {name!r} is not a leaf {self.leaf_names}"
+                    )
             if a == b:
                 raise ValueError(f"correlated pair {pair!r} pairs a leaf with itself")
             if a in sources:
@@ -213,7 +228,9 @@ class SyntheticScenes(Dataset[tuple[Tensor, Tensor]]):
     def _uniforms(self, indices: Tensor, slots: int, offset: int) -> Tensor:
         """Uniform [0, 1) numbers ``[len(indices), slots]``, a pure function of (seed, split, index, slot)."""
         image_keys = _splitmix64(indices.numpy().astype(np.uint64) ^ np.uint64(self._key))
-        slot_ids = np.arange(offset, offset + slots, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03)
+        slot_ids = np.arange(offset, offset + slots, dtype=np.uint64) * np.uint64(
+            0xD1B54A32D192ED03
+        )
         bits = _splitmix64(image_keys[:, None] + slot_ids[None, :])
         return torch.from_numpy((bits >> np.uint64(11)).astype(np.float64) * 2.0**-53).float()
 
@@ -235,7 +252,12 @@ class SyntheticScenes(Dataset[tuple[Tensor, Tensor]]):
         used = k.clone()
         pair_draws = u[:, 1 + leaves : 1 + leaves + len(self.correlated_pairs)]
         for p, (a, b) in enumerate(self._pair_index.tolist()):
-            add = present[:, a] & ~present[:, b] & (pair_draws[:, p] < self.correlation) & (used < CELLS)
+            add = (
+                present[:, a]
+                & ~present[:, b]
+                & (pair_draws[:, p] < self.correlation)
+                & (used < CELLS)
+            )
             chosen = torch.where(add[:, None] & (slot[None, :] == used[:, None]), b, chosen)
             present[:, b] |= add
             used += add.long()
@@ -287,7 +309,8 @@ class SyntheticScenes(Dataset[tuple[Tensor, Tensor]]):
         ramp = ((torch.arange(self.size) + 0.5) / self.size - 0.5)[None, :]
         angle = u[:, 3:4] * (2 * torch.pi)
         gradient = 0.08 * (
-            torch.cos(angle)[:, :, None] * ramp[:, None, :] + torch.sin(angle)[:, :, None] * ramp[:, :, None]
+            torch.cos(angle)[:, :, None] * ramp[:, None, :]
+            + torch.sin(angle)[:, :, None] * ramp[:, :, None]
         )
         noise = self._noise[(u[:, 4] * NOISE_BANK).long().clamp_max(NOISE_BANK - 1)]
         return base[:, :, None, None] + gradient.unsqueeze(1) + noise

@@ -27,7 +27,11 @@ def _year_dir(root: Path, year: str) -> Path:
 
 
 def _read_ids(path: Path) -> list[str]:
-    return [line.split()[0] for line in require_file(path, "VOC image list").read_text().splitlines() if line.strip()]
+    return [
+        line.split()[0]
+        for line in require_file(path, "VOC image list").read_text().splitlines()
+        if line.strip()
+    ]
 
 
 def _labels_from_xml(annotations: Path, image_id: str, include_difficult: bool) -> list[str]:
@@ -46,7 +50,9 @@ def _labels_from_xml(annotations: Path, image_id: str, include_difficult: bool) 
     return names
 
 
-def _matrix_from_lists(main: Path, split: str, ids: list[str], classes: Sequence[str], include_difficult: bool) -> np.ndarray:
+def _matrix_from_lists(
+    main: Path, split: str, ids: list[str], classes: Sequence[str], include_difficult: bool
+) -> np.ndarray:
     """0/1 matrix ``[N, classes]`` from ``ImageSets/Main/<class>_<split>.txt`` (1, 0 = difficult, -1)."""
     position = {image_id: i for i, image_id in enumerate(ids)}
     present = np.zeros((len(ids), len(classes)), dtype=np.float32)
@@ -111,12 +117,14 @@ class VOCDataset(ImageFileDataset):
             ]
             labels = space.encode(items)
         else:
-            for name in VOC_CLASSES:
-                space.index(name, source=f"the VOC class list {name}_{split}.txt")
-            present = _matrix_from_lists(base / "ImageSets" / "Main", split, ids, VOC_CLASSES, include_difficult)
-            columns = [space.index(name, source="VOC") for name in VOC_CLASSES]
+            main = base / "ImageSets" / "Main"
+            present = _matrix_from_lists(main, split, ids, VOC_CLASSES, include_difficult)
             full = np.zeros((len(ids), len(space.annotation_names)), dtype=np.float32)
-            full[:, columns] = present
+            for c, name in enumerate(VOC_CLASSES):
+                if present[:, c].any():  # like XML mode: only classes that occur must be known
+                    full[:, space.index(name, source=str(main / f"{name}_{split}.txt"))] = present[
+                        :, c
+                    ]
             labels = space.encode_matrix(full)
         self.root = base
         self.split = split

@@ -183,7 +183,13 @@ def _summarise(per_set: list[dict[str, Any]], runs: list[Run]) -> list[dict[str,
             if info["n_selected"] == 0:
                 empty[(run.model, info["size"])] += 1
     summary = []
-    for (model, attack, eps, size), rows in sorted(groups.items()):
+    # Attacks in the order the configs list them (baselines first, as in the paper's tables).
+    order = {name: i for run in runs for i, name in enumerate(run.attack_kinds)}
+    keys = sorted(
+        groups, key=lambda key: (key[0], order.get(key[1], len(order)), key[1], key[2], key[3])
+    )
+    for model, attack, eps, size in keys:
+        rows = groups[(model, attack, eps, size)]
         entry: dict[str, Any] = {
             "model": model,
             "attack": attack,

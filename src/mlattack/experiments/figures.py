@@ -36,7 +36,7 @@ def figure_eps(agg: Aggregates, path: Path) -> Path | None:
         return None
     sizes = sorted({r["size"] for r in rows})
     n_models = len({r["model"] for r in rows})
-    fig = Figure(figsize=(4.0 * len(sizes), 6.0))
+    fig = Figure(figsize=(4.0 * len(sizes), 6.0), layout="constrained")
     axes = fig.subplots(2, len(sizes), squeeze=False)
     for col, size in enumerate(sizes):
         for row_index, metric in enumerate(("fr_naive", "fr_semantic")):
@@ -52,7 +52,8 @@ def figure_eps(agg: Aggregates, path: Path) -> Path | None:
             ax.set_xlabel("eps")
             ax.set_ylabel(METRIC_TITLES[metric])
             ax.set_ylim(-0.02, 1.02)
-            ax.set_title(f"|Ω| = {size}")
+            if row_index == 0:
+                ax.set_title(f"|Ω| = {size}")
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     return _save(fig, path)
@@ -65,7 +66,7 @@ def figure_sizes(agg: Aggregates, path: Path) -> Path | None:
     if len({r["size"] for r in rows}) < 2:
         return None
     n_models = len({r["model"] for r in rows})
-    fig = Figure(figsize=(14.0, 3.4))
+    fig = Figure(figsize=(14.0, 3.4), layout="constrained")
     axes = fig.subplots(1, len(METRICS))
     for ax, metric in zip(axes, METRICS, strict=True):
         series: dict[tuple[str, str], list[tuple[int, float, float]]] = defaultdict(list)
@@ -78,6 +79,7 @@ def figure_sizes(agg: Aggregates, path: Path) -> Path | None:
             ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
                         marker="o", capsize=3, label=_series_label(model, attack, n_models))  # fmt: skip
         ax.set_xlabel("|Ω|")
+        ax.set_xticks(sorted({r["size"] for r in rows}))
         ax.set_title(METRIC_TITLES[metric])
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -88,7 +90,7 @@ def figure_transfer(agg: Aggregates, path: Path) -> Path | None:
     """Fig. 7: transfer rate heat maps (naive and semantic), rows = source, columns = target."""
     if not agg.transfer:
         return None
-    fig = Figure(figsize=(10.0, 4.2))
+    fig = Figure(figsize=(10.0, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, semantic in zip(axes, (False, True), strict=True):
         sources, targets, matrix = transfer_matrix(agg.transfer, semantic=semantic)
@@ -124,13 +126,14 @@ def figure_gradcorr(agg: Aggregates, path: Path) -> Path | None:
             shares.append(counts / max(counts.sum(), 1))
             prefix = f"{model}\n" if len(agg.runs) > 1 else ""
             labels.append(f"{prefix}|Ω|={size}\n{title}")
-    fig = Figure(figsize=(max(5.0, 1.1 * len(labels)), 4.2))
+    fig = Figure(figsize=(max(5.0, 1.1 * len(labels)), 4.2), layout="constrained")
     ax = fig.subplots()
     bottom = np.zeros(len(labels))
     stacked = np.array(shares)
     for b in range(len(COSINE_BINS) - 1):
+        closing = "]" if b == len(COSINE_BINS) - 2 else ")"  # numpy's last bin is closed
         ax.bar(range(len(labels)), stacked[:, b], bottom=bottom,
-               label=f"[{COSINE_BINS[b]:g}, {COSINE_BINS[b + 1]:g})")  # fmt: skip
+               label=f"[{COSINE_BINS[b]:g}, {COSINE_BINS[b + 1]:g}{closing}")  # fmt: skip
         bottom += stacked[:, b]
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylabel("share of images")
@@ -200,14 +203,15 @@ def figure_qualitative(
     if not groups:
         return None
     n_cols = 1 + max(len(g) for g in groups)
-    fig = Figure(figsize=(3.2 * n_cols, 3.4 * len(groups)))
+    fig = Figure(figsize=(3.2 * n_cols, 3.4 * len(groups)), layout="constrained")
     axes = fig.subplots(len(groups), n_cols, squeeze=False)
     for row, group in enumerate(groups):
         for ax in axes[row]:
             ax.axis("off")
         first = np.load(run.run_dir / group[0]["path"])
         axes[row][0].imshow(first["clean"].astype(np.float32).transpose(1, 2, 0).clip(0, 1))
-        axes[row][0].set_title(f"image {group[0]['image_id']}", fontsize=9)
+        omega = ", ".join(run.label_names[i] for i in np.flatnonzero(first["targets"]))
+        axes[row][0].set_title(f"image {group[0]['image_id']}\nΩ = {omega}", fontsize=9)
         for col, example in enumerate(group, start=1):
             arrays = dict(np.load(run.run_dir / example["path"]))
             ax = axes[row][col]
@@ -234,7 +238,7 @@ def figure_perturbations(
         return None
     kinds = run.attack_kinds
     n_cols = max(len(g) for g in groups)
-    fig = Figure(figsize=(2.6 * n_cols, 2.9 * len(groups)))
+    fig = Figure(figsize=(2.6 * n_cols, 2.9 * len(groups)), layout="constrained")
     axes = fig.subplots(len(groups), n_cols, squeeze=False)
     for row, group in enumerate(groups):
         deltas = {
@@ -254,7 +258,8 @@ def figure_perturbations(
                 norm = np.linalg.norm(delta) * np.linalg.norm(reference)
                 cosine = f"{float(np.vdot(delta, reference) / norm):.2f}" if norm > 0 else "n/a"
             ssim = "n/a" if example["ssim"] is None else f"{example['ssim']:.3f}"
+            where = f"image {example['image_id']}, set {example['ts_id']}"
             axes[row][col].set_title(
-                f"{example['attack']}\ncos·GMLA={cosine} SSIM={ssim}", fontsize=8
+                f"{example['attack']} ({where})\ncos·GMLA={cosine} SSIM={ssim}", fontsize=8
             )
     return _save(fig, path)

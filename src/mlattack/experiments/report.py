@@ -260,8 +260,11 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]]) -> 
     parts.append(f"<p class='note'>Denominators: {_e(DENOMINATORS['table2'])}</p>")
     table2 = _table2_rows(agg)
     if table2:
-        headers = list(table2[0])
-        parts.append(_table(headers, [[row[h] for h in headers] for row in table2], left=2))
+        keys = list(table2[0])
+        titles = [
+            k.replace("nt_rate_k", "NT_R at |Ω|=") if k.startswith("nt_rate_k") else k for k in keys
+        ]
+        parts.append(_table(titles, [[row[k] for k in keys] for row in table2], left=2))
 
     if agg.transfer:
         sources, targets, matrix = transfer_matrix(agg.transfer)

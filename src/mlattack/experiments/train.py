@@ -42,7 +42,9 @@ def average_precision_per_label(scores: ArrayLike, labels: ArrayLike) -> np.ndar
     score = _as_numpy(scores, "scores").astype(np.float64)
     truth = _as_numpy(labels, "labels") > 0.5
     if score.shape != truth.shape:
-        raise ValueError(f"scores {list(score.shape)} and labels {list(truth.shape)} differ in shape")
+        raise ValueError(
+            f"scores {list(score.shape)} and labels {list(truth.shape)} differ in shape"
+        )
     if not np.isfinite(score).all():
         raise ValueError("scores contain NaN or infinite values")
     result = np.full(score.shape[1], np.nan)
@@ -77,7 +79,9 @@ class PairCorrelation:
     ``p_b_given_a``: P(B predicted | A predicted); ``p_b_given_a_b_absent``: the same restricted to
     images where B is truly absent (B predicted only because A is there: the spurious part);
     ``p_b``: P(B predicted) over all images; ``data_p_b_given_a``: P(B present | A present) in the
-    ground truth. NaN where the condition never holds.
+    ground truth; ``a_recall_with_b`` / ``a_recall_without_b``: P(A predicted | A present) on images
+    with / without B (a model leaning on B to see A finds A less often without it). NaN where the
+    condition never holds.
     """
 
     a: str
@@ -88,13 +92,17 @@ class PairCorrelation:
     p_b_given_a_b_absent: float
     p_b: float
     data_p_b_given_a: float
+    a_recall_with_b: float
+    a_recall_without_b: float
 
     def line(self) -> str:
         return (
             f"P({self.b} predicted | {self.a} predicted) = {self.p_b_given_a:.3f} "
-            f"(n={self.n_a_predicted}); with {self.b} absent: {self.p_b_given_a_b_absent:.3f} "
-            f"(n={self.n_a_predicted_b_absent}); P({self.b} predicted) = {self.p_b:.3f}; "
-            f"data P({self.b} | {self.a}) = {self.data_p_b_given_a:.3f}"
+            f"(n={self.n_a_predicted}; {self.b} absent: {self.p_b_given_a_b_absent:.3f}, "
+            f"n={self.n_a_predicted_b_absent}); P({self.b} predicted) = {self.p_b:.3f}; "
+            f"data P({self.b} | {self.a}) = {self.data_p_b_given_a:.3f}; "
+            f"{self.a} found with {self.b} {self.a_recall_with_b:.3f}, "
+            f"without {self.a_recall_without_b:.3f}"
         )
 
 
@@ -124,7 +132,7 @@ def correlation_report(
             if name not in position:
                 raise ValueError(f"correlated pair ({a!r}, {b!r}): {name!r} is not a label")
         ia, ib = position[a], position[b]
-        a_pred, b_pred, b_true = pred[:, ia], pred[:, ib], truth[:, ib]
+        a_pred, b_pred, a_true, b_true = pred[:, ia], pred[:, ib], truth[:, ia], truth[:, ib]
         report.append(
             PairCorrelation(
                 a=a,
@@ -134,7 +142,9 @@ def correlation_report(
                 n_a_predicted_b_absent=int((a_pred & ~b_true).sum()),
                 p_b_given_a_b_absent=_rate(b_pred, a_pred & ~b_true),
                 p_b=float(b_pred.mean()),
-                data_p_b_given_a=_rate(b_true, truth[:, ia]),
+                data_p_b_given_a=_rate(b_true, a_true),
+                a_recall_with_b=_rate(a_pred, a_true & b_true),
+                a_recall_without_b=_rate(a_pred, a_true & ~b_true),
             )
         )
     return report
@@ -172,9 +182,14 @@ class TrainReport:
             "seconds": self.seconds,
             "num_skipped": self.num_skipped,
             "epochs": [asdict(e) for e in self.epochs],
-            "per_label_ap": {k: (None if math.isnan(v) else v) for k, v in self.per_label_ap.items()},
+            "per_label_ap": {
+                k: (None if math.isnan(v) else v) for k, v in self.per_label_ap.items()
+            },
             "correlations": [
-                {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(c).items()}
+                {
+                    k: (None if isinstance(v, float) and math.isnan(v) else v)
+                    for k, v in asdict(c).items()
+                }
                 for c in self.correlations
             ],
         }
@@ -188,7 +203,9 @@ def _check_labels_match(model: nn.Module, dataset: Dataset[Any], what: str) -> t
     model_names = tuple(getattr(model, "label_names", ()))
     if data_names and model_names and data_names != model_names:
         if len(data_names) != len(model_names):
-            raise ValueError(f"the model has {len(model_names)} labels but the {what} set has {len(data_names)}")
+            raise ValueError(
+                f"the model has {len(model_names)} labels but the {what} set has {len(data_names)}"
+            )
         at = next(i for i, (m, d) in enumerate(zip(model_names, data_names, strict=True)) if m != d)
         raise ValueError(
             f"the model's labels differ from the {what} set's at position {at}: "
@@ -203,7 +220,7 @@ def _make_loss(model: nn.Module, loss: str) -> Callable[[Tensor, Tensor], Tensor
     if loss == "asl":
         criterion = getattr(model, "criterion", None)
         if callable(criterion):  # an ASL model carries its own gamma/clip settings
-            return criterion()  # type: ignore[no-any-return]
+            return criterion()
         from mlattack.models.asl import AsymmetricLoss
 
         return AsymmetricLoss()
@@ -212,7 +229,11 @@ def _make_loss(model: nn.Module, loss: str) -> Callable[[Tensor, Tensor], Tensor
 
 @torch.no_grad()
 def predict_scores(
-    model: nn.Module, dataset: Dataset[Any], *, batch_size: int = 256, device: str | torch.device = "cpu"
+    model: nn.Module,
+    dataset: Dataset[Any],
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
 ) -> tuple[Tensor, Tensor]:
     """``(sigmoid scores [N, C], ground-truth labels [N, C])`` of ``model`` in eval mode on ``dataset``.
 
@@ -283,8 +304,15 @@ def train_model(
         raise ValueError("train and validation sets must not be empty")
     names = _check_labels_match(model, train_ds, "training")
     _check_labels_match(model, val_ds, "validation")
+    known_labels = getattr(val_ds, "labels", None)
+    if isinstance(known_labels, Tensor) and not bool((known_labels > 0.5).any()):
+        raise ValueError("the validation set has no positive label: its mAP is undefined")
     criterion = _make_loss(model, loss)
-    pairs = list(correlated_pairs if correlated_pairs is not None else getattr(val_ds, "correlated_pairs", []))
+    pairs = list(
+        correlated_pairs
+        if correlated_pairs is not None
+        else getattr(val_ds, "correlated_pairs", [])
+    )
     write = log if log is not None else (tqdm.write if progress else None)
 
     torch.manual_seed(seed)
@@ -309,7 +337,9 @@ def train_model(
         for images, labels in bar:
             logits = model(images.to(device))
             if logits.shape != labels.shape:
-                raise ValueError(f"the model gave logits {list(logits.shape)} for labels {list(labels.shape)}")
+                raise ValueError(
+                    f"the model gave logits {list(logits.shape)} for labels {list(labels.shape)}"
+                )
             batch_loss = criterion(logits, labels.to(device=device, dtype=logits.dtype))
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
@@ -318,7 +348,9 @@ def train_model(
             total += float(batch_loss.detach())
             batches += 1
             bar.set_postfix(loss=f"{total / batches:.4f}")
-        scores, targets = predict_scores(model, val_ds, batch_size=max(batch_size, 128), device=device)
+        scores, targets = predict_scores(
+            model, val_ds, batch_size=max(batch_size, 128), device=device
+        )
         record = EpochRecord(
             epoch=epoch,
             train_loss=total / max(batches, 1),
@@ -335,8 +367,12 @@ def train_model(
     report.seconds = time.perf_counter() - start
     if not names:  # neither the model nor the data named the labels
         names = report.label_names = tuple(f"label_{i}" for i in range(targets.shape[1]))
-    report.per_label_ap = dict(zip(names, average_precision_per_label(scores, targets).tolist(), strict=True))
+    report.per_label_ap = dict(
+        zip(names, average_precision_per_label(scores, targets).tolist(), strict=True)
+    )
     if pairs:
         report.correlations = correlation_report(scores > threshold, targets, names, pairs)
-    report.num_skipped = int(getattr(train_ds, "num_skipped", 0)) + int(getattr(val_ds, "num_skipped", 0))
+    report.num_skipped = int(getattr(train_ds, "num_skipped", 0)) + int(
+        getattr(val_ds, "num_skipped", 0)
+    )
     return report

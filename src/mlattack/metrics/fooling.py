@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from mlattack.attacks.base import AttackResult
-from mlattack.metrics.ssim import ssim_per_image
+from mlattack.metrics.ssim import SSIM_KERNEL_SIZE, ssim_per_image
 
 if TYPE_CHECKING:
     from mlattack.graph import LabelGraph
@@ -43,10 +43,10 @@ class Metrics:
     Attributes:
         fr_naive: ``FR_N = n_success / n_images`` (NaN when ``n_images == 0``).
         fr_semantic: ``FR_S = n_semantic / n_images`` (NaN when ``n_images == 0``).
-        nt_rate: ``NT_R``, mean of ``nt_flip_fraction`` over the ``n_nt`` images of ``A`` whose Ψ̄ is
-            not empty (NaN when there are none).
-        ssim: mean of ``ssim_per_image`` over the ``n_ssim`` images of ``A`` (NaN when there are none,
-            or when :func:`evaluate` got no clean images).
+        nt_rate: ``NT_R``, mean of ``nt_flip_fraction`` over the ``n_nt`` images of ``A`` whose
+            Ψ̄ is not empty (NaN when there are none).
+        ssim: mean of ``ssim_per_image`` over the ``n_ssim`` images of ``A`` (NaN when there are
+            none, or when :func:`evaluate` got no clean images).
         n_total: images in the result, attacked or not.
         n_images: ``|I|``, the attacked images (denominator of both fooling rates).
         n_success: ``|A|``.
@@ -134,6 +134,11 @@ def _check_result(result: AttackResult, graph: LabelGraph) -> None:
         shape = tuple(getattr(result, field).shape)
         if shape != (batch, labels):
             raise ValueError(f"result.{field} has shape {shape}, expected {(batch, labels)}")
+    if result.images.shape != result.adv.shape:
+        raise ValueError(
+            f"result.images has shape {tuple(result.images.shape)} but result.adv has shape "
+            f"{tuple(result.adv.shape)}"
+        )
     if len(graph) != labels:
         raise ValueError(
             f"the graph has {len(graph)} labels but the result has {labels}; "
@@ -141,14 +146,13 @@ def _check_result(result: AttackResult, graph: LabelGraph) -> None:
         )
 
 
-def evaluate(result: AttackResult, graph: LabelGraph, images: Tensor | None = None) -> Metrics:
+def evaluate(result: AttackResult, graph: LabelGraph) -> Metrics:
     """FR_N, FR_S, NT_R and SSIM of ``result`` (see the module docstring for the exact sets).
 
     Args:
-        result: what an attack returned.
+        result: what an attack returned (SSIM compares ``result.images`` with ``result.adv``; it is
+            NaN, with a warning, for images smaller than the SSIM window).
         graph: the label graph of the attacked model (labels in output order).
-        images: the clean images ``[B, 3, H, W]`` the attack received, for SSIM (``AttackResult``
-            keeps only the adversarial ones). Without them ``ssim`` is NaN and a warning says so.
 
     Returns:
         a :class:`Metrics`.
@@ -159,6 +163,7 @@ def evaluate(result: AttackResult, graph: LabelGraph, images: Tensor | None = No
     targets = result.targets.bool()
     attacked = result.attacked.bool()
     batch = clean_pred.shape[0]
+    ssim_measurable = min(result.images.shape[-2:]) >= SSIM_KERNEL_SIZE
 
     changed = adv_pred != clean_pred
     success = attacked & (changed | ~targets).all(dim=1)
@@ -176,18 +181,14 @@ def evaluate(result: AttackResult, graph: LabelGraph, images: Tensor | None = No
         moved = (changed[success] & outside).sum(dim=1)
         fraction = moved.double() / size.double()
         nt_fraction[success.cpu()] = torch.where(size > 0, fraction, math.nan).cpu()
-        if images is not None:
-            if images.shape != result.adv.shape:
-                raise ValueError(
-                    f"images has shape {tuple(images.shape)} but result.adv has shape "
-                    f"{tuple(result.adv.shape)}; pass the clean images the attack received"
-                )
+        if ssim_measurable:
             ssim_values[success.cpu()] = (
-                ssim_per_image(images[success], result.adv[success]).double().cpu()
+                ssim_per_image(result.images[success], result.adv[success]).double().cpu()
             )
-    if images is None:
+    if not ssim_measurable:
         warnings.warn(
-            "evaluate() got no clean images: SSIM is NaN (pass images=...)",
+            f"images of {tuple(result.images.shape[-2:])} pixels are smaller than the "
+            f"{SSIM_KERNEL_SIZE}-pixel SSIM window: SSIM is NaN",
             UserWarning,
             stacklevel=2,
         )
