@@ -31,49 +31,23 @@ from torch import Tensor, nn
 
 from mlattack.attacks import GMLA, MLAU, Attack
 from mlattack.graph import LabelGraph
+from mlattack.models import build_model
 
 
-class Block(nn.Module):
-    def __init__(self, channels_in: int, channels_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels_out)
-        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels_out)
-        self.skip = (
-            nn.Identity()
-            if stride == 1 and channels_in == channels_out
-            else nn.Sequential(
-                nn.Conv2d(channels_in, channels_out, 1, stride, bias=False),
-                nn.BatchNorm2d(channels_out),
-            )
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.skip(x))
-
-
-class TinyResNet(nn.Module):
-    """A ResNet-ish multi-label CNN (4 stages of basic blocks), logits ``[B, C]``."""
-
-    def __init__(self, num_labels: int = 20, width: int = 32) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
-        )
-        widths = [width, width * 2, width * 4, width * 8]
-        blocks: list[nn.Module] = []
-        channels = width
-        for stage, out in enumerate(widths):
-            blocks.append(Block(channels, out, 1 if stage == 0 else 2))
-            channels = out
-        self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Linear(channels, num_labels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        features = self.blocks(self.stem(x - 0.5)).mean(dim=(2, 3))
-        return self.head(features)
+def tiny_resnet(num_labels: int, width: int, size: int) -> nn.Module:
+    """A ResNet-ish multi-label CNN (4 stages of basic blocks, global pooling, linear head) reading
+    ``size`` x ``size`` images centred at 0.5, logits ``[B, C]``."""
+    return build_model(
+        "small-cnn",
+        num_labels=num_labels,
+        backbone={
+            "name": "tiny-resnet",
+            "widths": [width, width * 2, width * 4, width * 8],
+            "input_size": size,
+        },
+        mean=(0.5, 0.5, 0.5),
+        std=(1.0, 1.0, 1.0),
+    )
 
 
 def timed(function: Callable[[], object], device: torch.device) -> float:
@@ -126,7 +100,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    model = TinyResNet(args.labels, args.width).to(device)
+    model = tiny_resnet(args.labels, args.width, args.size).to(device)
     calibrate_batch_norm(model, args.size, device)
     model.requires_grad_(False)  # the attacks freeze the parameters too: same graph for all
     images = torch.rand(args.batch, 3, args.size, args.size, device=device)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +14,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -24,3 +28,57 @@ def openimages_dir() -> Path:
     if not (path / "bbox_labels_600_hierarchy.json").exists():
         pytest.skip(f"OpenImages hierarchy not found under {path}")
     return path
+
+
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def single_thread() -> Callable[[], AbstractContextManager[None]]:
+    """``with single_thread(): ...`` runs with one intra-op thread (for higher-scoped fixtures)."""
+    return _single_thread
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for the test: the tiny models do many very small ops, for which extra
+    threads (on a shared, loaded machine) only add overhead."""
+    with _single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def wordnet() -> Any:
+    """NLTK's WordNet reader (skips the test where WordNet is unavailable)."""
+    from mlattack.graph_sources.wordnet import WordNetUnavailableError, get_wordnet
+
+    try:
+        return get_wordnet()
+    except WordNetUnavailableError as exc:
+        pytest.skip(str(exc))
+
+
+class LinearMultiLabel(nn.Module):
+    """``logits = flatten(x) @ weight.T + bias``: ``∇ₓ BCE = weightᵀ(σ(z) − y)`` in closed form."""
+
+    def __init__(self, weight: Tensor, bias: Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.clone())
+        self.bias = nn.Parameter(bias.clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1) @ self.weight.T + self.bias
+
+
+@pytest.fixture
+def make_linear_model() -> type[LinearMultiLabel]:
+    """``make_linear_model(weight [C, D], bias [C])``: the linear multi-label model on flattened
+    images, whose input gradients have a closed form."""
+    return LinearMultiLabel

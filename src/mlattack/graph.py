@@ -74,6 +74,19 @@ class _BatchIO:
         return torch.from_numpy(np.ascontiguousarray(result)).to(self.device)
 
 
+def read_json_file(path: Path, what: str) -> Any:
+    """Parse the JSON file ``path``; a missing or malformed file raises ``ValueError`` naming it.
+
+    ``what`` says what the file is, e.g. ``"label graph file"``, for the message.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{what} {str(path)!r} does not exist") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {error}") from None
+
+
 def _to_bool_numpy(value: Any, name: str) -> BoolArray:
     if isinstance(value, torch.Tensor):
         array = value.detach().cpu().numpy()
@@ -659,12 +672,7 @@ class LabelGraph:
     def load(cls, path: str | Path) -> LabelGraph:
         """Read a graph saved by :meth:`save`."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValueError(f"label graph file {str(path)!r} does not exist") from None
-        except json.JSONDecodeError as error:
-            raise ValueError(f"label graph file {str(path)!r} is not valid JSON: {error}") from None
+        data = read_json_file(path, "label graph file")
         try:
             return cls.from_json(data)
         except (ValueError, TypeError) as error:

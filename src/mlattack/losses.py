@@ -7,11 +7,24 @@ logits. ``desired`` is the label vector the loss pulls towards (bool or float in
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["masked_bce", "per_label_bce"]
+__all__ = ["logit_threshold", "masked_bce", "per_label_bce"]
+
+
+def logit_threshold(threshold: float) -> float:
+    """The logit cut equivalent to ``sigmoid(logit) > threshold`` (the threshold's log-odds).
+
+    Raises:
+        ValueError: ``threshold`` is not a probability in ``(0, 1)``.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold is a probability in (0, 1), got {threshold}")
+    return math.log(threshold / (1.0 - threshold))
 
 
 def _check_same_shape(logits: Tensor, other: Tensor, what: str) -> None:

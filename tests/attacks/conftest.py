@@ -15,8 +15,8 @@ Fixtures:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,22 +27,10 @@ from torch import Tensor, nn
 from mlattack.attacks.base import AttackProblem
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
+@pytest.fixture(autouse=True)
+def _single_thread(one_thread: None) -> None:
     """One intra-op thread: the tiny models gain nothing from more, and on a shared, loaded machine
     two threads are several times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    with one_thread():
-        yield
 
 
 #: Labels of the tiny models: a two-level hierarchy (animal -> dog, cat; vehicle -> car, bike).
@@ -50,18 +38,6 @@ LABEL_NAMES = ("animal", "dog", "cat", "vehicle", "car", "bike")
 LABEL_EDGES = (("animal", "dog"), ("animal", "cat"), ("vehicle", "car"), ("vehicle", "bike"))
 IMAGE_SHAPE = (3, 4, 4)
 NUM_LABELS = len(LABEL_NAMES)
-
-
-class LinearMultiLabel(nn.Module):
-    """``logits = flatten(x) @ weight.T + bias``: ``∇ₓ BCE = weightᵀ(σ(z) − y)`` in closed form."""
-
-    def __init__(self, weight: Tensor, bias: Tensor) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight.clone())
-        self.bias = nn.Parameter(bias.clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.flatten(1) @ self.weight.T + self.bias
 
 
 def linear_weights() -> tuple[Tensor, Tensor]:
@@ -85,8 +61,8 @@ def linear_weights() -> tuple[Tensor, Tensor]:
 
 
 @pytest.fixture
-def linear_model() -> LinearMultiLabel:
-    return LinearMultiLabel(*linear_weights())
+def linear_model(make_linear_model: Callable[[Tensor, Tensor], nn.Module]) -> nn.Module:
+    return make_linear_model(*linear_weights())
 
 
 class SmallConvNet(nn.Module):
@@ -143,10 +119,12 @@ def mlp_model() -> SmallMLP:
 
 
 @pytest.fixture(params=["linear", "conv", "mlp"])
-def tiny_model(request: pytest.FixtureRequest) -> nn.Module:
+def tiny_model(
+    request: pytest.FixtureRequest, make_linear_model: Callable[[Tensor, Tensor], nn.Module]
+) -> nn.Module:
     """Each tiny model in turn (parametrized fixture)."""
     if request.param == "linear":
-        return LinearMultiLabel(*linear_weights())
+        return make_linear_model(*linear_weights())
     return (SmallConvNet() if request.param == "conv" else SmallMLP()).eval()
 
 
@@ -210,6 +188,19 @@ def make_problem() -> Callable[..., AttackProblem]:
     return build_problem
 
 
+def strongest_present_label(logits: Tensor) -> Tensor:
+    """Targets bool ``[B, C]``: each image's most confident present label (logit > 0)."""
+    targets = torch.zeros_like(logits, dtype=torch.bool)
+    targets[torch.arange(logits.shape[0]), (logits * (logits > 0)).argmax(dim=1)] = True
+    return targets
+
+
+@pytest.fixture
+def strongest_present() -> Callable[[Tensor], Tensor]:
+    """``strongest_present(logits)``: see :func:`strongest_present_label`."""
+    return strongest_present_label
+
+
 # ---------------------------------------------------------------------------------------------
 # A small trained model with correlated labels (paper's setting in miniature).
 
@@ -259,9 +250,11 @@ def _synthetic_scenes(n: int, generator: torch.Generator) -> tuple[Tensor, Tenso
 
 
 @pytest.fixture(scope="session")
-def trained_hierarchy() -> TrainedHierarchy:
+def trained_hierarchy(
+    single_thread: Callable[[], AbstractContextManager[None]],
+) -> TrainedHierarchy:
     graph_module = pytest.importorskip("mlattack.graph")
-    with one_thread():
+    with single_thread():
         return build_trained_hierarchy(graph_module.LabelGraph)
 
 

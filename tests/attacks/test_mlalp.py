@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mlattack.attacks import mlalp
 from mlattack.attacks.mlalp import MLALP, solve_min_linf_step
@@ -15,16 +17,6 @@ from mlattack.attacks.mlalp import MLALP, solve_min_linf_step
 IMAGE_SHAPE = (3, 4, 4)
 ANIMAL, DOG, CAT = 0, 1, 2
 MARGIN = 0.05
-
-
-class Linear(nn.Module):
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1) @ self.weight.T + self.bias
 
 
 def grey(shape: tuple[int, ...] = IMAGE_SHAPE) -> torch.Tensor:
@@ -49,12 +41,14 @@ def test_one_step_reaches_the_holder_optimum(linear_model: nn.Module) -> None:
     assert result.success.item() and result.iterations.item() == 1
 
 
-def test_binding_non_target_constraint_is_respected(linear_model: nn.Module) -> None:
+def test_binding_non_target_constraint_is_respected(
+    linear_model: nn.Module, make_linear_model: Callable[[Tensor, Tensor], nn.Module]
+) -> None:
     # Animal's logit is 0.3: it may fall to the margin (Σ_animal r ≥ −0.25) and no further, so
     # dog's constraint A + 0.5 B ≤ −1.05 with A = −8z, B = −0.25 gives z = 0.925 / 8.
     bias = linear_model.bias.detach().clone()
     bias[ANIMAL] = -3.7
-    model = Linear(linear_model.weight.detach().clone(), bias)
+    model = make_linear_model(linear_model.weight.detach().clone(), bias)
     result = MLALP(model, eps=1.0, steps=1, margin=MARGIN)(grey(), target(DOG))
     assert (result.adv - grey()).abs().max().item() == pytest.approx(0.925 / 8, abs=1e-6)
     logits = result.adv_logits[0]
@@ -87,10 +81,12 @@ def test_solver_returns_feasible_optimum_and_duals() -> None:
     assert infeasible is None
 
 
-def test_low_resolution_program_gives_a_blockwise_constant_step() -> None:
+def test_low_resolution_program_gives_a_blockwise_constant_step(
+    make_linear_model: Callable[[Tensor, Tensor], nn.Module],
+) -> None:
     torch.manual_seed(0)
     shape = (3, 16, 16)
-    model = Linear(torch.randn(4, 3 * 16 * 16) / 16, torch.tensor([0.5, 0.4, -0.3, 0.2]))
+    model = make_linear_model(torch.randn(4, 3 * 16 * 16) / 16, torch.tensor([0.5, 0.4, -0.3, 0.2]))
     images = 0.3 + 0.4 * torch.rand(1, *shape)
     targets = (model(images).detach() > 0) & (torch.arange(4) == 0)
     assert targets.any()
@@ -105,15 +101,16 @@ def test_low_resolution_program_gives_a_blockwise_constant_step() -> None:
     assert fine_norm <= (coarse.adv - images).abs().max() + 1e-6
 
 
-def test_low_resolution_program_is_batch_invariant() -> None:
+def test_low_resolution_program_is_batch_invariant(
+    strongest_present: Callable[[Tensor], Tensor],
+) -> None:
     torch.manual_seed(3)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 5), nn.Tanh(), nn.Linear(5, 5))
     model = model.double().eval()
     images = (0.5 + 0.3 * (torch.rand(3, 3, 16, 16, dtype=torch.float64) - 0.5)).clamp(0, 1)
     with torch.no_grad():
         logits = model(images)
-    targets = torch.zeros_like(logits, dtype=torch.bool)
-    targets[torch.arange(3), (logits * (logits > 0)).argmax(dim=1)] = True
+    targets = strongest_present(logits)
     assert (logits[targets] > 0).all()
     attack = MLALP(model, eps=0.05, steps=4, lp_size=8, early_stop=False)
     batch = attack(images, targets)
@@ -124,7 +121,7 @@ def test_low_resolution_program_is_batch_invariant() -> None:
 
 
 def test_infeasible_program_relaxes_the_blocking_non_target(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, make_linear_model: Callable[[Tensor, Tensor], nn.Module]
 ) -> None:
     # Two labels with one weight row: label 0 cannot turn off while label 1 stays on. The program
     # is infeasible until label 1's threshold is relaxed (ρ = margin, then 3·margin); then both
@@ -138,20 +135,21 @@ def test_infeasible_program_relaxes_the_blocking_non_target(
 
     monkeypatch.setattr(mlalp, "solve_min_linf_step", recording)
     row = torch.randn(1, 48, generator=torch.Generator().manual_seed(1))
-    model = Linear(torch.cat([row, row]), torch.tensor([1.0, 1.0]) - row.sum() * 0.5)
+    model = make_linear_model(torch.cat([row, row]), torch.tensor([1.0, 1.0]) - row.sum() * 0.5)
     result = MLALP(model, eps=1.0, steps=3)(grey(), torch.tensor([[True, False]]))
     assert outcomes == [False, False, True]
     assert result.success.item() and result.iterations.item() == 1
     assert result.adv_pred[0].tolist() == [False, False]
 
 
-def test_succeeds_on_a_nonlinear_model(mlp_model: nn.Module) -> None:
+def test_succeeds_on_a_nonlinear_model(
+    mlp_model: nn.Module, strongest_present: Callable[[Tensor], Tensor]
+) -> None:
     torch.manual_seed(0)
     images = (0.5 + 0.2 * (torch.rand(4, *IMAGE_SHAPE) - 0.5)).clamp(0, 1)
     with torch.no_grad():
         logits = mlp_model(images)
-    targets = torch.zeros_like(logits, dtype=torch.bool)
-    targets[torch.arange(4), (logits * (logits > 0)).argmax(dim=1)] = True
+    targets = strongest_present(logits)
     result = MLALP(mlp_model, eps=0.3, steps=10)(images, targets)
     assert result.success.all()
     assert (result.adv - images).abs().amax() < 0.1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mlattack.attacks.mldp import MLDP, label_jacobian, select_labels
 
@@ -73,14 +75,13 @@ def test_non_target_that_would_cross_joins_the_active_set(linear_model: nn.Modul
 
 
 def test_succeeds_on_a_nonlinear_model_without_disturbing_other_labels(
-    mlp_model: nn.Module,
+    mlp_model: nn.Module, strongest_present: Callable[[Tensor], Tensor]
 ) -> None:
     torch.manual_seed(0)
     images = (0.5 + 0.2 * (torch.rand(6, *IMAGE_SHAPE) - 0.5)).clamp(0, 1)
     with torch.no_grad():
         logits = mlp_model(images)
-    targets = torch.zeros_like(logits, dtype=torch.bool)
-    targets[torch.arange(6), (logits * (logits > 0)).argmax(dim=1)] = True
+    targets = strongest_present(logits)
     result = MLDP(mlp_model, eps=0.5, steps=20, early_stop=False)(images, targets)
     assert result.success.all()
     others = ~targets

@@ -11,15 +11,6 @@ import pytest
 from mlattack.cli import main
 from mlattack.graph import LabelGraph
 from mlattack.graph_sources.builtin import load_builtin
-from mlattack.graph_sources.wordnet import WordNetUnavailableError, get_wordnet
-
-
-@pytest.fixture(scope="module")
-def wordnet() -> Any:
-    try:
-        return get_wordnet()
-    except WordNetUnavailableError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from mlattack.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 from exp_fixtures import run_tiny  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # tiny models: extra threads only add overhead
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: extra threads only add overhead
 
 
 @pytest.mark.slow

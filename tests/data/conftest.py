@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +24,16 @@ COLOURS = {
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def _present_labels(dataset: Any, row: int) -> set[str]:
+    return {n for n, v in zip(dataset.label_names, dataset.labels[row].tolist(), strict=True) if v}
+
+
+@pytest.fixture
+def labels_on() -> Callable[[Any, int], set[str]]:
+    """``labels_on(dataset, row)``: the names of the labels on in the dataset's row."""
+    return _present_labels
 
 
 def write_image(path: Path, colour: str = "red", size: int = 20) -> Path:

@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mlattack.data import OpenImagesDataset, build_dataset
 from mlattack.graph import LabelGraph
 
-
-def _present(ds: OpenImagesDataset, row: int) -> set[str]:
-    return {n for n, v in zip(ds.label_names, ds.labels[row].tolist(), strict=True) if v}
+LabelsOn = Callable[[Any, int], set[str]]
 
 
 def test_positive_rows_become_labels_and_unknown_mids_are_counted(
-    openimages_files: tuple[Path, Path, Path],
+    openimages_files: tuple[Path, Path, Path], labels_on: LabelsOn
 ) -> None:
     labels, images, descriptions = openimages_files
     with pytest.warns(RuntimeWarning, match="/m/unknown"):
         ds = OpenImagesDataset(labels, images, class_descriptions=descriptions, size=16)
     assert ds.label_names == ("Car", "Cat", "Dog")  # the mapped names seen as positives
-    assert [_present(ds, i) for i in range(3)] == [{"Dog"}, {"Cat"}, {"Car"}]  # cat=0 is a negative
+    # cat=0 is a negative
+    assert [labels_on(ds, i) for i in range(3)] == [{"Dog"}, {"Cat"}, {"Car"}]
     assert ds.num_unknown_rows == 1 and ds.unknown_labels == {"/m/unknown"}
     image, _ = ds[2]
     assert image.shape == (3, 16, 16) and float(image[2].mean()) > 0.6  # blue
 
 
-def test_model_label_names_and_graph(openimages_files: tuple[Path, Path, Path]) -> None:
+def test_model_label_names_and_graph(
+    openimages_files: tuple[Path, Path, Path], labels_on: LabelsOn
+) -> None:
     labels, images, _ = openimages_files
     graph = LabelGraph(["Animal", "Dog", "Cat"], [("Animal", "Dog"), ("Animal", "Cat")])
     mapping = {"/m/dog": "Dog", "/m/cat": "Cat", "/m/car": "Car"}
@@ -42,7 +45,7 @@ def test_model_label_names_and_graph(openimages_files: tuple[Path, Path, Path]) 
         )
     assert isinstance(ds, OpenImagesDataset)
     assert ds.label_names == ("Animal", "Dog", "Cat")
-    assert [_present(ds, i) for i in range(3)] == [{"Animal", "Dog"}, {"Animal", "Cat"}, set()]
+    assert [labels_on(ds, i) for i in range(3)] == [{"Animal", "Dog"}, {"Animal", "Cat"}, set()]
     assert ds.unknown_labels == {"/m/unknown", "/m/car"}  # Car is not a node of the graph
 
 

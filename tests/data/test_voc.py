@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,25 +13,23 @@ import torch
 from mlattack.data import VOC_CLASSES, VOCDataset, build_dataset
 from mlattack.graph import LabelGraph
 
-
-def _present(ds: VOCDataset, row: int) -> set[str]:
-    return {n for n, v in zip(ds.label_names, ds.labels[row].tolist(), strict=True) if v}
+LabelsOn = Callable[[Any, int], set[str]]
 
 
-def test_xml_labels_without_graph(voc_root: Path) -> None:
+def test_xml_labels_without_graph(voc_root: Path, labels_on: LabelsOn) -> None:
     ds = VOCDataset(voc_root, year="2007", split="test", size=16)
     assert ds.label_names == VOC_CLASSES and ds.graph is None and len(ds) == 4
-    assert _present(ds, 0) == {"dog", "person"}
-    assert _present(ds, 1) == {"car"}  # the difficult bicycle is not counted
+    assert labels_on(ds, 0) == {"dog", "person"}
+    assert labels_on(ds, 1) == {"car"}  # the difficult bicycle is not counted
     image, labels = ds[0]
     assert image.shape == (3, 16, 16) and labels.shape == (20,)
     # the fixture's first image is red
     assert float(image[0].mean()) > 0.7 and float(image[2].mean()) < 0.3
 
 
-def test_difficult_objects_can_count(voc_root: Path) -> None:
+def test_difficult_objects_can_count(voc_root: Path, labels_on: LabelsOn) -> None:
     ds = VOCDataset(voc_root, split="test", size=16, include_difficult=True)
-    assert _present(ds, 1) == {"car", "bicycle"}
+    assert labels_on(ds, 1) == {"car", "bicycle"}
 
 
 def test_class_lists_give_the_same_labels_as_xml(voc_root: Path) -> None:
@@ -38,10 +38,10 @@ def test_class_lists_give_the_same_labels_as_xml(voc_root: Path) -> None:
     assert torch.equal(xml.labels, lists.labels)
 
 
-def test_builtin_graph_propagates_labels_up(voc_root: Path) -> None:
+def test_builtin_graph_propagates_labels_up(voc_root: Path, labels_on: LabelsOn) -> None:
     ds = build_dataset("voc", root=voc_root, split="test", size=16, graph="builtin:voc")
     assert isinstance(ds, VOCDataset) and ds.graph is not None
-    present = _present(ds, 0)
+    present = labels_on(ds, 0)
     assert {"dog", "person", "carnivore", "mammal", "animal"} <= present
     assert not ds.graph.violations(ds.labels.bool().numpy()).any()
     for label in present:

@@ -14,8 +14,5 @@ def _seed_and_one_thread(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.module.__name__.startswith("test_train"):  # engineer DATA's tests: left as they are
         yield
         return
-    # The tiny models here do many very small ops, for which extra threads only add overhead.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    request.getfixturevalue("one_thread")
     yield
-    torch.set_num_threads(threads)

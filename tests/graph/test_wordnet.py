@@ -29,14 +29,6 @@ needs_debian_wordnet = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def wordnet() -> Any:
-    try:
-        return get_wordnet()
-    except WordNetUnavailableError as exc:
-        pytest.skip(str(exc))
-
-
 def _edges_by_name(graph: LabelGraph) -> set[tuple[str, str]]:
     return {(graph.names[p], graph.names[c]) for p, c in graph.edges.tolist()}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ import torch
 from torch import nn
 
 from mlattack.metrics import gradient_correlation, ssim_per_image
+
+MakeLinear = Callable[[torch.Tensor, torch.Tensor], nn.Module]
 
 
 def test_ssim_identical_images_is_one() -> None:
@@ -45,17 +48,7 @@ def test_ssim_rejects_bad_shapes() -> None:
         ssim_per_image(torch.zeros(1, 3, 16, 16), torch.zeros(2, 3, 16, 16))
 
 
-class Linear(nn.Module):
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return images.flatten(1) @ self.weight.T + self.bias
-
-
-def _closed_form(model: Linear, images: torch.Tensor, pred: torch.Tensor, flip: torch.Tensor):
+def _closed_form(model: nn.Module, images: torch.Tensor, pred: torch.Tensor, flip: torch.Tensor):
     """g_t and g_nt of a linear model: dBCE/dlogit = sigmoid(f) − y, dlogit/dx = W."""
     logits = model(images).detach()
     prob = torch.sigmoid(logits)
@@ -66,10 +59,12 @@ def _closed_form(model: Linear, images: torch.Tensor, pred: torch.Tensor, flip: 
     return torch.nn.functional.cosine_similarity(g_t, g_nt, dim=1)
 
 
-def test_gradient_correlation_matches_closed_form_on_linear_model() -> None:
+def test_gradient_correlation_matches_closed_form_on_linear_model(
+    make_linear_model: MakeLinear,
+) -> None:
     torch.manual_seed(2)
     dim = 3 * 4 * 4
-    model = Linear(torch.randn(5, dim) / 4, torch.randn(5))
+    model = make_linear_model(torch.randn(5, dim) / 4, torch.randn(5))
     images = torch.rand(3, 3, 4, 4)
     pred = model(images).detach() > 0
     omega = torch.zeros(3, 5, dtype=torch.bool)
@@ -82,11 +77,13 @@ def test_gradient_correlation_matches_closed_form_on_linear_model() -> None:
     torch.testing.assert_close(out["gmla"], _closed_form(model, images, pred, psi))
 
 
-def test_identical_label_rows_are_fully_correlated_and_full_flip_set_is_nan() -> None:
+def test_identical_label_rows_are_fully_correlated_and_full_flip_set_is_nan(
+    make_linear_model: MakeLinear,
+) -> None:
     # Both labels share one weight row: turning label 0 off drags label 1 off (cos = 1). With
     # both in the flip set there is no non-target gradient: NaN.
     row = torch.randn(1, 12)
-    model = Linear(torch.cat([row, row]), torch.tensor([5.0, 5.0]))
+    model = make_linear_model(torch.cat([row, row]), torch.tensor([5.0, 5.0]))
     model.train()
     images = torch.zeros(1, 3, 2, 2)
     omega = torch.tensor([[True, False]])
@@ -97,8 +94,8 @@ def test_identical_label_rows_are_fully_correlated_and_full_flip_set_is_nan() ->
     assert model.training and model.weight.requires_grad  # mode and parameters restored
 
 
-def test_gradient_correlation_validates_subsets() -> None:
-    model = Linear(torch.randn(2, 12), torch.zeros(2))
+def test_gradient_correlation_validates_subsets(make_linear_model: MakeLinear) -> None:
+    model = make_linear_model(torch.randn(2, 12), torch.zeros(2))
     with pytest.raises(ValueError, match="subset of flip_set"):
         gradient_correlation(
             model,

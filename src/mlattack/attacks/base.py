@@ -22,6 +22,9 @@ from typing import ClassVar, Literal, final
 import torch
 from torch import Tensor, nn
 
+from mlattack._validation import check_int
+from mlattack.losses import logit_threshold as probability_to_logit
+
 __all__ = ["Attack", "AttackProblem", "AttackResult", "LoopOutput", "gradient_failed"]
 
 Direction = Literal["off", "on"]
@@ -229,10 +232,8 @@ class Attack(abc.ABC):
         if not math.isfinite(eps) or eps < 0:
             raise ValueError(f"eps must be a finite number >= 0, got {eps}")
         steps = self.default_steps if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold is a probability in (0, 1), got {threshold}")
+        check_int(steps, "steps", minimum=1)
+        probability_to_logit(threshold)  # validates
         if direction not in ("off", "on"):
             raise ValueError(f"direction must be 'off' or 'on', got {direction!r}")
         if on_invalid not in ("raise", "skip"):
@@ -259,7 +260,7 @@ class Attack(abc.ABC):
     @property
     def logit_threshold(self) -> float:
         """The threshold on logits equivalent to ``threshold`` on probabilities."""
-        return math.log(self.threshold / (1.0 - self.threshold))
+        return probability_to_logit(self.threshold)
 
     # ------------------------------------------------------------------ subclass hooks
     @abc.abstractmethod

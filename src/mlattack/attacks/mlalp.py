@@ -53,6 +53,8 @@ from scipy import sparse
 from scipy.optimize import linprog
 from torch import Tensor, nn
 
+from mlattack._validation import check_int
+
 from .base import AttackProblem
 from .mldp import Linearization, LinearizedAttack
 
@@ -148,10 +150,8 @@ class MLALP(LinearizedAttack):
             raise TypeError(f"margin must be a number, got {type(margin).__name__}")
         if not math.isfinite(margin) or margin <= 0:
             raise ValueError(f"margin must be a finite number > 0, got {margin}")
-        if lp_size is not None and (
-            isinstance(lp_size, bool) or not isinstance(lp_size, int) or lp_size < 1
-        ):
-            raise ValueError(f"lp_size must be an integer >= 1 or None, got {lp_size!r}")
+        if lp_size is not None:
+            check_int(lp_size, "lp_size", minimum=1)
         self.margin = float(margin)
         self.lp_size = lp_size
 

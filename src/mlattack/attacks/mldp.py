@@ -40,6 +40,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mlattack._validation import check_int
+
 from .base import Attack, AttackProblem, LoopOutput, gradient_failed
 
 __all__ = ["MLDP", "Linearization", "LinearizedAttack", "label_jacobian", "select_labels"]
@@ -148,9 +150,7 @@ class LinearizedAttack(Attack):
 
     def __init__(self, model: nn.Module, *, max_labels: int = 32, **options: Any) -> None:
         super().__init__(model, **options)
-        if isinstance(max_labels, bool) or not isinstance(max_labels, int) or max_labels < 1:
-            raise ValueError(f"max_labels must be an integer >= 1, got {max_labels!r}")
-        self.max_labels = max_labels
+        self.max_labels = check_int(max_labels, "max_labels", minimum=1)
 
     # ------------------------------------------------------------------ subclass hooks
     def _start(self, problem: AttackProblem) -> Any:

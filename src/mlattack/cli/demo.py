@@ -3,8 +3,9 @@
 Part one reads the packaged photos (scikit-image / scikit-learn samples) with the offline
 ImageNet-WordNet model (EfficientNet-Lite0 read as a multi-label model over a WordNet label graph),
 takes the most specific labels each photo is predicted to show as targets, attacks them with the three
-attacks, prints a small Table 1 and writes the HTML report. With ``--synthetic`` a second part trains
-(or reuses) a small CNN on the synthetic hierarchical scenes and runs a mini Table 1 there.
+attacks, prints a small Table 1 and writes the HTML report. A second part (skipped with
+``--photos-only``) trains, or reuses, a small CNN on the synthetic hierarchical scenes and runs a mini
+Table 1 there.
 """
 
 from __future__ import annotations
@@ -32,24 +33,28 @@ DEMO_ATTACKS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("gmla-proj", "gmla", {"mode": "projection"}),
 )
 PHOTO_LABEL_SET = "imagenet-auto"
-SYNTHETIC_EPS = 0.03
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="GMLA vs MLA-U / MLA-C on real photos (no download, CPU, about 2 minutes)",
+        help="GMLA vs MLA-U / MLA-C on real photos and synthetic scenes (no download, CPU, ~1-2 min)",
         description="Attack the packaged real photos through the offline ImageNet-WordNet model "
         "with MLA-U, MLA-C and GMLA, print a Table-1-style summary and write an HTML report.",
     )
     parser.add_argument("--out", type=Path, default=Path("mlattack-demo"), help="output folder")
-    parser.add_argument("--eps", type=float, default=4 / 255, help="L-inf budget on [0,1] pixels")
-    parser.add_argument("--steps", type=int, default=40, help="attack iterations")
+    parser.add_argument(
+        "--eps", type=float, default=4 / 255, help="L-inf budget on [0,1] pixels, photos"
+    )
+    parser.add_argument(
+        "--synthetic-eps", type=float, default=0.03, help="L-inf budget, synthetic scenes"
+    )
+    parser.add_argument("--steps", type=int, default=50, help="attack iterations")
     parser.add_argument("--crops", type=int, default=2, help="crops the photo model looks at")
     parser.add_argument(
-        "--synthetic",
+        "--photos-only",
         action="store_true",
-        help="also train (or reuse) a small CNN on synthetic scenes and attack it (+2-3 minutes)",
+        help="skip part 2 (train or reuse a small CNN on synthetic scenes and attack it)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a reduced run (few photos, few steps) for smoke tests"
@@ -59,15 +64,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    if args.eps <= 0:
-        raise ValueError(f"--eps must be > 0, got {args.eps}")
+    for option in ("eps", "synthetic_eps"):
+        if getattr(args, option) <= 0:
+            flag = "--" + option.replace("_", "-")
+            raise ValueError(f"{flag} must be > 0, got {getattr(args, option)}")
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     page = _photos_part(args)
     print(f"\nreport: {page.resolve()}")
-    if args.synthetic:
+    if not args.photos_only:
         page = _synthetic_part(args)
         print(f"\nreport: {page.resolve()}")
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
@@ -198,7 +205,7 @@ def _synthetic_part(args: argparse.Namespace) -> Path:
             },
             "graph": "model",
             "attacks": _attack_specs(steps),
-            "eps": [SYNTHETIC_EPS],
+            "eps": [args.synthetic_eps],
             "target_sets": {"sizes": [1], "mode": "random", "draws": 2 if args.quick else 6},
             "images": {"per_target_set": 4 if args.quick else 16, "require_consistent": True},
             "batch_size": 16,

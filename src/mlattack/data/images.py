@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from mlattack._validation import check_int
 from mlattack.data.labels import LabelSpace
 
 if TYPE_CHECKING:
@@ -45,12 +46,6 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
         raise UnreadableImageError(f"cannot read image {path}: {exc}") from exc
     array = np.asarray(image, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
-def check_size(size: int) -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f"size must be an int >= 8 (pixels), got {size!r}")
-    return size
 
 
 def require_dir(path: str | Path, what: str) -> Path:
@@ -90,7 +85,7 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             raise ValueError(
                 f"labels shape {tuple(labels.shape)} != ({len(paths)}, {len(space.names)})"
             )
-        self.size = check_size(size)
+        self.size = check_int(size, "size", minimum=8)
         self.transform = transform
         self.label_names: tuple[str, ...] = space.names
         self.graph: LabelGraph | None = space.graph

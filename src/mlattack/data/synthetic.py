@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mlattack._validation import check_int
+
 if TYPE_CHECKING:
     from mlattack.graph import LabelGraph
 
@@ -127,8 +129,7 @@ class SyntheticScenes(Dataset[tuple[Tensor, Tensor]]):
         correlated_pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS,
         correlation: float = 0.9,
     ) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        check_int(n, "n", minimum=1)
         if isinstance(size, bool) or not isinstance(size, int) or size < 16 or size % 2:
             raise ValueError(f"size must be an even int >= 16 (a 2x2 grid of cells), got {size!r}")
         if split not in SPLITS:

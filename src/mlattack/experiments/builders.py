@@ -74,31 +74,20 @@ class SamplePhotos(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     ):
         from mlattack.models.imagenet import sample_photos
 
-        photos = sample_photos()
+        photos = sample_photos(size)
         chosen = names if names is not None else sorted(photos)
         unknown = [n for n in chosen if n not in photos]
         if unknown:
             raise ValueError(f"unknown sample photos {unknown}; available: {sorted(photos)}")
         self.photo_names = list(chosen)
         self.label_names = tuple(label_names)
-        self._images = [_resize(photos[n], size) for n in chosen]
+        self._images = [photos[n] for n in chosen]
 
     def __len__(self) -> int:
         return len(self._images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._images[index], torch.zeros(len(self.label_names), dtype=torch.bool)
-
-
-def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
-    resized = torch.nn.functional.interpolate(
-        image.unsqueeze(0).float(),
-        size=(size, size),
-        mode="bilinear",
-        antialias=True,
-        align_corners=False,
-    )
-    return resized.squeeze(0).clamp(0.0, 1.0)
 
 
 def build_dataset_from_spec(spec: DatasetSpec, model: nn.Module) -> Dataset[Any]:

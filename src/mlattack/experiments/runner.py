@@ -41,6 +41,7 @@ from mlattack.experiments.store import (
     StoreError,
     encode_labels,
     find_stores,
+    label_mask,
     rank_store_path,
 )
 from mlattack.experiments.targets import (
@@ -49,6 +50,7 @@ from mlattack.experiments.targets import (
     draw_target_sets,
     eligible_images,
 )
+from mlattack.losses import logit_threshold
 
 if TYPE_CHECKING:
     from mlattack.graph import LabelGraph
@@ -155,7 +157,7 @@ def run_experiment(
             (
                 ts.ts_id,
                 ts.size,
-                encode_labels(_mask(ts.labels, len(names))),
+                encode_labels(label_mask(ts.labels, len(names))),
                 ts.n_eligible,
                 len(ts.image_ids),
             )
@@ -247,7 +249,7 @@ def _scan(
     progress: bool,
     what: str,
 ) -> _Scan:
-    logit_threshold = math.log(config.threshold / (1.0 - config.threshold))
+    logit_cut = logit_threshold(config.threshold)
     preds: list[np.ndarray] = []
     truths: list[np.ndarray] = []
     batches = range(0, n_images, config.batch_size)
@@ -256,7 +258,7 @@ def _scan(
         items = [dataset[i] for i in ids]
         images = torch.stack([item[0] for item in items]).to(device)
         with torch.no_grad():
-            preds.append((model(images) > logit_threshold).cpu().numpy())
+            preds.append((model(images) > logit_cut).cpu().numpy())
         if columns is not None:
             labels = torch.stack([torch.as_tensor(item[1]) for item in items]).bool()
             padded = torch.cat([labels, torch.zeros(len(items), 1, dtype=torch.bool)], dim=1)
@@ -405,12 +407,6 @@ def _work_list(
     return units
 
 
-def _mask(labels: Sequence[int], num_labels: int) -> np.ndarray:
-    mask = np.zeros(num_labels, dtype=bool)
-    mask[list(labels)] = True
-    return mask
-
-
 def _np(value: Any) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
@@ -450,7 +446,7 @@ class _Context:
         self.example_sets = set(sorted(self.example_sets)[: config.example_target_sets])
         self.transfer_models = transfer_models
         self.transfer_preds = transfer_preds
-        self.logit_threshold = math.log(config.threshold / (1.0 - config.threshold))
+        self.logit_threshold = logit_threshold(config.threshold)
 
     def _load(self, image_ids: tuple[int, ...]) -> torch.Tensor:
         return torch.stack([self.dataset[i][0] for i in image_ids]).float().to(self.device)
@@ -544,7 +540,7 @@ class _Context:
                 delta=delta,
                 clean_pred=clean[b],
                 adv_pred=adv[b],
-                targets=_mask(unit.ts.labels, self.num_labels),
+                targets=label_mask(unit.ts.labels, self.num_labels),
                 flip_set=flip[b],
             )
             adv_image = np.clip(clean_image + delta, 0.0, 1.0).transpose(1, 2, 0)

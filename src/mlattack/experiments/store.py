@@ -95,10 +95,16 @@ def encode_labels(mask: np.ndarray) -> str:
     return json.dumps(np.flatnonzero(mask).tolist(), separators=(",", ":"))
 
 
-def decode_labels(text: str, num_labels: int) -> np.ndarray:
+def label_mask(indices: Sequence[int], num_labels: int) -> np.ndarray:
+    """The bool mask ``[num_labels]`` that is on at ``indices``."""
     mask = np.zeros(num_labels, dtype=bool)
-    mask[json.loads(text)] = True
+    mask[list(indices)] = True
     return mask
+
+
+def decode_labels(text: str, num_labels: int) -> np.ndarray:
+    """The inverse of :func:`encode_labels`."""
+    return label_mask(json.loads(text), num_labels)
 
 
 def rank_store_path(run_dir: Path, rank: int) -> Path:

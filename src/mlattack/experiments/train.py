@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from mlattack._validation import check_int
+
 LossName = Literal["bce", "asl"]
 ArrayLike = Tensor | np.ndarray
 
@@ -251,11 +253,6 @@ def predict_scores(
     return torch.cat(scores), torch.cat(labels)
 
 
-def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 def _warmup_cosine(total_steps: int, warmup_share: float = 0.2) -> Callable[[int], float]:
     """Learning-rate factor per step: linear warm-up from 0.1 to 1, then cosine decay to ~0."""
     warmup = max(1, round(warmup_share * total_steps))
@@ -296,8 +293,8 @@ def train_model(
     set's ``correlated_pairs`` attribute, if any), the :class:`PairCorrelation` of the predictions
     (``sigmoid > threshold``) on ``val_ds``. The model is left in eval mode.
     """
-    _check_positive_int("epochs", epochs)
-    _check_positive_int("batch_size", batch_size)
+    check_int(epochs, "epochs", minimum=1)
+    check_int(batch_size, "batch_size", minimum=1)
     if not (isinstance(lr, int | float) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if len(train_ds) == 0 or len(val_ds) == 0:  # type: ignore[arg-type]

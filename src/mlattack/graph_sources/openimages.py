@@ -13,12 +13,11 @@ and of the classifiers trained on it.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlattack.graph import LabelGraph
+from mlattack.graph import LabelGraph, read_json_file
 
 __all__ = ["ENTITY_MID", "load_openimages_graph", "read_class_descriptions"]
 
@@ -26,12 +25,7 @@ ENTITY_MID = "/m/0bl9f"
 
 
 def _read_hierarchy(path: Path) -> Mapping[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"OpenImages hierarchy file {str(path)!r} does not exist") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"OpenImages hierarchy file {str(path)!r} is not JSON: {error}") from None
+    data = read_json_file(path, "OpenImages hierarchy file")
     if not isinstance(data, Mapping):
         raise ValueError(f"OpenImages hierarchy file {str(path)!r} must hold a JSON object")
     return data

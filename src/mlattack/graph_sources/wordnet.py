@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlattack._validation import check_int
 from mlattack.graph import LabelGraph
 
 __all__ = [
@@ -531,10 +532,8 @@ def build_wordnet_graph(
     unknown = sorted(set(overrides) - set(label_list))
     if unknown:
         raise ValueError(f"synsets names label(s) {unknown} that are not in labels")
-    if isinstance(min_shared, bool) or not isinstance(min_shared, int) or min_shared < 1:
-        raise ValueError(f"min_shared must be an int >= 1, got {min_shared!r}")
-    if isinstance(min_depth, bool) or not isinstance(min_depth, int) or min_depth < 0:
-        raise ValueError(f"min_depth must be an int >= 0, got {min_depth!r}")
+    check_int(min_shared, "min_shared", minimum=1)
+    check_int(min_depth, "min_depth", minimum=0)
     excluded = {exclude} if isinstance(exclude, str) else set(exclude)
 
     wordnet = get_wordnet()

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mlattack.attacks.base import _frozen_eval
-from mlattack.losses import masked_bce
+from mlattack.losses import logit_threshold, masked_bce
 
 __all__ = ["gradient_correlation", "target_nontarget_gradients"]
 
@@ -111,12 +111,11 @@ def gradient_correlation(
     """
     if not isinstance(images, Tensor) or images.dim() != 4:
         raise ValueError("images must be a float tensor of shape [B, 3, H, W]")
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold is a probability in (0, 1), got {threshold}")
+    logit_cut = logit_threshold(threshold)  # validates before any work
     if clean_pred is None:
         with _frozen_eval(model), torch.no_grad():
             logits = model(images)
-        clean_pred = logits > math.log(threshold / (1.0 - threshold))
+        clean_pred = logits > logit_cut
     shape = (images.shape[0], clean_pred.shape[-1])
     clean_pred = _check_mask(clean_pred, "clean_pred", shape).to(images.device)
     psi = _check_mask(flip_set, "flip_set", shape).to(images.device)

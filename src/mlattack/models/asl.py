@@ -16,10 +16,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mlattack.models.backbones import Backbone
+from mlattack.models.base import ModelOptions
 from mlattack.models.checkpoint import load_weights, read_checkpoint_file
 from mlattack.models.small import GlobalPoolClassifier
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from mlattack.graph import LabelGraph
 
 Reduction = Literal["mean", "sum", "none"]
@@ -107,25 +110,12 @@ class ASLModel(GlobalPoolClassifier):
         self,
         backbone: Backbone,
         *,
-        num_labels: int | None = None,
-        label_names: Sequence[str] | None = None,
-        graph: LabelGraph | None = None,
-        input_size: int | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
         gamma_pos: float = 0.0,
         gamma_neg: float = 4.0,
         clip: float = 0.05,
+        **options: Unpack[ModelOptions],
     ) -> None:
-        super().__init__(
-            backbone,
-            num_labels=num_labels,
-            label_names=label_names,
-            graph=graph,
-            input_size=input_size,
-            mean=mean,
-            std=std,
-        )
+        super().__init__(backbone, **options)
         self.gamma_pos = _check_gamma("gamma_pos", gamma_pos)
         self.gamma_neg = _check_gamma("gamma_neg", gamma_neg)
         self.clip = _check_clip(clip)

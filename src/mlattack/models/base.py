@@ -9,18 +9,30 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlattack._validation import check_int
 from mlattack.models.backbones import Backbone, build_backbone
 
 if TYPE_CHECKING:
     from mlattack.graph import LabelGraph
 
 ModelT = TypeVar("ModelT", bound="MultiLabelModel")
+
+
+class ModelOptions(TypedDict, total=False):
+    """The keyword options every family passes on to :class:`MultiLabelModel` (see there)."""
+
+    num_labels: int | None
+    label_names: Sequence[str] | None
+    graph: LabelGraph | None
+    input_size: int | None
+    mean: Sequence[float] | None
+    std: Sequence[float] | None
 
 
 def resolve_label_names(
@@ -58,11 +70,11 @@ def resolve_label_names(
     if names is None:
         if num_labels is None:
             raise ValueError("give num_labels, label_names or graph to fix the model's outputs")
-        _check_label_count(num_labels)
+        check_int(num_labels, "num_labels", minimum=1)
         return tuple(f"label_{i}" for i in range(num_labels))
     if num_labels is not None and num_labels != len(names):
         raise ValueError(f"num_labels={num_labels} but {len(names)} label names were given")
-    _check_label_count(len(names))
+    check_int(len(names), "num_labels", minimum=1)
     seen: set[str] = set()
     for name in names:
         if name in seen:
@@ -71,9 +83,19 @@ def resolve_label_names(
     return names
 
 
-def _check_label_count(num_labels: int) -> None:
-    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
-        raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}")
+def resize_square(images: Tensor, size: int) -> Tensor:
+    """Bilinear resize of ``[B, 3, H, W]`` to ``size`` x ``size``, differentiable in ``images``.
+
+    Antialiased only when shrinking (the plain kernel is cheaper and enough otherwise); images
+    already of that size are returned as they are.
+    """
+    height, width = images.shape[-2:]
+    if (height, width) == (size, size):
+        return images
+    shrinking = height > size or width > size
+    return F.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking
+    )
 
 
 def check_images(images: Tensor) -> None:
@@ -115,9 +137,7 @@ class MultiLabelModel(nn.Module, abc.ABC):
         self.label_names = resolve_label_names(num_labels, label_names, graph)
         self.graph = graph
         size = backbone.default_input_size if input_size is None else input_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-            raise ValueError(f"input_size must be an integer >= 8, got {size!r}")
-        self.input_size = size
+        self.input_size = check_int(size, "input_size", minimum=8)
         self.backbone = backbone
         mean_values = _channel_triple("mean", backbone.mean if mean is None else mean)
         std_values = _channel_triple("std", backbone.std if std is None else std)
@@ -163,17 +183,7 @@ class MultiLabelModel(nn.Module, abc.ABC):
 
     def preprocess(self, images: Tensor) -> Tensor:
         """Resize to ``input_size`` and normalise; differentiable in ``images``."""
-        height, width = images.shape[-2:]
-        if (height, width) != (self.input_size, self.input_size):
-            shrinking = height > self.input_size or width > self.input_size
-            images = F.interpolate(
-                images,
-                size=(self.input_size, self.input_size),
-                mode="bilinear",
-                align_corners=False,
-                antialias=shrinking,
-            )
-        return (images - self.pixel_mean) / self.pixel_std
+        return (resize_square(images, self.input_size) - self.pixel_mean) / self.pixel_std
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits ``[B, C]`` for images ``[B, 3, H, W]`` with values in [0, 1]."""

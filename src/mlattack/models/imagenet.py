@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from mlattack._validation import check_int
 from mlattack.graph import LabelGraph
+from mlattack.models.base import resize_square
 
 from .photos import sample_photos
 
@@ -191,8 +192,7 @@ class ImageNetHierarchyModel(nn.Module):
         weights: str | Path | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 32:
-            raise ValueError(f"input_size must be an integer >= 32, got {input_size!r}")
+        check_int(input_size, "input_size", minimum=32)
         spec = load_label_set(label_set)
         self.crop_boxes = crop_boxes(crops, crop_scale)
         self.input_size = input_size
@@ -241,20 +241,13 @@ class ImageNetHierarchyModel(nn.Module):
     def _views(self, images: torch.Tensor) -> torch.Tensor:
         """All crops of all images, resized: ``[K*B, 3, S, S]`` (crop-major)."""
         height, width = images.shape[-2:]
-        size = (self.input_size, self.input_size)
         views = []
         for top, left, box_height, box_width in self.crop_boxes:
             row, col = round(top * height), round(left * width)
             rows = max(1, round(box_height * height))
             cols = max(1, round(box_width * width))
             crop = images[:, :, row : row + rows, col : col + cols]
-            # Antialiasing matters only when shrinking; the plain kernel is cheaper otherwise.
-            shrink = rows > self.input_size or cols > self.input_size
-            views.append(
-                F.interpolate(
-                    crop, size=size, mode="bilinear", align_corners=False, antialias=shrink
-                )
-            )
+            views.append(resize_square(crop, self.input_size))
         return torch.cat(views)
 
     def imagenet_logits(self, images: torch.Tensor) -> torch.Tensor:

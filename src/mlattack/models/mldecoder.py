@@ -9,17 +9,17 @@ first ``C`` are kept.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from mlattack.models.backbones import Backbone
-from mlattack.models.base import MultiLabelModel
+from mlattack.models.base import ModelOptions, MultiLabelModel
 
 if TYPE_CHECKING:
-    from mlattack.graph import LabelGraph
+    from typing_extensions import Unpack
+
 
 DEFAULT_MAX_GROUPS = 100
 
@@ -129,28 +129,15 @@ class MLDecoderModel(MultiLabelModel):
         self,
         backbone: Backbone,
         *,
-        num_labels: int | None = None,
-        label_names: Sequence[str] | None = None,
-        graph: LabelGraph | None = None,
-        input_size: int | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
         num_groups: int | None = None,
         embed_dim: int = 768,
         num_heads: int = 8,
         feedforward_dim: int = 2048,
         dropout: float = 0.1,
         learnable_queries: bool = False,
+        **options: Unpack[ModelOptions],
     ) -> None:
-        super().__init__(
-            backbone,
-            num_labels=num_labels,
-            label_names=label_names,
-            graph=graph,
-            input_size=input_size,
-            mean=mean,
-            std=std,
-        )
+        super().__init__(backbone, **options)
         self.head = MLDecoderHead(
             backbone.out_channels,
             self.num_labels,

@@ -17,10 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mlattack.models.backbones import Backbone, build_backbone
-from mlattack.models.base import MultiLabelModel, resolve_label_names
+from mlattack.models.base import ModelOptions, MultiLabelModel, resolve_label_names
 from mlattack.models.embeddings import resolve_label_embeddings
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from mlattack.graph import LabelGraph
 
 ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
@@ -90,26 +92,13 @@ class MLGCN(MultiLabelModel):
         *,
         label_embeddings: Tensor,
         adjacency: Tensor,
-        num_labels: int | None = None,
-        label_names: Sequence[str] | None = None,
-        graph: LabelGraph | None = None,
-        input_size: int | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
         hidden_dim: int = 1024,
         negative_slope: float = 0.2,
         tau: float | None = None,
         p: float | None = None,
+        **options: Unpack[ModelOptions],
     ) -> None:
-        super().__init__(
-            backbone,
-            num_labels=num_labels,
-            label_names=label_names,
-            graph=graph,
-            input_size=input_size,
-            mean=mean,
-            std=std,
-        )
+        super().__init__(backbone, **options)
         count = self.num_labels
         embeddings = torch.as_tensor(label_embeddings, dtype=torch.float32)
         if embeddings.ndim != 2 or embeddings.shape[0] != count:

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mlattack._validation import check_int
+
 _EXTRA_HINT = "install the 'pretrained' extra: pip install 'mlattack[pretrained]'"
 
 
@@ -62,8 +64,8 @@ def sample_photos(size: int | None = None) -> dict[str, torch.Tensor]:
         ImportError: scikit-image or scikit-learn is missing (both are in the ``pretrained`` extra).
         ValueError: ``size`` is not a positive integer.
     """
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ValueError(f"size must be a positive integer or None, got {size!r}")
+    if size is not None:
+        check_int(size, "size", minimum=1)
     photos = {name: _to_tensor(load()) for name, load in _skimage_photos().items()}
     photos.update({name: _to_tensor(image) for name, image in _sklearn_photos().items()})
     if size is None:

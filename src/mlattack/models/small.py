@@ -6,16 +6,15 @@ used by tests and demos; with any other backbone it is the usual BCE baseline.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
 from mlattack.models.backbones import Backbone
-from mlattack.models.base import MultiLabelModel
+from mlattack.models.base import ModelOptions, MultiLabelModel
 
 if TYPE_CHECKING:
-    from mlattack.graph import LabelGraph
+    from typing_extensions import Unpack
 
 
 class GlobalPoolClassifier(MultiLabelModel):
@@ -23,26 +22,8 @@ class GlobalPoolClassifier(MultiLabelModel):
 
     name = "small-cnn"
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        *,
-        num_labels: int | None = None,
-        label_names: Sequence[str] | None = None,
-        graph: LabelGraph | None = None,
-        input_size: int | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ) -> None:
-        super().__init__(
-            backbone,
-            num_labels=num_labels,
-            label_names=label_names,
-            graph=graph,
-            input_size=input_size,
-            mean=mean,
-            std=std,
-        )
+    def __init__(self, backbone: Backbone, **options: Unpack[ModelOptions]) -> None:
+        super().__init__(backbone, **options)
         self.classifier = nn.Linear(backbone.out_channels, self.num_labels)
 
     def head_logits(self, features: Tensor) -> Tensor:
