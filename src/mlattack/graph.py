@@ -71,7 +71,8 @@ class _BatchIO:
     def back(self, result: np.ndarray) -> ArrayOrTensor:
         if self.device is None:
             return result
-        return torch.from_numpy(np.ascontiguousarray(result)).to(self.device)
+        # ascontiguousarray turns a 0-d answer ([C] in -> scalar out) into shape [1]; keep it 0-d
+        return torch.from_numpy(np.ascontiguousarray(result).reshape(result.shape)).to(self.device)
 
 
 def read_json_file(path: Path, what: str) -> Any:
@@ -83,8 +84,10 @@ def read_json_file(path: Path, what: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"{what} {str(path)!r} does not exist") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{what} {str(path)!r} is not valid JSON: {error}") from None
+    except OSError as error:  # a directory, no permission, ...
+        raise ValueError(f"{what} {str(path)!r} cannot be read: {error.strerror}") from None
 
 
 def _to_bool_numpy(value: Any, name: str) -> BoolArray:
@@ -144,11 +147,16 @@ class LabelGraph:
                 )
             self._index[name] = position
         self._names = names_tuple
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
         self.metadata: dict[str, Any] = dict(metadata) if metadata is not None else {}
+        if edges is None or isinstance(edges, str):
+            raise TypeError(f"edges must be an iterable of (parent, child) pairs, got {edges!r}")
 
         edge_list: list[tuple[int, int]] = []
         for edge in edges:
-            if len(edge) != 2:
+            # a 2-letter string would otherwise pass as the pair of its letters
+            if isinstance(edge, str) or not hasattr(edge, "__len__") or len(edge) != 2:
                 raise ValueError(f"edge {edge!r} is not a (parent, child) pair")
             parent, child = self._resolve(edge[0]), self._resolve(edge[1])
             if parent == child:
@@ -314,6 +322,10 @@ class LabelGraph:
         parent.  Per-label mappings in ``metadata`` (dicts keyed by label names) are
         restricted to the kept labels; other metadata is copied.
         """
+        if isinstance(labels, str):
+            raise TypeError(
+                "subgraph() takes a sequence of label names/indices, not a single string"
+            )
         kept = [self._resolve(label) for label in labels]
         if len(set(kept)) != len(kept):
             duplicates = sorted({self._names[i] for i in kept if kept.count(i) > 1})
@@ -497,6 +509,11 @@ class LabelGraph:
             psi = self._turn_off_closure(on_flat, target_keys)
         else:
             logit_flat = None if logits is None else self._logits_numpy(logits)
+            if logit_flat is not None and np.isnan(logit_flat).any():
+                # NaN would make the highest-logit child pick arbitrary
+                image, label = divmod(int(np.argmax(np.isnan(logit_flat))), len(self))
+                where = f"image {image}, " if on.ndim == 2 else ""
+                raise ValueError(f"logits hold NaN ({where}label {self._names[label]!r})")
             psi = self._turn_on_closure(
                 on_flat, target_flat, target_keys, logit_flat, batched=on.ndim == 2
             )
@@ -526,6 +543,14 @@ class LabelGraph:
             raise ValueError(
                 f"logits must have the prediction's shape {shape}, got {tuple(logits.shape)}"
             )
+        if isinstance(logits, torch.Tensor):
+            numeric = logits.dtype != torch.bool and not logits.dtype.is_complex
+        else:
+            numeric = np.issubdtype(logits.dtype, np.floating) or np.issubdtype(
+                logits.dtype, np.integer
+            )
+        if not numeric:
+            raise TypeError(f"logits must hold real numbers, got dtype {logits.dtype}")
 
     @staticmethod
     def _logits_numpy(logits: ArrayOrTensor) -> npt.NDArray[np.floating[Any]]:
@@ -646,7 +671,7 @@ class LabelGraph:
             )
         if data.get("schema") != JSON_SCHEMA:
             raise ValueError(f"key 'schema' must be {JSON_SCHEMA!r}, got {data.get('schema')!r}")
-        if data.get("version") != JSON_VERSION:
+        if isinstance(data.get("version"), bool) or data.get("version") != JSON_VERSION:
             raise ValueError(
                 f"unsupported label graph schema version {data.get('version')!r} "
                 f"(this mlattack reads version {JSON_VERSION})"

@@ -179,6 +179,9 @@ def test_target_set_on_builtin_voc_climbs_the_chain(capsys: Any) -> None:
         (["build", "--openimages", "{tmp}/h.json", "--synset", "a=b"], "--synset"),
         (["build", "--labels-file", "{tmp}/none.txt"], "none.txt"),
         (["build", "--labels-file", "{tmp}/empty.txt"], "names no labels"),
+        (["build", "--labels-file", "{tmp}"], "cannot be read"),
+        (["build", "--builtin", "voc", "-o", "{tmp}"], "cannot write"),
+        (["build", "--builtin", "voc", "-o", "{tmp}/no/such/dir/g.json"], "g.json"),
     ],
 )
 def test_errors_are_clean_messages_with_exit_code_2(

@@ -66,3 +66,14 @@ def test_split_keeps_metadata_and_is_seeded() -> None:
         split_dataset(ds, 1.0)
     with pytest.raises(IndexError, match="out of range"):
         LabelledSubset(ds, [0, 20])
+
+
+@pytest.mark.parametrize("validate", [False, True])
+def test_a_folder_of_only_unreadable_images_is_a_clear_error(
+    tmp_path: Path, validate: bool
+) -> None:
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(b"\xff\xd8\xff\xe0 a truncated JPEG")
+    (tmp_path / "labels.csv").write_text("filename,labels\na.jpg,cat\nb.jpg,dog\n")
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match=r"readable.*a\.jpg"):
+        ImageFolderDataset(tmp_path, size=16, validate=validate)[0]

@@ -55,3 +55,14 @@ def test_ground_truth_columns_by_name() -> None:
     assert columns is not None
     assert columns.tolist() == [1, 0, 2, 3, 4, 5]
     assert torch.equal(columns, torch.tensor([1, 0, 2, 3, 4, 5]))
+
+
+def test_unknown_model_and_dataset_options_name_their_config_key() -> None:
+    from mlattack.experiments.builders import build_dataset_from_spec, build_model_from_spec
+    from mlattack.experiments.config import DatasetSpec, ModelSpec
+
+    spec = ModelSpec(name="small-cnn", options={"num_labels": 3, "colour": "red"})
+    with pytest.raises(TypeError, match=r"config key 'model.options'.*colour"):
+        build_model_from_spec(spec)
+    with pytest.raises(TypeError, match=r"config key 'dataset.options'.*shade"):
+        build_dataset_from_spec(DatasetSpec(name="synthetic", options={"shade": 1}), TinyModel())

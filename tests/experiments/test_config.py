@@ -108,3 +108,10 @@ def test_device_is_not_part_of_the_identity() -> None:
     cpu = ExperimentConfig.from_dict(tiny_config(device="cpu"))
     gpu = ExperimentConfig.from_dict(tiny_config(device="cuda"))
     assert cpu.config_hash() == gpu.config_hash()
+
+
+def test_a_binary_file_is_named_as_not_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00\x81 not text")
+    with pytest.raises(ValueError, match=r"binary\.yaml: not valid YAML"):
+        ExperimentConfig.from_yaml(path)

@@ -86,6 +86,22 @@ def test_label_names_are_escaped(tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "a&amp;b" in html
 
 
+def test_label_names_with_mathtext_characters_are_drawn_literally(tmp_path: Path) -> None:
+    # "$\\nope{$" is invalid mathtext: parsed as maths, it made matplotlib raise while drawing
+    names = ("$\\nope{$", "d_og$", "cat", "vehicle^2", "car", "bus")
+    config = ExperimentConfig.from_dict(tiny_config(gradient_correlation=True))
+    run_dir = run_experiment(
+        config,
+        tmp_path / "run",
+        model=TinyModel(names),
+        dataset=TinyDataset(names=names),
+        progress=False,
+    )
+    report_dir = build_report(run_dir).parent
+    for name in ("fig5_eps", "fig6_sizes", "fig8_gradcorr", "fig9_qualitative"):
+        assert (report_dir / f"{name}.png").stat().st_size > 0, name
+
+
 def test_absent_data_gives_notes(tmp_path: Path) -> None:
     run_dir = run_tiny(
         tmp_path / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"}, examples=0

@@ -207,3 +207,24 @@ def test_gradient_correlation_compares_omega_with_psi(tmp_path: Path) -> None:
         if targets == flip_set:
             assert mla_c == pytest.approx(gmla, abs=1e-6)
     assert any(t != f and abs(a - b) > 1e-6 for a, b, t, f in rows)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "named"),
+    [({"stepz": 5}, TypeError, "stepz"), ({"steps": -1}, ValueError, "steps")],
+)
+def test_bad_attack_option_is_named_before_any_work(
+    tmp_path: Path, options: dict[str, int], error: type[Exception], named: str
+) -> None:
+    attacks = [{"name": "mla-u", "options": {"steps": 5}}, {"name": "gmla", "options": options}]
+    with pytest.raises(error, match=rf"config key 'attacks\[1\]' \(gmla, eps=[\d.]+\): .*{named}"):
+        run_tiny(tmp_path / "run", **{**SMALL, "attacks": attacks})
+    assert not list((tmp_path / "run").glob("*.sqlite"))
+
+
+def test_out_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "results.txt"
+    out.write_text("not a run directory")
+    with pytest.raises(ValueError, match=r"results\.txt is a file"):
+        run_tiny(out, **SMALL)
+    assert out.read_text() == "not a run directory"

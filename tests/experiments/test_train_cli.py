@@ -109,3 +109,26 @@ def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixtu
                 out,
             ]
         )
+
+
+def test_train_on_only_unreadable_images_exits_2_naming_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "broken"
+    root.mkdir()
+    names = [f"{i}.jpg" for i in range(6)]
+    for name in names:
+        (root / name).write_bytes(b"\xff\xd8\xff\xe0 a truncated JPEG")
+    (root / "labels.csv").write_text(
+        "filename,labels\n"
+        + "".join(f"{n},{'cat' if i % 2 else 'dog'}\n" for i, n in enumerate(names))
+    )
+    with pytest.warns(RuntimeWarning):
+        code = main(
+            ["train", "--model", "small-cnn", "--dataset", "folder", "--root", str(root),
+             "--labels-csv", str(root / "labels.csv"), "--image-size", "16", "--epochs", "1",
+             "--no-progress", "--out", str(tmp_path / "m.pt")]
+        )  # fmt: skip
+    assert code == 2
+    assert "readable" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()

@@ -297,6 +297,29 @@ def test_target_set_errors() -> None:
         ZOO.consistent_target_set(pred, bad_targets.astype(float))
     with pytest.raises(TypeError, match="targets"):
         ZOO.consistent_target_set(pred[0], "dog")  # type: ignore[arg-type]
+    off = np.zeros(8, bool)
+    with pytest.raises(TypeError, match="logits must hold real numbers, got dtype bool"):
+        ZOO.consistent_target_set(off, ["vehicle"], direction="on", logits=np.ones(8, bool))
+    with pytest.raises(TypeError, match="logits must hold real numbers"):
+        ZOO.consistent_target_set(
+            off, ["vehicle"], direction="on", logits=torch.ones(8, dtype=torch.bool)
+        )
+    nan_logits = np.zeros(8)
+    nan_logits[ZOO.index("car")] = np.nan
+    with pytest.raises(ValueError, match="logits hold NaN.*'car'"):
+        ZOO.consistent_target_set(off, ["vehicle"], direction="on", logits=nan_logits)
+
+
+def test_single_prediction_gives_a_scalar_for_numpy_and_torch() -> None:
+    pred = mask(ZOO, ["animal", "dog"])
+    for around in (None, mask(ZOO, ["dog"])):
+        as_numpy = ZOO.is_consistent(pred, around=around)
+        as_torch = ZOO.is_consistent(
+            torch.from_numpy(pred), around=None if around is None else torch.from_numpy(around)
+        )
+        assert isinstance(as_numpy, np.ndarray) and as_numpy.shape == ()
+        assert isinstance(as_torch, torch.Tensor) and as_torch.shape == ()
+        assert bool(as_numpy) and bool(as_torch)
 
 
 def test_empty_batches_and_views() -> None:

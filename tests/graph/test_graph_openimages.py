@@ -115,6 +115,10 @@ def test_bad_files_are_named(tmp_path: Path) -> None:
         load_openimages_graph(hierarchy, descriptions)
     with pytest.raises(ValueError, match="missing.csv"):
         load_openimages_graph(hierarchy, tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match="class descriptions file.*cannot be read"):
+        load_openimages_graph(hierarchy, tmp_path)  # a directory
+    with pytest.raises(ValueError, match="hierarchy file.*cannot be read"):
+        load_openimages_graph(tmp_path)
 
 
 def test_real_hierarchy_target_sets(openimages_dir: Path) -> None:

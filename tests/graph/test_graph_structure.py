@@ -73,6 +73,8 @@ def test_empty_graph_and_no_edges() -> None:
         (["a", "b"], [("b", "b")], "self-loop on label 'b'"),
         (["a", ""], [], "empty"),
         (["a", "b"], [("a", "b", "a")], "not a (parent, child) pair"),
+        (["a", "b"], ["ab"], "edge 'ab' is not a (parent, child) pair"),
+        (["a", "b"], [3], "edge 3 is not a (parent, child) pair"),
     ],
 )
 def test_construction_errors(names: list[str], edges: list, message: str) -> None:
@@ -107,6 +109,10 @@ def test_type_errors() -> None:
         LabelGraph(["a", 3])  # type: ignore[list-item]
     with pytest.raises(TypeError):
         LabelGraph(["a", "b"], [("a", 1.0)])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="edges"):
+        LabelGraph(["a", "b"], None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="metadata must be a mapping"):
+        LabelGraph(["a", "b"], metadata=[("source", "x")])  # type: ignore[arg-type]
 
 
 def test_query_errors(graph: LabelGraph) -> None:
@@ -156,6 +162,7 @@ def test_from_json_accepts_index_edges() -> None:
     [
         ({"schema": "other"}, "key 'schema'"),
         ({"version": 2}, "version 2"),
+        ({"version": True}, "version True"),
         ({"names": "ab"}, "key 'names'"),
         ({"edges": [["a"]]}, "key 'edges'"),
         ({"metadata": []}, "key 'metadata'"),
@@ -181,6 +188,12 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     wrong.write_text(json.dumps({"schema": "nope"}))
     with pytest.raises(ValueError, match="wrong.json.*schema"):
         LabelGraph.load(wrong)
+    with pytest.raises(ValueError, match="cannot be read"):
+        LabelGraph.load(tmp_path)  # a directory
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match="binary.json"):
+        LabelGraph.load(binary)
 
 
 def test_subgraph_contracts_removed_labels() -> None:
@@ -215,6 +228,8 @@ def test_subgraph_errors(graph: LabelGraph) -> None:
         graph.subgraph(["dog", "cat", "dog"])
     with pytest.raises(ValueError, match="unknown label 'zebra'"):
         graph.subgraph(["zebra"])
+    with pytest.raises(TypeError, match="single string"):
+        graph.subgraph("dog")
 
 
 def test_source_classmethods_delegate() -> None:

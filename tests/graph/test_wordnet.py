@@ -294,6 +294,8 @@ def test_every_node_hangs_below_a_wordnet_hypernym_of_it(wordnet: Any) -> None:
         ({"labels": ["dog", "cat.n.77"]}, ValueError, "label = 'cat.n.77'"),
         ({"labels": ["dog"], "min_shared": 0}, ValueError, "min_shared"),
         ({"labels": ["dog"], "min_depth": -1}, ValueError, "min_depth"),
+        ({"labels": ["dog"], "exclude": ["whole.n.99"]}, ValueError, "exclude = 'whole.n.99'"),
+        ({"labels": ["dog"], "exclude": None}, TypeError, "exclude"),
     ],
 )
 def test_bad_input_names_the_offender(

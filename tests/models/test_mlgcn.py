@@ -100,6 +100,28 @@ def test_label_embedding_errors_name_file_and_label(tmp_path: Path) -> None:
         load_label_embeddings(path, NAMES)
 
 
+class _Executable:
+    """Pickling this would run code on load: the embedding loaders must refuse it."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("executed",))
+
+
+def test_unreadable_embedding_files_are_named(tmp_path: Path) -> None:
+    pickled = tmp_path / "objects.npy"
+    np.save(pickled, np.array([{"cat": [1.0]}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"objects\.npy: cannot read label embeddings"):
+        load_label_embeddings(pickled, NAMES)
+    code = tmp_path / "code.pt"
+    torch.save({"cat": _Executable()}, code)
+    with pytest.raises(ValueError, match=r"code\.pt: cannot read label embeddings"):
+        load_label_embeddings(code, NAMES)
+    broken = tmp_path / "broken.json"
+    broken.write_bytes(b"\xff{not json")
+    with pytest.raises(ValueError, match=r"broken\.json: cannot read label embeddings"):
+        load_label_embeddings(broken, NAMES)
+
+
 def test_ml_gcn_head_is_gcn_over_embeddings() -> None:
     torch.manual_seed(0)
     model = build_model(

@@ -38,8 +38,8 @@ class AttackResult:
     Attributes:
         adv: float ``[B, 3, H, W]`` in ``[0, 1]`` with ``‖adv − images‖∞ ≤ eps`` per image (equal to the
             input for images that were not attacked).
-        images: float ``[B, 3, H, W]``, the clean images the attack received (the caller's tensor,
-            not a copy), so that metrics such as SSIM need nothing else.
+        images: float ``[B, 3, H, W]``, the clean images the attack received (a detached copy of
+            the caller's tensor), so that metrics such as SSIM need nothing else.
         clean_pred: bool ``[B, C]``, the model's prediction on the clean images (``y``).
         adv_pred: bool ``[B, C]``, recomputed by the base class from ``adv`` by a fresh forward pass.
         targets: bool ``[B, C]``, the labels asked to flip (Ω).

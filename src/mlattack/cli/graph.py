@@ -128,6 +128,8 @@ def _read_labels_file(path: Path) -> tuple[list[str], dict[str, str]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"labels file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:  # a directory, no permission, not text
+        raise ValueError(f"labels file {str(path)!r} cannot be read: {error}") from None
     labels: list[str] = []
     synsets: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -188,7 +190,10 @@ def _build(args: argparse.Namespace) -> int:
         json.dump(graph.to_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        graph.save(args.output)
+        try:
+            graph.save(args.output)
+        except OSError as error:  # a missing folder, a directory, no permission
+            raise ValueError(f"cannot write {str(args.output)!r}: {error.strerror}") from None
         print(f"wrote {len(graph)} labels, {len(graph.edges)} edges to {args.output}")
     return 0
 

@@ -122,7 +122,9 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             if self.transform is not None:
                 image = self.transform(image)
             return image, self.labels[current]
-        raise RuntimeError(f"no readable image among the {count} images of this dataset")
+        raise ValueError(
+            f"no readable image among the {count} images of this dataset (e.g. {self.paths[0]})"
+        )
 
     def _drop_unreadable(self) -> None:
         keep: list[int] = []
@@ -135,6 +137,10 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 warnings.warn(
                     f"dropping unreadable image {path}: {exc}", RuntimeWarning, stacklevel=3
                 )
+        if self.paths and not keep:
+            raise ValueError(
+                f"none of the {len(self.paths)} images is readable (e.g. {self.paths[0]})"
+            )
         self._dropped = len(self.paths) - len(keep)
         self.paths = [self.paths[i] for i in keep]
         self.labels = self.labels[torch.tensor(keep, dtype=torch.long)]

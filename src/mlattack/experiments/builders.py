@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,15 @@ def _existing(path: Path, base_dir: Path | None) -> Path:
     return base_dir / path
 
 
+@contextmanager
+def config_key(key: str) -> Iterator[None]:
+    """Prefix a bad-option error (an unexpected or ill-typed keyword) with the config key it came from."""
+    try:
+        yield
+    except TypeError as exc:
+        raise TypeError(f"config key '{key}': {exc}") from exc
+
+
 def build_model_from_spec(spec: ModelSpec, *, base_dir: Path | None = None) -> nn.Module:
     """The model a :class:`ModelSpec` describes (checkpoint paths are relative to ``base_dir``)."""
     from mlattack import models
@@ -52,11 +63,12 @@ def build_model_from_spec(spec: ModelSpec, *, base_dir: Path | None = None) -> n
             )
         return models.load(path)
     assert spec.name is not None
-    if spec.name == IMAGENET_HIERARCHY:
-        from mlattack.models.imagenet import ImageNetHierarchyModel
+    with config_key("model.options"):
+        if spec.name == IMAGENET_HIERARCHY:
+            from mlattack.models.imagenet import ImageNetHierarchyModel
 
-        return ImageNetHierarchyModel(**spec.options)
-    return models.build_model(spec.name, **spec.options)
+            return ImageNetHierarchyModel(**spec.options)
+        return models.build_model(spec.name, **spec.options)
 
 
 class SamplePhotos(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -91,11 +103,12 @@ class SamplePhotos(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
 
 def build_dataset_from_spec(spec: DatasetSpec, model: nn.Module) -> Dataset[Any]:
-    if spec.name == SAMPLE_PHOTOS:
-        return SamplePhotos(label_names_of(model), **spec.options)
     from mlattack.data import build_dataset
 
-    return build_dataset(spec.name, **spec.options)
+    with config_key("dataset.options"):
+        if spec.name == SAMPLE_PHOTOS:
+            return SamplePhotos(label_names_of(model), **spec.options)
+        return build_dataset(spec.name, **spec.options)
 
 
 def resolve_graph(

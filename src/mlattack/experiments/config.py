@@ -189,7 +189,7 @@ class ExperimentConfig(_Section):
         with path.open(encoding="utf-8") as handle:
             try:
                 data = yaml.safe_load(handle)
-            except yaml.YAMLError as exc:
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
                 raise ValueError(f"{path}: not valid YAML: {exc}") from exc
         return cls.from_dict(data, source=str(path))
 

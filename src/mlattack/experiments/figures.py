@@ -6,11 +6,14 @@ needs is absent (the report then says so).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -18,6 +21,19 @@ from mlattack.experiments.aggregate import METRIC_TITLES, METRICS, Aggregates, R
 
 COSINE_BINS = (-1.0, 0.0, 0.25, 0.5, 0.75, 0.85, 1.0)
 _DPI = 110
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _literal_text(draw: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Draw all text literally: a label name such as ``a$b`` must not be parsed as mathtext."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return wrapper
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -29,6 +45,7 @@ def _series_label(model: str, attack: str, n_models: int) -> str:
     return attack if n_models == 1 else f"{model} / {attack}"
 
 
+@_literal_text
 def figure_eps(agg: Aggregates, path: Path) -> Path | None:
     """Fig. 5: FR_N and FR_S against ε, one column per |Ω|."""
     rows = agg.summary
@@ -59,6 +76,7 @@ def figure_eps(agg: Aggregates, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+@_literal_text
 def figure_sizes(agg: Aggregates, path: Path) -> Path | None:
     """Fig. 6: FR_N, FR_S, NT_R, SSIM against |Ω| at each run's first ε."""
     first_eps = {run.model: run.eps_list[0] for run in agg.runs}
@@ -86,6 +104,7 @@ def figure_sizes(agg: Aggregates, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+@_literal_text
 def figure_transfer(agg: Aggregates, path: Path) -> Path | None:
     """Fig. 7: transfer rate heat maps (naive and semantic), rows = source, columns = target."""
     if not agg.transfer:
@@ -108,6 +127,7 @@ def figure_transfer(agg: Aggregates, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+@_literal_text
 def figure_gradcorr(agg: Aggregates, path: Path) -> Path | None:
     """Fig. 8: share of images per cos(g_t, g_nt) bin, MLA-C vs GMLA objective, per model and |Ω|."""
     if not agg.gradcorr:
@@ -194,6 +214,7 @@ def _example_groups(examples: list[dict[str, Any]], limit: int) -> list[list[dic
     return [grouped[k] for k in keys]
 
 
+@_literal_text
 def figure_qualitative(
     run: Run, graph: Any, examples: list[dict[str, Any]], path: Path, *, limit: int = 4
 ) -> Path | None:
@@ -229,6 +250,7 @@ def figure_qualitative(
     return _save(fig, path)
 
 
+@_literal_text
 def figure_perturbations(
     run: Run, examples: list[dict[str, Any]], path: Path, *, limit: int = 4
 ) -> Path | None:

@@ -124,6 +124,7 @@ def run_experiment(
         dataset = build_dataset_from_spec(config.dataset, model)
     names = label_names_of(model)
     graph, outside = resolve_graph(config.graph, model, dataset, base_dir=base)
+    _check_attack_options(config, model, graph)
     columns = ground_truth_columns(dataset, names)
 
     n_scan = dataset_length(dataset)
@@ -208,6 +209,30 @@ def _check_attacks_available(config: ExperimentConfig) -> None:
         )
 
 
+def _configured_attack(
+    config: ExperimentConfig, spec: AttackSpec, model: nn.Module, graph: LabelGraph, eps: float
+) -> Any:
+    from mlattack.attacks import build_attack
+
+    options = {"threshold": config.threshold, "seed": config.seed, **spec.options}
+    return build_attack(spec.name, model, graph=graph, eps=eps, on_invalid="skip", **options)
+
+
+def _check_attack_options(config: ExperimentConfig, model: nn.Module, graph: LabelGraph) -> None:
+    """Build every configured attack once, so a bad option is named before the long clean scan."""
+    specs = [(f"attacks[{i}]", spec, config.eps) for i, spec in enumerate(config.attacks)]
+    if config.transfer is not None:
+        specs.append(("transfer.attack", config.transfer.attack, [config.transfer.eps]))
+    for key, spec, eps_values in specs:
+        for eps in eps_values:
+            try:
+                _configured_attack(config, spec, model, graph, eps)
+            except (TypeError, ValueError) as exc:
+                kind = ValueError if isinstance(exc, ValueError) else TypeError
+                where = f"config key '{key}' ({spec.display_name}, eps={eps})"
+                raise kind(f"{where}: {exc}") from exc
+
+
 def _device(name: str) -> torch.device:
     """``cuda`` means this rank's GPU under torchrun (``LOCAL_RANK``)."""
     if name == "cuda" and "LOCAL_RANK" in os.environ:
@@ -216,6 +241,8 @@ def _device(name: str) -> torch.device:
 
 
 def _prepare_run_dir(run_dir: Path, config: ExperimentConfig, *, force: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"run directory {run_dir} is a file; give another '--out' directory")
     if force and run_dir.exists():
         for path in run_dir.glob("results-rank*.sqlite*"):
             path.unlink()
@@ -459,12 +486,7 @@ class _Context:
         return targets
 
     def _attack(self, spec: AttackSpec, model: nn.Module, eps: float) -> Any:
-        from mlattack.attacks import build_attack
-
-        options = {"threshold": self.config.threshold, "seed": self.config.seed, **spec.options}
-        return build_attack(
-            spec.name, model, graph=self.graph, eps=eps, on_invalid="skip", **options
-        )
+        return _configured_attack(self.config, spec, model, self.graph, eps)
 
     def execute(self, unit: _Unit) -> dict[str, list[tuple[Any, ...]]]:
         torch.manual_seed(self.config.seed)

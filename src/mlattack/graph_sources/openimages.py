@@ -48,6 +48,14 @@ def read_class_descriptions(path: str | Path) -> dict[str, str]:
                 descriptions[row[0]] = row[1]
     except FileNotFoundError:
         raise ValueError(f"class descriptions file {str(path)!r} does not exist") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"class descriptions file {str(path)!r} is not UTF-8 text: {error}"
+        ) from None
+    except OSError as error:  # a directory, no permission, ...
+        raise ValueError(
+            f"class descriptions file {str(path)!r} cannot be read: {error.strerror}"
+        ) from None
     return descriptions
 
 

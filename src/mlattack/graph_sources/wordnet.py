@@ -534,9 +534,13 @@ def build_wordnet_graph(
         raise ValueError(f"synsets names label(s) {unknown} that are not in labels")
     check_int(min_shared, "min_shared", minimum=1)
     check_int(min_depth, "min_depth", minimum=0)
+    if exclude is None:
+        raise TypeError("exclude must be synset names (use () to exclude nothing), got None")
     excluded = {exclude} if isinstance(exclude, str) else set(exclude)
 
     wordnet = get_wordnet()
+    for name in sorted(excluded, key=str):  # a misspelt name would silently exclude nothing
+        _named_synset(wordnet, name, "exclude")
     label_synsets = _resolve_synsets(wordnet, label_list, overrides)
     builder = _TreeBuilder(label_synsets)
     nodes, parents = builder.build(min_shared, min_depth, excluded, collapse_chains)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ def load_label_embeddings(path: str | Path, label_names: Sequence[str]) -> Tenso
     if not path.is_file():
         raise FileNotFoundError(f"label embedding file not found: {path}")
     suffix = path.suffix.lower()
+    if suffix not in (".npy", ".pt", ".pth", ".json"):
+        raise ValueError(f"{path}: label embeddings must be .npy, .pt or .json")
     try:
         if suffix == ".npy":
             values: Any = np.load(path, allow_pickle=False)
@@ -64,11 +67,10 @@ def load_label_embeddings(path: str | Path, label_names: Sequence[str]) -> Tenso
             values = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(values, Tensor):
                 values = values.detach().cpu().numpy()
-        elif suffix == ".json":
-            values = json.loads(path.read_text(encoding="utf-8"))
         else:
-            raise ValueError(f"{path}: label embeddings must be .npy, .pt or .json")
-    except (OSError, json.JSONDecodeError, RuntimeError) as error:
+            values = json.loads(path.read_text(encoding="utf-8"))
+    # ValueError covers bad JSON/UTF-8 and numpy's refusal of pickled object arrays
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
         raise ValueError(f"{path}: cannot read label embeddings ({error})") from error
     if isinstance(values, Mapping):
         values = {

@@ -1,0 +1,44 @@
+"""The dispatcher: expected failures become one-line messages with exit code 2, not tracebacks."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from mlattack import cli
+
+
+def _parser_failing_with(error: BaseException) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlattack")
+    subparsers = parser.add_subparsers(dest="command")
+
+    def fail(args: argparse.Namespace) -> int:
+        raise error
+
+    subparsers.add_parser("boom").set_defaults(func=fail)
+    return parser
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ValueError("bad value"), TypeError("bad type"), PermissionError("no access to /x")],
+)
+def test_expected_errors_exit_2_with_a_message(
+    error: Exception, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "build_parser", lambda: _parser_failing_with(error))
+    assert cli.main(["boom"]) == 2
+    assert capsys.readouterr().err == f"mlattack boom: error: {error}\n"
+
+
+def test_programming_errors_are_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "build_parser", lambda: _parser_failing_with(KeyError("bug")))
+    with pytest.raises(KeyError):
+        cli.main(["boom"])
+
+
+def test_every_subcommand_is_registered() -> None:
+    help_text = cli.build_parser().format_help()
+    for name in cli.SUBCOMMANDS:
+        assert name in help_text
