@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from exp_fixtures import LABELS, TinyDataset, TinyModel, run_tiny, tiny_config
@@ -69,17 +70,22 @@ def test_html_states_denominators(full_report: Path) -> None:
     assert "source attack fooled" in html
 
 
-def test_label_names_are_escaped(tmp_path: Path) -> None:
-    names = ("<script>alert(1)</script>", "dog", "cat", "a&b", "car", 'bus"')
-    config = ExperimentConfig.from_dict(
-        tiny_config(eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"})
-    )
-    run_dir = run_experiment(
+def _run_with_label_names(tmp_path: Path, names: tuple[str, ...], **overrides: Any) -> Path:
+    """A tiny run whose model and dataset use ``names`` as their labels."""
+    config = ExperimentConfig.from_dict(tiny_config(**overrides))
+    return run_experiment(
         config,
         tmp_path / "run",
         model=TinyModel(names),
         dataset=TinyDataset(names=names),
         progress=False,
+    )
+
+
+def test_label_names_are_escaped(tmp_path: Path) -> None:
+    names = ("<script>alert(1)</script>", "dog", "cat", "a&b", "car", 'bus"')
+    run_dir = _run_with_label_names(
+        tmp_path, names, eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"}
     )
     html = build_report(run_dir).read_text(encoding="utf-8")
     assert "<script>" not in html and 'bus"' not in html
@@ -89,14 +95,7 @@ def test_label_names_are_escaped(tmp_path: Path) -> None:
 def test_label_names_with_mathtext_characters_are_drawn_literally(tmp_path: Path) -> None:
     # "$\\nope{$" is invalid mathtext: parsed as maths, it made matplotlib raise while drawing
     names = ("$\\nope{$", "d_og$", "cat", "vehicle^2", "car", "bus")
-    config = ExperimentConfig.from_dict(tiny_config(gradient_correlation=True))
-    run_dir = run_experiment(
-        config,
-        tmp_path / "run",
-        model=TinyModel(names),
-        dataset=TinyDataset(names=names),
-        progress=False,
-    )
+    run_dir = _run_with_label_names(tmp_path, names, gradient_correlation=True)
     report_dir = build_report(run_dir).parent
     for name in ("fig5_eps", "fig6_sizes", "fig8_gradcorr", "fig9_qualitative"):
         assert (report_dir / f"{name}.png").stat().st_size > 0, name
