@@ -18,6 +18,19 @@ from torch import Tensor, nn  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Fuzz suites are deterministic (same examples every run) and bounded in time by example count.
+settings.register_profile(
+    "deterministic",
+    derandomize=True,
+    deadline=None,
+    max_examples=60,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("deterministic")
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

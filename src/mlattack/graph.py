@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Iterable, Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +28,9 @@ import numpy.typing as npt
 import torch
 from scipy import sparse
 
-__all__ = ["JSON_SCHEMA", "JSON_VERSION", "LabelGraph"]
+from mlattack._validation import check_bool
+
+__all__ = ["DIRECTIONS", "JSON_SCHEMA", "JSON_VERSION", "LabelGraph"]
 
 JSON_SCHEMA = "mlattack.label_graph"
 JSON_VERSION = 1
@@ -35,7 +38,9 @@ JSON_VERSION = 1
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 ArrayOrTensor = BoolArray | torch.Tensor
-Direction = Literal["off", "on"]
+Direction = Literal["off", "on", "mixed"]
+#: Values of ``consistent_target_set(direction=...)``.
+DIRECTIONS: tuple[Direction, ...] = ("off", "on", "mixed")
 
 
 def _gather_neighbours(
@@ -76,7 +81,8 @@ class _BatchIO:
 
 
 def read_json_file(path: Path, what: str) -> Any:
-    """Parse the JSON file ``path``; a missing or malformed file raises ``ValueError`` naming it.
+    """Parse the JSON file ``path``; a missing, malformed or too deeply nested file raises
+    ``ValueError`` naming it.
 
     ``what`` says what the file is, e.g. ``"label graph file"``, for the message.
     """
@@ -86,6 +92,11 @@ def read_json_file(path: Path, what: str) -> Any:
         raise ValueError(f"{what} {str(path)!r} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{what} {str(path)!r} is not valid JSON: {error}") from None
+    except RecursionError:  # the parser recurses once per nesting level
+        raise ValueError(
+            f"{what} {str(path)!r} is nested too deeply to be parsed (more than about "
+            f"{sys.getrecursionlimit()} levels)"
+        ) from None
     except OSError as error:  # a directory, no permission, ...
         raise ValueError(f"{what} {str(path)!r} cannot be read: {error.strerror}") from None
 
@@ -108,6 +119,55 @@ def _to_bool_numpy(value: Any, name: str) -> BoolArray:
     raise TypeError(f"{name} must hold booleans (or 0/1 integers), got dtype {array.dtype}")
 
 
+def _short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a user's object may be huge or deep)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _ordered_items(value: Any, name: str, what: str) -> tuple[Any, ...]:
+    """The items of an ordered collection (a sequence or a 1-D array), else ``TypeError``.
+
+    Sets and mappings are refused: their order is not the user's, and label order is the
+    classifier's output order.
+    """
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise TypeError(f"{name} must be a 1-D array of {what}, got shape {value.shape}")
+        return tuple(value.tolist())
+    if isinstance(value, str | bytes):
+        raise TypeError(f"{name} must be a sequence of {what}, not a single string")
+    if isinstance(value, Set | Mapping) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"{name} must be a sequence (list or tuple) of {what}, got "
+            f"{type(value).__name__}: {_short_repr(value)}"
+        )
+    return tuple(value)
+
+
+def _edge_ends(edge: Any, position: int) -> tuple[Any, Any]:
+    """``(parent, child)`` of one edge: a list, tuple or 1-D array of two labels."""
+    if isinstance(edge, Set | Mapping):
+        kind = "a set" if isinstance(edge, Set) else "a mapping"
+        raise TypeError(
+            f"edge at position {position} is {kind} ({_short_repr(edge)}); give an ordered "
+            "(parent, child) pair as a tuple or list"
+        )
+    # a 2-letter string would otherwise pass as the pair of its letters
+    if isinstance(edge, str | bytes) or not isinstance(edge, Sequence | np.ndarray):
+        raise ValueError(
+            f"edge {_short_repr(edge)} is not a (parent, child) pair (position {position})"
+        )
+    if len(edge) != 2 or (isinstance(edge, np.ndarray) and edge.ndim != 1):
+        raise ValueError(
+            f"edge {_short_repr(edge)} is not a (parent, child) pair (position {position})"
+        )
+    return edge[0], edge[1]
+
+
 class LabelGraph:
     """A directed acyclic graph over label names (edges point parent -> child).
 
@@ -118,8 +178,13 @@ class LabelGraph:
         metadata: free-form JSON-able information (source, synsets, MIDs, ...).
 
     Raises:
-        ValueError: for a duplicate or empty name, an unknown name, an index out of range, a
-            self-loop, or a cycle (the message lists the cycle's labels).
+        TypeError: ``names`` is not an ordered collection of strings (``None``, a number, a
+            single string, a set, a mapping), ``edges`` is not an iterable of pairs, an edge is
+            an unordered set or a mapping, or an edge end is neither a name nor an integer
+            index; the message names the argument and the position.
+        ValueError: for a duplicate or empty name, an edge that is not a pair, an unknown name,
+            an index out of range, a self-loop, or a cycle (the message lists the cycle's
+            labels).
     """
 
     def __init__(
@@ -129,9 +194,7 @@ class LabelGraph:
         *,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        if isinstance(names, str):
-            raise TypeError("names must be a sequence of label names, not a single string")
-        names_tuple = tuple(names)
+        names_tuple = _ordered_items(names, "names", "label names")
         for position, name in enumerate(names_tuple):
             if not isinstance(name, str):
                 raise TypeError(
@@ -150,15 +213,24 @@ class LabelGraph:
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
         self.metadata: dict[str, Any] = dict(metadata) if metadata is not None else {}
-        if edges is None or isinstance(edges, str):
-            raise TypeError(f"edges must be an iterable of (parent, child) pairs, got {edges!r}")
+        if (
+            edges is None
+            or isinstance(edges, str | bytes | Mapping)
+            or not isinstance(edges, Iterable)
+            or (isinstance(edges, np.ndarray) and edges.ndim != 2)
+        ):
+            raise TypeError(
+                "edges must be an iterable of (parent, child) pairs, "
+                f"got {type(edges).__name__}: {_short_repr(edges)}"
+            )
 
         edge_list: list[tuple[int, int]] = []
-        for edge in edges:
-            # a 2-letter string would otherwise pass as the pair of its letters
-            if isinstance(edge, str) or not hasattr(edge, "__len__") or len(edge) != 2:
-                raise ValueError(f"edge {edge!r} is not a (parent, child) pair")
-            parent, child = self._resolve(edge[0]), self._resolve(edge[1])
+        for position, edge in enumerate(edges):
+            ends = _edge_ends(edge, position)
+            try:
+                parent, child = self._resolve(ends[0]), self._resolve(ends[1])
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"edge at position {position}: {error}") from None
             if parent == child:
                 raise ValueError(f"self-loop on label {names_tuple[parent]!r}")
             edge_list.append((parent, child))
@@ -225,7 +297,7 @@ class LabelGraph:
             except KeyError:
                 raise ValueError(f"unknown label {label!r}") from None
         if isinstance(label, bool) or not isinstance(label, int | np.integer):
-            raise TypeError(f"a label must be a name or an index, got {label!r}")
+            raise TypeError(f"a label must be a name or an index, got {_short_repr(label)}")
         if not 0 <= int(label) < len(self._names):
             raise ValueError(
                 f"label index {int(label)} out of range for a graph of {len(self._names)} labels"
@@ -427,13 +499,32 @@ class LabelGraph:
             # one visited set per direction: a label's descendants may pass through another
             # masked label's ancestors
             reached = np.zeros(mask.size, dtype=np.bool_)
-            keys = start
-            while keys.size:
-                _, nxt = self._neighbour_keys(keys, keys % len(self), indptr, indices)
-                keys = np.unique(nxt[~reached[nxt]])
-                reached[keys] = True
+            self._walk(start, indptr, indices, reached)
             region.reshape(-1)[reached] = True
         return region
+
+    def _walk(
+        self,
+        start: IntArray,
+        indptr: IntArray,
+        indices: IntArray,
+        seen: BoolArray,
+        through: BoolArray | None = None,
+    ) -> IntArray:
+        """Breadth-first walk over flat keys from ``start`` along one edge direction.
+
+        Marks every key reached in ``seen`` (keys already marked are not entered again) and
+        goes on from a reached key only where ``through`` is True (everywhere when None).
+        Returns the newly reached keys."""
+        found: list[IntArray] = []
+        frontier = start
+        while frontier.size:
+            _, nxt = self._neighbour_keys(frontier, frontier % len(self), indptr, indices)
+            nxt = np.unique(nxt[~seen[nxt]])
+            seen[nxt] = True
+            found.append(nxt)
+            frontier = nxt if through is None else nxt[through[nxt]]
+        return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
     # ------------------------------------------------------------------ consistent target set
     def consistent_target_set(
@@ -443,6 +534,7 @@ class LabelGraph:
         *,
         direction: Direction = "off",
         logits: ArrayOrTensor | None = None,
+        repair: bool = False,
     ) -> ArrayOrTensor:
         """The consistent target set ``Psi`` of ``targets`` (``Omega``) on prediction ``pred``.
 
@@ -450,8 +542,8 @@ class LabelGraph:
         single ``[C]`` prediction) a sequence of label names/indices.  Returns a mask of
         ``pred``'s shape and type (torch in -> torch out on the same device).
 
-        ``direction="off"`` (every target on in ``pred``): ``Psi`` is the least set containing
-        the targets and closed under
+        *Turning off* (the targets that are on in ``pred``): ``Psi`` is the least set
+        containing them and closed under
 
         * *down*: an on child ``c`` of a member joins when every parent of ``c`` is off or in
           ``Psi``;
@@ -463,7 +555,7 @@ class LabelGraph:
         where the clean prediction is inconsistent; where it is locally consistent around the
         targets, turning ``Psi`` off keeps it so.
 
-        ``direction="on"`` (every target off in ``pred``), the mirror image:
+        *Turning on* (the targets that are off in ``pred``), the mirror image:
 
         * *up*: a target, or an ancestor that joined, with parents none of which is on in
           ``pred`` or a target, takes all its parents (so, in a tree, every off ancestor up to
@@ -471,53 +563,127 @@ class LabelGraph:
         * *down*: a target, or a child that joined this way, with children none of which is on
           in ``pred``, a target or an ancestor that joined, takes its child with the highest
           logit (ties: the lowest index), which its picker supports.  ``logits`` (shaped like
-          ``pred``) are required then; they are ignored (but checked) when turning off.
+          ``pred``) are required then; they are ignored (but checked) otherwise.
 
         Both steps read support from sets fixed beforehand, so the result is independent of
         the order labels are visited in, and turning ``Psi`` on leaves the prediction locally
         consistent around the targets wherever it was before.
 
+        Args:
+            pred: the clean prediction.
+            targets: ``Omega``.
+            direction: ``"off"`` requires every target to be on in ``pred`` and ``"on"`` every
+                target to be off (each a check of what the caller means); ``"mixed"`` accepts
+                both, as the paper defines ``Omega``: ``Psi`` is the union of the turn-off
+                closure of the present targets and the turn-on closure of the absent ones.  In
+                a mixed set the two closures see each other: a present target gives no support
+                to a label turning on, and the labels turning on support their neighbours (and
+                are never turned off), so ``pred XOR Psi`` stays consistent around the targets.
+                A mixed set whose two halves contradict (turning one target on needs a label
+                that turning another off removes) raises ``ValueError``.
+            logits: the clean logits, shaped like ``pred``, to pick a child when turning on.
+            repair: the authors' ``compute_tree_off_loss`` on inconsistent predictions: the
+                turn-off search also walks through off labels, so that, besides the rules
+                above,
+
+                * an on label with a parent the search walked through (a member, an off
+                  ancestor of a member, or an off label below a member reached through off
+                  labels) joins when every parent is off or in ``Psi``;
+                * an on ancestor of a member joins when every child is off or in ``Psi``.
+
+                On ON labels hanging under an OFF node the search walks through this turns off
+                what the plain rules leave on.  Unlike the authors' code it never turns off a
+                label that another on parent outside ``Psi`` still supports (DAG-safe), and on a
+                globally consistent prediction it gives the plain result.  It only changes the
+                turn-off closure.
+
         Raises:
-            ValueError: wrong shapes, a target not on (``"off"``) / already on (``"on"``)
-                (naming the image and label), a label out of range, or logits missing when
-                ``"on"`` needs them.
+            ValueError: wrong shapes, an unknown ``direction``, a target not on (``"off"``) /
+                already on (``"on"``) (naming the image and label), contradicting halves of a
+                mixed set, a label out of range, or logits missing or NaN when turning on
+                needs them.
+            TypeError: masks or logits of the wrong type, ``repair`` not a bool.
         """
-        if direction not in ("off", "on"):
-            raise ValueError(f"direction must be 'off' or 'on', got {direction!r}")
+        if not isinstance(direction, str) or direction not in DIRECTIONS:
+            raise ValueError(
+                f"direction must be one of {', '.join(map(repr, DIRECTIONS))}, got {direction!r}"
+            )
+        check_bool(repair, "repair")
         io = _BatchIO(pred)
         on = self._check_prediction(pred)
         if on.ndim > 2:
             raise ValueError(
                 f"pred must have shape [B, {len(self)}] or [{len(self)}], got {on.shape}"
             )
+        batched = on.ndim == 2
         target_mask = self._target_mask(targets, tuple(on.shape))
         on_flat = np.ascontiguousarray(on).reshape(-1)
         target_flat = np.ascontiguousarray(target_mask).reshape(-1)
         target_keys = np.flatnonzero(target_flat)
         if logits is not None:
             self._check_logits(logits, tuple(on.shape))
-        conflict = ~on_flat[target_keys] if direction == "off" else on_flat[target_keys]
-        if conflict.any():
-            image, label = divmod(int(target_keys[np.argmax(conflict)]), len(self))
-            where = f"image {image}, " if on.ndim == 2 else ""
-            state = "not present (off)" if direction == "off" else "already present (on)"
-            raise ValueError(
-                f"target {where}label {self._names[label]!r} is {state} in pred; "
-                f"direction={direction!r} needs every target {'on' if direction == 'off' else 'off'}"
-            )
-        if direction == "off":
-            psi = self._turn_off_closure(on_flat, target_keys)
-        else:
+        present = on_flat[target_keys]
+        if direction != "mixed":
+            wrong = ~present if direction == "off" else present
+            if wrong.any():
+                image, label = divmod(int(target_keys[np.argmax(wrong)]), len(self))
+                where = f"image {image}, " if batched else ""
+                if direction == "off":
+                    state, rule = "not present (off)", "predicted present"
+                    hint = "pass direction='mixed' to turn absent targets on"
+                else:
+                    state, rule = "already present (on)", "predicted absent"
+                    hint = "pass direction='mixed' to turn present targets off"
+                raise ValueError(
+                    f"target {where}label {self._names[label]!r} is {state} in pred; "
+                    f"direction={direction!r} requires every target to be {rule} ({hint})"
+                )
+        off_keys, on_keys = target_keys[present], target_keys[~present]
+
+        turned_on: BoolArray | None = None
+        if on_keys.size:
             logit_flat = None if logits is None else self._logits_numpy(logits)
             if logit_flat is not None and np.isnan(logit_flat).any():
                 # NaN would make the highest-logit child pick arbitrary
                 image, label = divmod(int(np.argmax(np.isnan(logit_flat))), len(self))
-                where = f"image {image}, " if on.ndim == 2 else ""
+                where = f"image {image}, " if batched else ""
                 raise ValueError(f"logits hold NaN ({where}label {self._names[label]!r})")
-            psi = self._turn_on_closure(
-                on_flat, target_flat, target_keys, logit_flat, batched=on.ndim == 2
+            on_targets = np.zeros_like(target_flat)
+            on_targets[on_keys] = True
+            support = on_flat
+            if off_keys.size:  # a label being turned off supports nothing turning on
+                support = on_flat & ~target_flat
+                if logit_flat is not None:  # ... and is never the child picked to turn on
+                    logit_flat = np.where(target_flat, -np.inf, logit_flat)
+            turned_on = self._turn_on_closure(
+                support, on_targets, on_keys, logit_flat, batched=batched
             )
+            if off_keys.size:
+                self._check_no_contradiction(turned_on & on_flat, batched)
+
+        support_off = on_flat if turned_on is None else on_flat | turned_on
+        if repair:
+            psi = self._repaired_turn_off_closure(on_flat, support_off, off_keys)
+        else:
+            psi = self._turn_off_closure(on_flat, off_keys, support_off)
+        if turned_on is not None:
+            if off_keys.size:
+                after = ((on_flat & ~psi) | turned_on).reshape(on.shape)
+                unsupported = self._violations_flat(after).reshape(-1) & turned_on
+                self._check_no_contradiction(unsupported, batched)
+            psi |= turned_on
         return io.back(psi.reshape(on.shape))
+
+    def _check_no_contradiction(self, conflict: BoolArray, batched: bool) -> None:
+        """A mixed target set whose turn-on half needs what its turn-off half removes."""
+        if conflict.any():
+            image, label = divmod(int(np.argmax(conflict)), len(self))
+            where = f" in image {image}" if batched else ""
+            raise ValueError(
+                f"direction='mixed': the targets contradict each other{where}: turning the "
+                f"absent targets on needs label {self._names[label]!r} on, but turning the "
+                "present targets off turns it off; split the target set"
+            )
 
     def _target_mask(
         self, targets: ArrayOrTensor | Sequence[str | int], shape: tuple[int, ...]
@@ -558,13 +724,17 @@ class LabelGraph:
             return logits.detach().float().cpu().numpy().reshape(-1)
         return np.asarray(logits, dtype=np.float64).reshape(-1)
 
-    def _turn_off_closure(self, on: BoolArray, target_keys: IntArray) -> BoolArray:
+    def _turn_off_closure(
+        self, on: BoolArray, target_keys: IntArray, support: BoolArray
+    ) -> BoolArray:
         """Least fixed point of the down/up rules over flat *(image, label)* keys.
 
-        Each round looks only at the on labels next to the labels that joined in the round
-        before; every candidate whose rule holds joins at once.  A rule's condition only
-        becomes true when a neighbour joins, so no candidate is missed, and since the rules
-        are monotone the order of joining does not change the result."""
+        ``on`` says which labels may join; ``support`` (``on`` plus, in a mixed set, the labels
+        turning on) which neighbours keep a label on.  Each round looks only at the on labels
+        next to the labels that joined in the round before; every candidate whose rule holds
+        joins at once.  A rule's condition only becomes true when a neighbour joins, so no
+        candidate is missed, and since the rules are monotone the order of joining does not
+        change the result."""
         psi = np.zeros(on.size, dtype=np.bool_)
         psi[target_keys] = True
         joined = target_keys
@@ -579,10 +749,70 @@ class LabelGraph:
             if not keys.size:
                 break
             labels = keys % len(self)
-            down = self._rule_holds(keys, labels, self._parent_ptr, self._parent_idx, on, psi)
-            up = self._rule_holds(keys, labels, self._child_ptr, self._child_idx, on, psi)
+            down = self._rule_holds(
+                keys, labels, self._parent_ptr, self._parent_idx, support, psi, psi
+            )
+            up = self._rule_holds(keys, labels, self._child_ptr, self._child_idx, support, psi, psi)
             joined = keys[down | up]
             psi[joined] = True
+        return psi
+
+    def _repaired_turn_off_closure(
+        self, on: BoolArray, support: BoolArray, target_keys: IntArray
+    ) -> BoolArray:
+        """The turn-off closure with ``repair=True`` (see :meth:`consistent_target_set`).
+
+        Besides ``Psi`` it keeps, per image, the labels the authors' search walks through:
+        ``above`` (every strict ancestor of a member, whatever its state) and ``below`` (the
+        labels reached downwards from a member through labels that are off), and
+        ``passable``: the members plus the off labels of ``above`` and ``below``.  The rules
+        only grow with these sets, so the fixed point is unique and order-independent.  A
+        condition becomes true only when a parent becomes passable, a child joins, or the
+        label becomes an ancestor of a member: those are the candidates of each round.
+
+        The downward walk only enters off labels with an on label below them: the others have
+        no on child, so whether they are passable never matters, and skipping them keeps the
+        cost near that of the plain closure on sparse predictions."""
+        psi = np.zeros(on.size, dtype=np.bool_)
+        above = np.zeros_like(psi)
+        below = np.zeros_like(psi)
+        passable = np.zeros_like(psi)
+        psi[target_keys] = True
+        passable[target_keys] = True
+        off = ~support
+        over_on = np.zeros_like(psi)  # strict ancestors of on labels
+        self._walk(np.flatnonzero(on), self._parent_ptr, self._parent_idx, over_on)
+        descend_through = off & over_on
+        joined = target_keys
+        while joined.size:
+            new_above = self._walk(joined, self._parent_ptr, self._parent_idx, above)
+            new_below = self._walk(
+                joined, self._child_ptr, self._child_idx, below, through=descend_through
+            )
+            walked_off = np.concatenate((new_above, new_below))
+            walked_off = walked_off[off[walked_off] & ~passable[walked_off]]
+            passable[walked_off] = True
+            fresh = np.concatenate((joined, walked_off))
+            _, child_keys = self._neighbour_keys(
+                fresh, fresh % len(self), self._child_ptr, self._child_idx
+            )
+            _, parent_keys = self._neighbour_keys(
+                joined, joined % len(self), self._parent_ptr, self._parent_idx
+            )
+            keys = np.concatenate((child_keys, parent_keys, new_above))
+            keys = np.unique(keys[on[keys] & ~psi[keys]])
+            if not keys.size:
+                break
+            labels = keys % len(self)
+            down = self._rule_holds(
+                keys, labels, self._parent_ptr, self._parent_idx, support, psi, passable
+            )
+            up = above[keys] & self._rule_holds(
+                keys, labels, self._child_ptr, self._child_idx, support, psi, None
+            )
+            joined = keys[down | up]
+            psi[joined] = True
+            passable[joined] = True
         return psi
 
     def _rule_holds(
@@ -591,14 +821,18 @@ class LabelGraph:
         labels: IntArray,
         indptr: IntArray,
         indices: IntArray,
-        on: BoolArray,
+        support: BoolArray,
         psi: BoolArray,
+        reached: BoolArray | None,
     ) -> BoolArray:
-        """Per candidate key: some neighbour is in Psi and every neighbour is off or in Psi."""
+        """Per candidate key: every neighbour is unsupported (off) or in Psi, and some
+        neighbour is ``reached`` (skipped when None)."""
         owner, neighbour_keys = self._neighbour_keys(keys, labels, indptr, indices)
-        in_psi = psi[neighbour_keys]
-        blocking = on[neighbour_keys] & ~in_psi
-        return _segment_any(owner, in_psi, keys.size) & ~_segment_any(owner, blocking, keys.size)
+        blocking = support[neighbour_keys] & ~psi[neighbour_keys]
+        holds = ~_segment_any(owner, blocking, keys.size)
+        if reached is not None:
+            holds &= _segment_any(owner, reached[neighbour_keys], keys.size)
+        return holds
 
     def _turn_on_closure(
         self,
@@ -659,8 +893,14 @@ class LabelGraph:
             "version": JSON_VERSION,
             "names": list(self._names),
             "edges": [[self._names[p], self._names[c]] for p, c in self._edges.tolist()],
-            "metadata": copy.deepcopy(self.metadata),
+            "metadata": self._metadata_copy(),
         }
+
+    def _metadata_copy(self) -> dict[str, Any]:
+        try:
+            return copy.deepcopy(self.metadata)
+        except RecursionError:  # deepcopy recurses once (or more) per nesting level
+            raise ValueError("the graph's metadata is nested too deeply to be copied") from None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LabelGraph:
@@ -680,10 +920,14 @@ class LabelGraph:
         if not isinstance(names, list):
             raise ValueError("key 'names' must be a list of label names")
         edges = data.get("edges", [])
-        if not isinstance(edges, list) or not all(
-            isinstance(e, list | tuple) and len(e) == 2 for e in edges
-        ):
+        if not isinstance(edges, list):
             raise ValueError("key 'edges' must be a list of [parent, child] pairs")
+        for position, edge in enumerate(edges):
+            if not isinstance(edge, list | tuple) or len(edge) != 2:
+                raise ValueError(
+                    f"key 'edges' must be a list of [parent, child] pairs; entry {position} "
+                    f"is {_short_repr(edge)}"
+                )
         metadata = data.get("metadata", {})
         if not isinstance(metadata, Mapping):
             raise ValueError("key 'metadata' must be a JSON object")

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mlattack._validation import check_number
+
 __all__ = ["logit_threshold", "masked_bce", "per_label_bce"]
 
 
@@ -20,10 +22,17 @@ def logit_threshold(threshold: float) -> float:
     """The logit cut equivalent to ``sigmoid(logit) > threshold`` (the threshold's log-odds).
 
     Raises:
+        TypeError: ``threshold`` is not a number (``None``, a string such as ``"0.5"``, a bool).
         ValueError: ``threshold`` is not a probability in ``(0, 1)``.
     """
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold is a probability in (0, 1), got {threshold}")
+    threshold = check_number(
+        threshold,
+        "threshold",
+        minimum=0.0,
+        maximum=1.0,
+        exclusive_minimum=True,
+        exclusive_maximum=True,
+    )
     return math.log(threshold / (1.0 - threshold))
 
 

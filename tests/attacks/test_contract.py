@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -38,6 +39,16 @@ def fresh_prediction(model: nn.Module, images: Tensor) -> Tensor:
         return model(images) > 0
 
 
+def assert_in_ball(adv: Tensor, images: Tensor, eps: float | Tensor) -> None:
+    """``‖adv − images‖∞ ≤ eps`` per image, exactly: in the images' dtype and in float64."""
+    eps = torch.as_tensor(eps, dtype=torch.float64).expand(images.shape[0])
+    in_dtype = (adv - images).flatten(1).abs().amax(dim=1)
+    exact = (adv.double() - images.double()).flatten(1).abs().amax(dim=1)
+    assert (in_dtype.double() <= eps).all(), (in_dtype, eps)
+    assert (exact <= eps).all(), (exact, eps)
+    assert adv.min() >= 0 and adv.max() <= 1
+
+
 @pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_result_respects_budget_box_and_fresh_forward(
     name: str, tiny_model: nn.Module, make_case: Callable[..., Any], attack_factory: Any
@@ -47,8 +58,7 @@ def test_result_respects_budget_box_and_fresh_forward(
     result = attack_factory(name, tiny_model)(images, targets)
     assert isinstance(result, AttackResult)
     assert result.adv.shape == images.shape and result.adv.dtype == images.dtype
-    assert (result.adv - images).abs().amax() <= EPS + 1e-6
-    assert result.adv.min() >= 0 and result.adv.max() <= 1
+    assert_in_ball(result.adv, images, EPS)
     adv_pred = fresh_prediction(tiny_model, result.adv)
     assert torch.equal(result.adv_pred, adv_pred)
     assert torch.equal(result.clean_pred, fresh_prediction(tiny_model, images))
@@ -62,13 +72,27 @@ def test_result_respects_budget_box_and_fresh_forward(
 
 
 @pytest.mark.parametrize("name", ATTACK_NAMES)
-def test_zero_eps_returns_input(
-    name: str, tiny_model: nn.Module, make_case: Callable[..., Any], attack_factory: Any
+def test_budget_outside_the_unit_interval_is_refused(
+    name: str, linear_model: nn.Module, make_case: Callable[..., Any], attack_factory: Any
 ) -> None:
-    images, targets = make_case(tiny_model, n=3)
-    result = attack_factory(name, tiny_model, eps=0.0)(images, targets)
-    assert torch.equal(result.adv, images)
-    assert not result.success.any()
+    # Images are in [0, 1]: ε = 0 leaves nothing to search and ε > 1 (e.g. 8 meant as 8/255) is
+    # no constraint at all. Both are refused, in the constructor and per call.
+    images, targets = make_case(linear_model, n=3)
+    attack = attack_factory(name, linear_model)
+    for eps in (0.0, -0.1, 1.0001, 8, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"eps must be a number in \(0, 1\]"):
+            attack_factory(name, linear_model, eps=eps)
+        with pytest.raises(ValueError, match=r"eps must be a number in \(0, 1\]"):
+            attack(images, targets, eps=eps)
+    with pytest.raises(ValueError, match=r"eps must be a number in \(0, 1\].*images 1"):
+        attack(images, targets, eps=torch.tensor([0.1, 0.0, 0.1]))
+    with pytest.raises(TypeError, match="eps must be a number"):
+        attack_factory(name, linear_model, eps="0.1")
+    with pytest.raises(TypeError, match="eps must be a number"):
+        attack(images, targets, eps=True)  # type: ignore[arg-type]
+    assert attack_factory(name, linear_model, eps=1).eps == 1.0
+    result = attack(images, targets, eps=np.float32(0.03))  # NumPy scalars are numbers
+    assert_in_ball(result.adv, images, float(np.float32(0.03)))
 
 
 @pytest.mark.parametrize("name", ATTACK_NAMES)
@@ -127,12 +151,63 @@ def test_per_image_eps(
     name: str, linear_model: nn.Module, make_case: Callable[..., Any], attack_factory: Any
 ) -> None:
     images, targets = make_case(linear_model, n=3)
-    eps = torch.tensor([0.0, 0.01, 0.2])
+    eps = torch.tensor([0.003, 0.01, 0.2])
     result = attack_factory(name, linear_model)(images, targets, eps=eps)
-    distance = (result.adv - images).flatten(1).abs().amax(dim=1)
-    assert (distance <= eps + 1e-6).all()
-    assert torch.equal(result.adv[0], images[0])
+    assert_in_ball(result.adv, images, eps)
     assert torch.equal(result.eps, eps)
+    distance = (result.adv - images).flatten(1).abs().amax(dim=1)
+    assert distance[0] < 0.01  # the small budget really binds image 0
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_several_budgets_in_one_call(
+    name: str, mlp_model: nn.Module, make_case: Callable[..., Any], attack_factory: Any
+) -> None:
+    images, targets = make_case(mlp_model, n=3)
+    attack = attack_factory(name, mlp_model)
+    budgets = [0.01, 0.05, np.float32(0.2)]
+    calls = 0
+
+    def count(module: nn.Module, inputs: Any, output: Any) -> None:
+        nonlocal calls
+        calls += 1
+
+    hook = mlp_model.register_forward_hook(count)
+    try:
+        results = attack(images, targets, eps=budgets)
+        together = calls
+        calls = 0
+        separate = [attack(images, targets, eps=eps) for eps in budgets]
+    finally:
+        hook.remove()
+    assert isinstance(results, list) and len(results) == 3
+    for result, alone, eps in zip(results, separate, budgets, strict=True):
+        assert torch.equal(result.adv, alone.adv)
+        assert torch.equal(result.success, alone.success)
+        assert torch.equal(result.flip_set, alone.flip_set)
+        assert torch.equal(result.eps, torch.full((3,), float(eps)))
+        assert_in_ball(result.adv, images, float(eps))
+    assert together == calls - 2  # one clean forward pass instead of three
+
+
+@pytest.mark.parametrize(
+    ("budgets", "message"),
+    [
+        ([], r"eps=\[\] is empty"),
+        ([0.05, 0.01], r"strictly increasing.*eps\[1\]=0.01 after eps\[0\]=0.05"),
+        ([0.05, 0.05], r"strictly increasing.*eps\[1\]=0.05"),
+        ([0.05, 2.0], r"eps\[1\] must be a number in \(0, 1\], got 2.0"),
+        ((0.05, 0.0), r"eps\[1\] must be a number in \(0, 1\], got 0.0"),
+    ],
+)
+def test_bad_budget_lists_are_refused(
+    budgets: Any, message: str, linear_model: nn.Module, make_case: Callable[..., Any]
+) -> None:
+    images, targets = make_case(linear_model, n=2)
+    with pytest.raises(ValueError, match=message):
+        build_attack("mla-u", linear_model, steps=2)(images, targets, eps=budgets)
+    with pytest.raises(TypeError, match=r"eps\[0\] must be a number"):
+        build_attack("mla-u", linear_model, steps=2)(images, targets, eps=["0.1"])
 
 
 @pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])

@@ -6,10 +6,13 @@ can bypass it (e.g. by overriding a hook that runs before the checks).
 
 from __future__ import annotations
 
+import copy
 import inspect
+import math
 import warnings
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -55,12 +58,217 @@ def test_every_attack_rejects_bad_input(name: str, case: Any, label_graph: Any) 
     empty[1] = False
     with pytest.raises(ValueError, match="empty.*images 1"):
         attack(images, empty)
-    with pytest.raises(ValueError, match="eps must be finite and >= 0.*images 0, 1, 2"):
+    with pytest.raises(ValueError, match=r"eps must be a number in \(0, 1\], got -0.1"):
         attack(images, targets, eps=-0.1)
-    with pytest.raises(ValueError, match="eps must be finite and >= 0.*images 1"):
+    with pytest.raises(ValueError, match=r"eps must be a number in \(0, 1\].*images 1"):
         attack(images, targets, eps=torch.tensor([0.1, -0.1, 0.1]))
     with pytest.raises(ValueError, match="eps"):
         make_attack(name, model, label_graph, eps=-0.1)
+    with pytest.raises(ValueError, match=r"flip_set has shape \(3, 5\) but targets have shape"):
+        attack(images, targets, flip_set=targets[:, :5])
+
+
+class _Detached(nn.Module):
+    """Logits computed outside autograd (e.g. a NumPy round trip inside ``forward``)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x).detach()
+
+
+class _IntegerLogits(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (self.inner(x) * 10).round().long()
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_every_attack_names_a_misbehaving_model_output(
+    name: str, case: Any, label_graph: Any
+) -> None:
+    model, images, targets = case
+    with pytest.raises(ValueError, match="model's output .* does not require grad"):
+        make_attack(name, _Detached(model), label_graph)(images, targets)
+    with pytest.raises(ValueError, match="model must return float logits, got dtype torch.int64"):
+        make_attack(name, _IntegerLogits(model), label_graph)(images, targets)
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+@pytest.mark.parametrize(
+    ("options", "error", "named"),
+    [
+        ({"early_stop": "false"}, TypeError, "early_stop"),
+        ({"early_stop": 0}, TypeError, "early_stop"),
+        ({"verbose": "no"}, TypeError, "verbose"),
+        ({"random_start": 1}, TypeError, "random_start"),
+        ({"threshold": None}, TypeError, "threshold"),
+        ({"threshold": "0.5"}, TypeError, "threshold"),
+        ({"threshold": 1.0}, ValueError, "threshold"),
+        ({"seed": 1.5}, TypeError, "seed"),
+        ({"seed": "1"}, TypeError, "seed"),
+        ({"seed": True}, TypeError, "seed"),
+        ({"steps": 2.0}, ValueError, "steps"),
+        ({"steps": True}, ValueError, "steps"),
+        ({"eps": None}, TypeError, "eps"),
+        ({"direction": 1}, ValueError, "direction"),
+        ({"on_invalid": None}, ValueError, "on_invalid"),
+        ({"amp": "fp8"}, ValueError, "amp"),
+        ({"amp": True}, ValueError, "amp"),
+        ({"channels_last": "yes"}, TypeError, "channels_last"),
+        ({"compile": 1}, TypeError, "compile"),
+    ],
+)
+def test_every_attack_refuses_loose_option_types(
+    name: str,
+    options: dict[str, Any],
+    error: type[Exception],
+    named: str,
+    linear_model: nn.Module,
+    label_graph: Any,
+) -> None:
+    with pytest.raises(error, match=named):
+        make_attack(name, linear_model, label_graph, **options)
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_every_attack_accepts_numpy_scalars(name: str, case: Any, label_graph: Any) -> None:
+    model, images, targets = case
+    attack = make_attack(
+        name,
+        model,
+        label_graph,
+        eps=np.float32(0.3),
+        steps=np.int64(3),
+        threshold=np.float64(0.5),
+        seed=np.int32(4),
+        early_stop=np.bool_(True),
+    )
+    assert attack.steps == 3 and type(attack.steps) is int and attack.seed == 4
+    result = attack(images, targets, eps=np.float64(0.2))
+    assert (result.adv - images).abs().amax() <= 0.2
+
+
+class _NaNWhenMoved(nn.Module):
+    """Finite logits on the clean images, NaN on any other input (only under ``no_grad`` when
+    ``final_only``: the loop then sees finite logits and only the base class's check is NaN)."""
+
+    def __init__(self, inner: nn.Module, clean: Tensor, value: float, final_only: bool) -> None:
+        super().__init__()
+        self.inner = inner
+        self.clean = clean
+        self.value = value
+        self.final_only = final_only
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.inner(x)
+        moved = ~(x.unsqueeze(1) == self.clean.unsqueeze(0)).flatten(2).all(dim=2).any(dim=1)
+        if self.final_only and torch.is_grad_enabled():
+            return logits
+        return torch.where(moved.unsqueeze(1), torch.full_like(logits, self.value), logits)
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_nan_logits_never_count_as_a_flip(name: str, case: Any, label_graph: Any) -> None:
+    # NaN > θ is False, so a NaN used to look like "turned off" and every attack reported success.
+    model, images, targets = case
+    nan_model = _NaNWhenMoved(model, images, float("nan"), final_only=False)
+    result = make_attack(name, nan_model, label_graph)(images, targets)
+    assert not result.success.any()
+    assert torch.equal(result.nonfinite_logits, ~torch.isfinite(result.adv_logits).all(dim=1))
+    moved = (result.adv != images).flatten(1).any(dim=1)
+    assert torch.equal(result.nonfinite_logits, moved)
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+@pytest.mark.parametrize("value", [float("nan"), -float("inf")])
+def test_nonfinite_logits_of_the_fresh_forward_pass_are_flagged(
+    name: str, value: float, case: Any, label_graph: Any
+) -> None:
+    model, images, targets = case
+    flaky = _NaNWhenMoved(model, images, value, final_only=True)
+    result = make_attack(name, flaky, label_graph)(images, targets)
+    assert result.nonfinite_logits.all() and not result.success.any()
+    reference = make_attack(name, model, label_graph)(images, targets)
+    assert reference.success.all() and not reference.nonfinite_logits.any()
+
+
+class _BatchDependent(nn.Module):
+    """Adds a rounding-sized offset that depends on the batch size, as BLAS and convolution
+    kernels do in float32 (they block and sum differently by batch size)."""
+
+    def __init__(self, inner: nn.Module, scale: float = 1e-6) -> None:
+        super().__init__()
+        self.inner = inner
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x) + self.scale * math.cos(2.1 * x.shape[0])
+
+
+def _near_threshold_images(model: nn.Module) -> tuple[Tensor, Tensor]:
+    """Six images whose dog logit lies 3e-6 ... 1e-3 above θ = 0 on the linear model."""
+    images = torch.full((6, 3, 4, 4), 0.5)
+    flat = images.view(6, -1)
+    for i, above in enumerate([3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3]):
+        flat[i, 8:16] = 0.5 - (1 - above) / 8
+    targets = torch.zeros(6, NUM_LABELS, dtype=torch.bool)
+    targets[:, 1] = True
+    return images, targets
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_float32_success_does_not_depend_on_the_batch(
+    name: str, linear_model: nn.Module, mlp_model: nn.Module, make_case: Any, label_graph: Any
+) -> None:
+    # Float32 models give an image slightly different logits alone and inside a batch; an attack
+    # must not land so close to the threshold that this decides its success.
+    near_images, near_targets = _near_threshold_images(linear_model)
+    mlp_images, mlp_targets = make_case(mlp_model, n=6)
+    for model, images, targets in (
+        (_BatchDependent(linear_model), near_images, near_targets),
+        (_BatchDependent(mlp_model), mlp_images, mlp_targets),
+    ):
+        attack = make_attack(name, model, label_graph, eps=0.1)
+        batch = attack(images, targets)
+        alone = torch.cat([attack(images[i : i + 1], targets[i : i + 1]).success for i in range(6)])
+        assert torch.equal(batch.success, alone), (batch.success, alone)
+        assert batch.success.any()
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_images_keep_the_budget_exactly(
+    name: str, dtype: torch.dtype, case: Any, label_graph: Any
+) -> None:
+    # 0.03 is 0.030029... in bfloat16 and 0.029998... in float16: the ball must hold in the
+    # images' dtype and in real numbers.
+    model, images, targets = case
+    model = copy.deepcopy(model).to(dtype)
+    images = images.to(dtype)
+    result = make_attack(name, model, label_graph, eps=0.03)(images, targets)
+    assert result.adv.dtype == dtype
+    assert (result.adv - images).abs().amax() <= 0.03
+    assert (result.adv.double() - images.double()).abs().amax() <= 0.03
+    assert result.adv.min() >= 0 and result.adv.max() <= 1
+    assert result.eps.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_images_of_another_dtype_than_the_model_are_refused(
+    name: str, case: Any, label_graph: Any
+) -> None:
+    model, images, targets = case
+    attack = make_attack(name, model, label_graph)
+    with pytest.raises(ValueError, match="images are torch.float64 but the model's parameters are"):
+        attack(images.double(), targets)
+    with pytest.raises(ValueError, match="images are torch.bfloat16"):
+        attack(images.bfloat16(), targets)
 
 
 @pytest.mark.parametrize("name", ATTACK_NAMES)

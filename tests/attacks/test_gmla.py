@@ -116,9 +116,16 @@ def test_one_forward_pass_per_iteration(
     images, targets = make_case(linear_model, n=2)
     calls: list[int] = []
     linear_model.register_forward_hook(lambda _m, args, _o: calls.append(args[0].shape[0]))
-    GMLA(linear_model, label_graph, eps=0.001, steps=5, early_stop=False)(images, targets)
-    # clean prediction, start point + 5 steps, fresh forward on the result
-    assert calls == [2, 2, 2, 2, 2, 2, 2, 2]
+    # One loop (no fallback stage): the protected gradients come from the step's own forward.
+    for mode in ("multi", "projection", "adaptive"):
+        calls.clear()
+        attack = GMLA(
+            linear_model, label_graph, eps=0.001, steps=5, early_stop=False, mode=mode,
+            fallback="none",
+        )  # fmt: skip
+        attack(images, targets)
+        # clean prediction, start point + 5 steps, fresh forward on the result
+        assert calls == [2, 2, 2, 2, 2, 2, 2, 2], mode
 
 
 def test_flip_set_comes_from_the_graph(

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mlattack.attacks import mlalp
+from mlattack.attacks import AttackProblem, mlalp
 from mlattack.attacks.mlalp import MLALP, solve_min_linf_step
+from mlattack.attacks.mldp import FLOAT32_MARGIN, Linearization
 
 # The linear model of tests/attacks/conftest.py (fixture ``linear_model``) reads 3×4×4 images:
 # label c looks at pixel block c (8 pixels, weight 1), a child also at its parent's block (0.5).
@@ -155,11 +156,39 @@ def test_succeeds_on_a_nonlinear_model(
     assert (result.adv - images).abs().amax() < 0.1
 
 
+def test_relaxed_flip_margins_never_fall_below_the_robust_margin(
+    linear_model: nn.Module, make_problem: Callable[..., AttackProblem]
+) -> None:
+    # A step that never makes progress halves κ at each relaxation; it stops at
+    # min(margin, FLOAT32_MARGIN) so that an iterate is never aimed at the threshold itself.
+    attack = MLALP(linear_model, eps=0.1, margin=MARGIN)
+    images = grey()
+    problem = make_problem(linear_model, images, target(DOG))
+    state = attack._start(problem)
+    logits = linear_model(images).detach()
+    signs = problem.desired.double() * 2 - 1
+    lin = Linearization(
+        rows=torch.tensor([0]),
+        x=images,
+        logits=logits,
+        margins=signs * logits,
+        signs=signs,
+        labels=torch.tensor([[DOG]]),
+        valid=torch.tensor([[True]]),
+        jacobian=torch.zeros(1, 1, images[0].numel()),
+    )
+    for _ in range(12):
+        attack._relax(state, problem, lin)
+    assert state.flip_margin[0, DOG].item() == pytest.approx(min(MARGIN, FLOAT32_MARGIN))
+
+
 @pytest.mark.parametrize(
     ("options", "error"),
     [
         ({"margin": 0.0}, ValueError),
         ({"margin": "1"}, TypeError),
+        ({"margin": None}, TypeError),
+        ({"lp_size": 2.5}, ValueError),
         ({"lp_size": 0}, ValueError),
         ({"max_labels": -1}, ValueError),
     ],

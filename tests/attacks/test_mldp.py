@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mlattack.attacks.mldp import MLDP, label_jacobian, select_labels
+from mlattack.attacks.mldp import AMP_MARGIN, FLOAT32_MARGIN, MLDP, label_jacobian, select_labels
 
 # The tiny models come from tests/attacks/conftest.py as fixtures: the linear model reads 3×4×4
 # images, label c looks at pixel block c (weight 1) and children at their parent's block (0.5).
@@ -33,39 +33,42 @@ def one_hot_targets(label: int, n: int = 1) -> torch.Tensor:
     return targets
 
 
-@pytest.mark.parametrize("overshoot", [0.0, 0.02])
+@pytest.mark.parametrize(("overshoot", "margin"), [(0.0, 0.01), (0.02, 0.01), (0.02, 0.2)])
 def test_one_step_is_the_closed_form_least_norm_step(
-    overshoot: float, linear_model: nn.Module
+    overshoot: float, margin: float, linear_model: nn.Module
 ) -> None:
     # Grey image: dog's logit is 1 and its weight row is 1 on the dog block, 0.5 on the animal
-    # block (‖w‖² = 10), so r = (1 + overshoot)(0 − 1) w / 10. Animal drops by 0.4 only: it
-    # stays on and never joins the active set.
+    # block (‖w‖² = 10), so r = −(1 + overshoot + margin) w / 10: dog lands overshoot + margin
+    # below θ = 0. Animal drops by 0.4·(1 + overshoot + margin) only: it stays on and never joins
+    # the active set.
     model = linear_model
-    attack = MLDP(model, eps=1.0, steps=1, overshoot=overshoot)
+    attack = MLDP(model, eps=1.0, steps=1, overshoot=overshoot, margin=margin)
     images = grey()
     result = attack(images, one_hot_targets(DOG))
     weight = model.weight.detach()
-    expected = images.flatten(1) - (1 + overshoot) * weight[DOG] / 10
+    expected = images.flatten(1) - (1 + overshoot + margin) * weight[DOG] / 10
     torch.testing.assert_close(result.adv.flatten(1), expected, atol=1e-6, rtol=0)
     logits = result.adv_logits[0]
-    assert logits[DOG].item() == pytest.approx(-overshoot * 1.0, abs=1e-5)
-    assert logits[ANIMAL].item() == pytest.approx(1 - 0.4 * (1 + overshoot), abs=1e-5)
+    assert logits[DOG].item() == pytest.approx(-(overshoot + margin), abs=1e-5)
+    assert logits[ANIMAL].item() == pytest.approx(1 - 0.4 * (1 + overshoot + margin), abs=1e-5)
     assert result.iterations.tolist() == [1]
-    if overshoot > 0:  # without overshoot dog sits on θ, where rounding decides its side
-        assert result.success.item()
+    assert result.success.item()  # even without overshoot: the margin keeps dog off θ
 
 
 def test_non_target_that_would_cross_joins_the_active_set(linear_model: nn.Module) -> None:
     # Animal's logit is 0.3: the dog-only step (−0.4 on animal) would turn it off, so animal joins
-    # and the step solves W_A r = t_A − f_A for A = {dog, animal} (t = θ ± overshoot·|θ − f|).
+    # and the step solves W_A r = t_A − f_A for A = {dog, animal}: dog goes to
+    # θ − (overshoot·|θ − f| + margin), animal stops overshoot·|θ − f| short of θ.
     model = with_bias(linear_model, ANIMAL, -3.7)
     weight = model.weight.detach()
-    overshoot = 0.1
+    overshoot, margin = 0.1, 0.01
     images = grey()
-    result = MLDP(model, eps=1.0, steps=1, overshoot=overshoot)(images, one_hot_targets(DOG))
+    result = MLDP(model, eps=1.0, steps=1, overshoot=overshoot, margin=margin)(
+        images, one_hot_targets(DOG)
+    )
     rows = weight[[DOG, ANIMAL]]
     clean = model(images).detach()[0, [DOG, ANIMAL]]
-    wanted = torch.tensor([-overshoot * 1.0, 0.3 * overshoot])  # dog crosses, animal stops short
+    wanted = torch.tensor([-(overshoot * 1.0 + margin), 0.3 * overshoot])
     step = rows.T @ torch.linalg.solve(rows @ rows.T, wanted - clean)
     torch.testing.assert_close(
         result.adv.flatten(1)[0] - images.flatten(1)[0], step, atol=1e-6, rtol=0
@@ -91,10 +94,11 @@ def test_succeeds_on_a_nonlinear_model_without_disturbing_other_labels(
 
 
 def test_threshold_and_turn_on_direction(linear_model: nn.Module) -> None:
-    # θ = logit(threshold) = 0.5: dog (logit 1) only has to fall by 0.5·(1 + overshoot).
+    # θ = logit(threshold) = 0.5: dog (logit 1) only has to fall by 0.5·(1 + overshoot) + margin.
     threshold = float(torch.sigmoid(torch.tensor(0.5)))
     result = MLDP(linear_model, eps=1.0, steps=1, threshold=threshold)(grey(), one_hot_targets(DOG))
-    expected = grey().flatten(1) - 1.02 * 0.5 * linear_model.weight.detach()[DOG] / 10
+    drop = 1.02 * 0.5 + FLOAT32_MARGIN
+    expected = grey().flatten(1) - drop * linear_model.weight.detach()[DOG] / 10
     torch.testing.assert_close(result.adv.flatten(1), expected, atol=1e-6, rtol=0)
     assert result.success.item()
     # Turning cat (logit −1) on.
@@ -163,13 +167,48 @@ def test_batched_and_per_row_jacobians_agree_on_a_conv_net(conv_model: nn.Module
     torch.testing.assert_close(first[2, 0], reference[2].flatten())
 
 
+def near_threshold_dog_images(linear_model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Six images whose dog logit is barely above θ = 0 (2e-6 ... 1e-3): the relative overshoot
+    alone would land them within ~1e-7 of the threshold."""
+    images = grey(6)
+    flat = images.view(6, -1)
+    for i, above in enumerate([3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3]):
+        flat[i, 8:16] = 0.5 - (1 - above) / 8  # dog's block: logit 1 − (1 − above)
+    with torch.no_grad():
+        logits = linear_model(images)[:, DOG]
+    assert ((logits > 0) & (logits < 2e-3)).all()
+    return images, one_hot_targets(DOG, 6)
+
+
+def test_lands_a_margin_beyond_the_threshold(linear_model: nn.Module) -> None:
+    images, targets = near_threshold_dog_images(linear_model)
+    result = MLDP(linear_model, eps=0.1)(images, targets)
+    assert result.success.all()
+    # Each target ends at least margin/2 below θ in a fresh forward pass, not 2 % of its 1e-5.
+    assert (result.adv_logits[:, DOG] <= -FLOAT32_MARGIN / 2).all()
+    wide = MLDP(linear_model, eps=0.1, margin=0.5)(images, targets)
+    assert (wide.adv_logits[:, DOG] <= -0.25).all()
+
+
+def test_default_margin_follows_amp(linear_model: nn.Module) -> None:
+    assert MLDP(linear_model).margin == FLOAT32_MARGIN
+    assert MLDP(linear_model, amp="bf16").margin == AMP_MARGIN
+    assert MLDP(linear_model, amp="bf16", margin=0.3).margin == 0.3
+
+
 @pytest.mark.parametrize(
     ("options", "error"),
     [
         ({"overshoot": -0.1}, ValueError),
         ({"overshoot": float("nan")}, ValueError),
         ({"overshoot": "0.1"}, TypeError),
+        ({"overshoot": None}, TypeError),
+        ({"margin": 0.0}, ValueError),
+        ({"margin": -0.01}, ValueError),
+        ({"margin": "0.01"}, TypeError),
+        ({"margin": True}, TypeError),
         ({"max_labels": 0}, ValueError),
+        ({"max_labels": 2.0}, ValueError),
     ],
 )
 def test_bad_options_raise(

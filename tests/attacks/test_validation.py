@@ -5,10 +5,12 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from mlattack._validation import check_bool, check_int, check_number, check_seed
 from mlattack.attacks import ATTACKS, MLAU, build_attack
 
 
@@ -111,8 +113,10 @@ def test_negative_or_bad_eps(case: Any) -> None:
         MLAU(model, eps=-0.1)
     with pytest.raises(ValueError, match="eps"):
         MLAU(model, eps=float("nan"))
-    with pytest.raises(ValueError, match="eps must be finite and >= 0.*images 1"):
+    with pytest.raises(ValueError, match=r"eps must be a number in \(0, 1\].*images 1"):
         MLAU(model)(images, targets, eps=torch.tensor([0.1, -0.1, 0.1]))
+    with pytest.raises(TypeError, match="per-image eps tensor must be floating point"):
+        MLAU(model)(images, targets, eps=torch.tensor([1, 1, 1]))
     with pytest.raises(ValueError, match=r"shape \[3\]"):
         MLAU(model)(images, targets, eps=torch.tensor([0.1, 0.1]))
     with pytest.raises(ValueError, match="eps"):
@@ -142,6 +146,44 @@ def test_probability_outputs_warn(case: Any) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         MLAU(model, steps=1)(images, targets)  # logits: no warning
+
+
+def test_flip_set_with_the_wrong_label_count(case: Any) -> None:
+    model, images, targets = case
+    wider = torch.cat([targets, targets[:, :1]], dim=1)
+    with pytest.raises(
+        ValueError, match=r"flip_set has shape \(3, 7\) but targets have shape \(3, 6\)"
+    ):
+        MLAU(model)(images, targets, flip_set=wider)
+
+
+@pytest.mark.parametrize("threshold", [None, "0.5", True, float("nan")])
+def test_threshold_must_be_a_number(threshold: Any, linear_model: nn.Module) -> None:
+    error = ValueError if isinstance(threshold, float) else TypeError
+    with pytest.raises(error, match="threshold"):
+        MLAU(linear_model, threshold=threshold)
+
+
+def test_shared_checks_are_strict() -> None:
+    assert check_int(np.int64(3), "n", minimum=1) == 3
+    for bad in (True, 2.0, "2", None):
+        with pytest.raises(ValueError, match="n must be a positive integer"):
+            check_int(bad, "n", minimum=1)
+    assert check_bool(np.bool_(False), "flag") is False
+    for bad in ("false", 0, 1, None):
+        with pytest.raises(TypeError, match="flag must be True or False"):
+            check_bool(bad, "flag")
+    assert check_seed(None) is None and check_seed(np.uint8(7)) == 7
+    for bad in (1.5, "1", True):
+        with pytest.raises(TypeError, match="seed must be an integer or None"):
+            check_seed(bad)
+    assert check_number(np.float32(0.5), "x", minimum=0.0) == 0.5
+    with pytest.raises(ValueError, match=r"x must be a number in \(0, 1\], got 0"):
+        check_number(0, "x", minimum=0.0, maximum=1.0, exclusive_minimum=True)
+    with pytest.raises(ValueError, match="x must be a finite number >= 0"):
+        check_number(float("inf"), "x", minimum=0.0)
+    with pytest.raises(TypeError, match="x must be a number"):
+        check_number(torch.tensor(0.5), "x")
 
 
 def test_flip_set_must_contain_targets(case: Any) -> None:

@@ -207,3 +207,68 @@ def test_an_action_is_required(capsys: Any) -> None:
     with pytest.raises(SystemExit) as info:
         main(["graph"])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize("action", ["build --openimages", "show"])
+def test_json_nested_too_deeply_is_one_line_naming_the_file(
+    tmp_path: Path, capsys: Any, action: str
+) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    code, stdout, stderr = run(capsys, *action.split(), str(deep))
+    assert code == 2 and stdout == ""
+    assert stderr.count("\n") == 1 and "deep.json" in stderr and "nested too deeply" in stderr
+
+
+def test_openimages_cycle_names_the_file(tmp_path: Path, capsys: Any) -> None:
+    cyclic = tmp_path / "cyclic.json"
+    node_b: dict[str, Any] = {"LabelName": "/m/b", "Subcategory": [{"LabelName": "/m/a"}]}
+    cyclic.write_text(
+        json.dumps(
+            {
+                "LabelName": "/m/0bl9f",
+                "Subcategory": [{"LabelName": "/m/a", "Subcategory": [node_b]}],
+            }
+        )
+    )
+    code, _, stderr = run(capsys, "build", "--openimages", str(cyclic))
+    assert code == 2 and "cyclic.json" in stderr and "cycle" in stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "psi"),
+    [
+        # swap: vehicle keeps bike (turning on) as its on child
+        (["--targets", "car", "bike", "--direction", "mixed"], ["car", "bike"]),
+        # turning vehicle on with car turning off: bike is the child picked
+        (["--on", "car", "--targets", "vehicle", "car", "--direction", "mixed",
+          "--logits", "car=3", "bike=1"], ["vehicle", "car", "bike"]),
+    ],
+)  # fmt: skip
+def test_target_set_mixed_direction(
+    vehicles: Path, capsys: Any, extra: list[str], psi: list[str]
+) -> None:
+    on = [] if "--on" in extra else ["--on", "vehicle", "car"]
+    code, stdout, _ = run(capsys, "target-set", str(vehicles), *on, *extra)
+    assert code == 0
+    assert f"Psi (consistent target set, {len(psi)}): {', '.join(psi)}" in stdout
+
+
+def test_target_set_repair_and_bad_options(vehicles: Path, capsys: Any) -> None:
+    # car and bike on without their parent: the plain rules take car only; repair walks up
+    # through the off vehicle and turns bike, hanging under it, off too
+    code, stdout, _ = run(
+        capsys, "target-set", str(vehicles), "--on", "car", "bike", "--targets", "car", "--repair"
+    )
+    assert code == 0 and "Psi (consistent target set, 2): car, bike" in stdout
+    code, stdout, _ = run(
+        capsys, "target-set", str(vehicles), "--on", "car", "bike", "--targets", "car"
+    )
+    assert code == 0 and "Psi (consistent target set, 1): car" in stdout
+    code, _, stderr = run(
+        capsys, "target-set", str(vehicles), "--targets", "car", "--direction", "on",
+        "--logits", "car=high",
+    )  # fmt: skip
+    assert code == 2 and "--logits" in stderr and "'car=high'" in stderr
+    code, _, stderr = run(capsys, "target-set", str(vehicles), "--on", "car", "--targets", "bike")
+    assert code == 2 and "direction='mixed'" in stderr

@@ -42,3 +42,17 @@ def test_every_subcommand_is_registered() -> None:
     help_text = cli.build_parser().format_help()
     for name in cli.SUBCOMMANDS:
         assert name in help_text
+
+
+def test_ctrl_c_while_starting_up_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted() -> argparse.ArgumentParser:
+        raise KeyboardInterrupt  # e.g. while torch is being imported
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["run", "x.yaml"]) == 130
+    assert capsys.readouterr().err.strip() == "mlattack: interrupted"
+    monkeypatch.setattr(cli, "build_parser", lambda: _parser_failing_with(KeyboardInterrupt()))
+    assert cli.main(["boom"]) == 130
+    assert capsys.readouterr().err.strip() == "mlattack boom: interrupted"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -31,3 +32,39 @@ def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_report_on_missing_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "run directory not found" in capsys.readouterr().err
+
+
+def _damaged_run(tmp_path: Path, sql: str) -> Path:
+    import sqlite3
+
+    run_dir = run_tiny(
+        tmp_path / "run",
+        eps=[0.1],
+        target_sets={"sizes": [1], "mode": "combinations"},
+        attacks=[{"name": "mla-u", "options": {"steps": 2}}],
+    )
+    db = sqlite3.connect(run_dir / "results-rank0.sqlite")
+    db.execute(sql)
+    db.commit()
+    db.close()
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("DROP TABLE results", r"is damaged: tables \['results'\] are missing"),
+        ("UPDATE examples SET path = '../../../etc/passwd'", "outside the run folder"),
+        ("UPDATE meta SET value = '{' WHERE key = 'label_names'", "meta value 'label_names'"),
+        ("UPDATE meta SET value = '3' WHERE key = 'label_names'", "'label_names' is not a list"),
+    ],
+    ids=["no-results-table", "outside-path", "bad-json", "bad-type"],
+)
+def test_damaged_stores_are_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sql: str, message: str
+) -> None:
+    run_dir = _damaged_run(tmp_path, sql)
+    assert main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlattack report: error: ") and err.count("\n") == 1
+    assert re.search(message, err), err

@@ -86,3 +86,73 @@ def test_missing_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     config = _config(tmp_path)  # no model.pt beside it
     assert main(["run", str(config), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     assert "model.pt" in capsys.readouterr().err
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], command: str = "run") -> str:
+    err = capsys.readouterr().err
+    assert err.startswith(f"mlattack {command}: error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("device", ["cuda", "gpu", "cuda:7"])
+def test_unusable_devices_are_one_line_before_the_folder(
+    checkpoint_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    device: str,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    config = _config(checkpoint_dir)
+    assert main(["run", str(config), "--out", str(out), "--device", device, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "device" in err and repr(device) in err and not out.exists()
+    assert main(["run", str(_config(checkpoint_dir, device=device)), "--out", str(out)]) == 2
+    assert "key 'device'" in capsys.readouterr().err or device != "gpu"
+    assert not out.exists()
+
+
+def test_a_busy_folder_exits_2_naming_the_pid(
+    checkpoint_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from mlattack.experiments.store import lock_run_dir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with lock_run_dir(out):
+        assert main(["run", str(_config(checkpoint_dir)), "--out", str(out), "--no-progress"]) == 2
+    assert f"folder in use by PID {os.getpid()}" in _one_line_error(capsys)
+
+
+def test_ctrl_c_before_any_result_does_not_promise_a_resume(
+    checkpoint_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mlattack.experiments.runner as runner
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_experiment", interrupted)
+    assert main(["run", str(_config(checkpoint_dir)), "--out", str(tmp_path / "r")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted before any result was stored"
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["name: a\nname: b\n", "a: &x 1\nb: *x\n", "eps: [true]\n", "seed: 1.5\n"],
+    ids=["duplicate-key", "alias", "bool-eps", "float-seed"],
+)
+def test_bad_yaml_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content, encoding="utf-8")
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert "bad.yaml" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

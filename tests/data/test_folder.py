@@ -14,6 +14,7 @@ from mlattack.data import (
     build_dataset,
     split_dataset,
 )
+from mlattack.data.images import UnreadableImageError
 from mlattack.graph import LabelGraph
 
 
@@ -23,9 +24,9 @@ def test_csv_rows_become_labels(folder_root: Path) -> None:
     assert ds.labels.tolist() == [[1, 0, 1], [0, 1, 0], [0, 0, 0], [0, 0, 1]]
     image, labels = ds[1]
     assert image.shape == (3, 16, 16) and float(image[2].mean()) > 0.6  # the blue PNG
-    with pytest.warns(RuntimeWarning, match="broken.jpg"):
-        stand_in, _ = ds[3]
-    assert torch.equal(stand_in, ds[0][0]) and ds.num_skipped == 1
+    with pytest.raises(UnreadableImageError, match=r"broken\.jpg.*image 3"):
+        ds[3]  # never replaced by another image
+    assert ds.num_skipped == 1 and ds.skipped == {3}
 
 
 def test_graph_from_a_json_file(folder_root: Path, tmp_path: Path) -> None:
@@ -75,5 +76,18 @@ def test_a_folder_of_only_unreadable_images_is_a_clear_error(
     for name in ("a.jpg", "b.jpg"):
         (tmp_path / name).write_bytes(b"\xff\xd8\xff\xe0 a truncated JPEG")
     (tmp_path / "labels.csv").write_text("filename,labels\na.jpg,cat\nb.jpg,dog\n")
-    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match=r"readable.*a\.jpg"):
-        ImageFolderDataset(tmp_path, size=16, validate=validate)[0]
+    if validate:
+        with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match=r"readable.*a\.jpg"):
+            ImageFolderDataset(tmp_path, size=16, validate=True)
+    else:
+        with pytest.raises(UnreadableImageError, match=r"a\.jpg"):
+            ImageFolderDataset(tmp_path, size=16)[0]
+
+
+@pytest.mark.parametrize("listed", ["../outside.png", "/etc/passwd", "a/../../x.png", "a\\..\\x"])
+def test_csv_paths_outside_the_root_are_refused(tmp_path: Path, listed: str) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "labels.csv").write_text(f"filename,labels\nok.png,cat\n{listed},dog\n")
+    with pytest.raises(ValueError, match=r"labels\.csv:3: .* not a path inside the dataset root"):
+        ImageFolderDataset(root, size=16)

@@ -75,3 +75,14 @@ def test_bad_openimages_input_is_named(
         OpenImagesDataset(bad, images)
     with pytest.raises(ValueError, match="not both"):
         OpenImagesDataset(labels, images, class_descriptions=descriptions, mid_to_name={})
+
+
+@pytest.mark.parametrize("image_id", ["../../etc/passwd", "/etc/passwd"])
+def test_image_ids_outside_the_folder_are_refused(
+    openimages_files: tuple[Path, Path, Path], image_id: str
+) -> None:
+    labels, images, _ = openimages_files
+    with labels.open("a", encoding="utf-8") as handle:
+        handle.write(f"{image_id},verification,/m/dog,1\n")
+    with pytest.raises(ValueError, match=r"labels.*csv:\d+: ImageID.*not a path inside"):
+        OpenImagesDataset(labels, images, size=16)

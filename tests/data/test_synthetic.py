@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mlattack.data import SyntheticScenes, build_dataset
-from mlattack.data.synthetic import GROUPS
+from mlattack.data.synthetic import DENSE_GROUPS, GROUPS, KINDS, SHAPES
 
 
 def test_items_follow_the_dataset_contract() -> None:
@@ -92,6 +92,9 @@ def test_no_correlation_without_pairs() -> None:
         ({"n": 4, "correlated_pairs": [("ring", "ring")]}, "itself"),
         ({"n": 4, "correlation": 1.5}, "correlation"),
         ({"n": 4, "max_objects": 4}, "max_objects"),
+        ({"n": 4, "dense": True, "size": 32}, "multiple of 3"),
+        ({"n": 4, "dense": True, "max_objects": 6}, "max_objects"),
+        ({"n": 4, "min_objects": 1.5}, "min_objects"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict[str, object], message: str) -> None:
@@ -108,3 +111,37 @@ def test_index_errors_and_registry() -> None:
         build_dataset("mnist")
     with pytest.raises(TypeError, match="synthetic"):
         build_dataset("synthetic", n=3, colour="red")
+
+
+def test_dense_scenes_have_a_three_level_taxonomy_of_44_labels() -> None:
+    ds = SyntheticScenes(600, size=48, dense=True)
+    graph = ds.graph
+    assert len(ds.label_names) == len(set(ds.label_names)) == 44
+    assert ds.label_names[:4] == tuple(KINDS) and set(ds.leaf_names) <= set(SHAPES)
+    assert int(graph.depths.max()) == 2 and len(graph.roots) == 4 and len(graph.leaves) == 32
+    for kind, groups in KINDS.items():
+        assert {graph.names[c] for c in graph.children(kind)} == set(groups)
+    for group, leaves in DENSE_GROUPS.items():
+        assert {graph.names[c] for c in graph.children(group)} == set(leaves)
+    labels = ds.labels.bool()
+    assert not graph.violations(labels.numpy()).any()
+    objects = labels[:, -32:].sum(dim=1)
+    assert int(objects.min()) >= 2 and int(objects.max()) == 6
+    # Five-leaf target sets have images that show all five.
+    assert int((objects >= 5).sum()) > 50
+
+
+def test_dense_scenes_draw_up_to_six_objects_in_a_3x3_grid() -> None:
+    ds = SyntheticScenes(32, size=48, dense=True, seed=3)
+    images, labels = ds.render(range(32))
+    assert images.shape == (32, 3, 48, 48) and labels.shape == (32, 44)
+    # Each cell (16 x 16) holds at most one object: count the cells with a bright object.
+    cells = images.amax(dim=1).unfold(1, 16, 16).unfold(2, 16, 16).amax(dim=(-1, -2))
+    occupied = (cells > 0.6).flatten(1).sum(dim=1)
+    assert torch.equal(occupied, labels[:, -32:].sum(dim=1).long())
+    assert torch.equal(SyntheticScenes(32, size=48, dense=True, seed=3)[5][0], images[5])
+
+
+def test_dense_is_a_strict_bool() -> None:
+    with pytest.raises(TypeError, match="dense"):
+        SyntheticScenes(4, dense=1)  # type: ignore[arg-type]

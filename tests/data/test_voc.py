@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import pytest
 import torch
 
 from mlattack.data import VOC_CLASSES, VOCDataset, build_dataset
+from mlattack.data.images import UnreadableImageError
 from mlattack.graph import LabelGraph
 
 LabelsOn = Callable[[Any, int], set[str]]
@@ -48,18 +48,22 @@ def test_builtin_graph_propagates_labels_up(voc_root: Path, labels_on: LabelsOn)
         assert {ds.graph.names[a] for a in ds.graph.ancestors(label)} <= present
 
 
-def test_corrupt_image_is_skipped_and_counted(voc_root: Path) -> None:
+def test_corrupt_image_is_refused_and_counted_never_replaced(voc_root: Path) -> None:
     ds = VOCDataset(voc_root, split="test", size=16)
-    with pytest.warns(RuntimeWarning, match="000004.jpg"):
-        image, labels = ds[3]
-    # the next readable image (wrapping around) stands in, with its own labels
-    first_image, first_labels = ds[0]
-    assert torch.equal(image, first_image) and torch.equal(labels, first_labels)
-    assert ds.num_skipped == 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a known bad image does not warn twice
-        batch = [ds[i] for i in range(len(ds))]
-    assert len(batch) == 4 and ds.num_skipped == 1
+    for _ in range(2):
+        with pytest.raises(UnreadableImageError, match="000004.jpg"):
+            ds[3]
+    assert ds.num_skipped == 1 and ds.skipped == {3}
+    readable = [ds[i][0] for i in (0, 1, 2)]
+    assert all(not torch.equal(readable[0], other) for other in readable[1:])
+
+
+@pytest.mark.parametrize("image_id", ["../../../outside", "/etc/passwd"])
+def test_list_ids_outside_the_folder_are_refused(voc_root: Path, image_id: str) -> None:
+    listing = voc_root / "VOC2007" / "ImageSets" / "Main" / "test.txt"
+    listing.write_text(listing.read_text() + image_id + "\n")
+    with pytest.raises(ValueError, match=r"test\.txt:\d+: image id.*not a path inside"):
+        VOCDataset(voc_root, split="test", size=16)
 
 
 def test_validate_drops_corrupt_images_up_front(voc_root: Path) -> None:

@@ -103,3 +103,22 @@ def run_tiny(out_dir: Any, *, progress: bool = False, **overrides: Any) -> Any:
     return run_experiment(
         config, out_dir, model=TinyModel(), dataset=TinyDataset(), progress=progress
     )
+
+
+def run_tiny_with_report(out_dir: str, config: dict[str, Any], kill_at: str | None) -> None:
+    """A tiny run with transfer models, then its report; ``kill_at`` sets the store's fault point
+    (the crash test runs this in a child process that SIGKILLs itself there)."""
+    import os
+
+    from mlattack.experiments import ExperimentConfig, build_report, run_experiment
+    from mlattack.experiments.store import FAULT_ENV
+
+    torch.set_num_threads(1)
+    os.environ.pop(FAULT_ENV, None)
+    if kill_at is not None:
+        os.environ[FAULT_ENV] = kill_at
+    run_dir = run_experiment(
+        ExperimentConfig.from_dict(config), out_dir, model=TinyModel(), dataset=TinyDataset(),
+        progress=False, transfer_models={"m0": TinyModel(seed=0), "m1": TinyModel(seed=1)},
+    )  # fmt: skip
+    build_report(run_dir)

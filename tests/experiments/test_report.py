@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 from exp_fixtures import LABELS, TinyDataset, TinyModel, run_tiny, tiny_config
 
-from mlattack.experiments import ExperimentConfig, build_report, run_experiment
+from mlattack.experiments import ExperimentConfig, StoreError, build_report, run_experiment
+from mlattack.experiments import report as report_module
+from mlattack.experiments.report import escape_cell, unescape_cell
 
 FIGURES = ("fig5_eps.png", "fig6_sizes.png", "fig7_transfer.png", "fig8_gradcorr.png",
            "fig9_qualitative.png", "fig10_perturbations.png")  # fmt: skip
@@ -130,3 +133,78 @@ def test_missing_run_dir(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no results store"):
         build_report(tmp_path / "empty")
     assert LABELS
+
+
+def test_csv_cells_are_formula_safe_and_recoverable(tmp_path: Path) -> None:
+    names = ("=cmd|' /C calc'!A0", "+dog", "-cat", "@vehicle", "'car", "bus")
+    run_dir = _run_with_label_names(
+        tmp_path, names, eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"}
+    )
+    folder = build_report(run_dir).parent
+    with (folder / "per_target_set.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert not any(cell.startswith(("=", "+", "-", "@")) for r in rows for cell in r.values())
+    recovered = {unescape_cell(r["labels"]) for r in rows}
+    assert recovered <= set(names) and len(recovered & set(names[:5])) >= 2
+    assert escape_cell("=1+1") == "'=1+1" and unescape_cell(escape_cell("=1+1")) == "=1+1"
+    assert unescape_cell(escape_cell("'quoted")) == "'quoted"
+    assert escape_cell(-0.5) == -0.5 and escape_cell("dog") == "dog"
+
+
+def test_an_interrupted_report_leaves_the_old_one_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = run_tiny(
+        tmp_path / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"}
+    )
+    page = build_report(run_dir)
+    before = {p.name: p.read_bytes() for p in page.parent.iterdir()}
+
+    def write_half(agg: Any, target: Path, *rest: Any) -> None:
+        (target / "table1.csv").write_text("half of a new report")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_module, "_write_report", write_half)
+    with pytest.raises(KeyboardInterrupt):
+        build_report(run_dir)
+    assert {p.name: p.read_bytes() for p in page.parent.iterdir()} == before
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".report")) == []
+
+
+def test_out_folder_that_is_not_a_report_is_not_replaced(tmp_path: Path) -> None:
+    run_dir = run_tiny(
+        tmp_path / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"}
+    )
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(ValueError, match="not an mlattack report folder"):
+        build_report(run_dir, out_dir=mine)
+    assert (mine / "thesis.tex").read_text() == "precious"
+    page = build_report(run_dir, out_dir=tmp_path / "new")
+    assert build_report(run_dir, out_dir=page.parent) == page  # an earlier report is replaced
+
+
+@pytest.mark.parametrize("stored", ["../../outside.npz", "/etc/passwd", "examples/../../x.npz"])
+def test_example_paths_outside_the_run_are_refused(tmp_path: Path, stored: str) -> None:
+    run_dir = run_tiny(
+        tmp_path / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"}
+    )
+    db = sqlite3.connect(run_dir / "results-rank0.sqlite")
+    db.execute("UPDATE examples SET path = ?", (stored,))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="outside the run folder"):
+        build_report(run_dir)
+
+
+def test_a_store_without_its_results_table_is_named(tmp_path: Path) -> None:
+    run_dir = run_tiny(
+        tmp_path / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"}
+    )
+    db = sqlite3.connect(run_dir / "results-rank0.sqlite")
+    db.execute("DROP TABLE results")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match=r"results-rank0\.sqlite is damaged: tables \['results'\]"):
+        build_report(run_dir)

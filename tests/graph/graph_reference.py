@@ -82,3 +82,52 @@ def random_consistent_prediction(
             on[c] = True
             stack.extend(parents[c])
     return on
+
+
+def _strict_ancestors(parents: list[set[int]], members: Iterable[int]) -> set[int]:
+    found: set[int] = set()
+    stack = list(members)
+    while stack:
+        for parent in parents[stack.pop()]:
+            if parent not in found:
+                found.add(parent)
+                stack.append(parent)
+    return found
+
+
+def _reached_below(children: list[set[int]], on: Sequence[bool], members: set[int]) -> set[int]:
+    """Labels reached downwards from ``members``, going on only through labels that are off."""
+    found: set[int] = set()
+    stack = list(members)
+    while stack:
+        for child in children[stack.pop()]:
+            if child not in found:
+                found.add(child)
+                if not on[child]:
+                    stack.append(child)
+    return found
+
+
+def reference_repair_turn_off(
+    n: int, edges: Sequence[Edge], on: Sequence[bool], targets: Iterable[int]
+) -> set[int]:
+    """``repair=True`` by naive sweeps: an on label joins when it has a parent the search walked
+    through (a member, or an off label above or below the members) and every parent is off or
+    in Psi, or when it is an ancestor of a member and every child is off or in Psi."""
+    parents, children = neighbour_sets(n, edges)
+    psi = set(targets)
+    changed = True
+    while changed:
+        above = _strict_ancestors(parents, psi)
+        walked = above | _reached_below(children, on, psi)
+        passable = psi | {label for label in walked if not on[label]}
+        changed = False
+        for c in range(n):
+            if c in psi or not on[c]:
+                continue
+            down = bool(parents[c] & passable) and all(not on[p] or p in psi for p in parents[c])
+            up = c in above and all(not on[k] or k in psi for k in children[c])
+            if down or up:
+                psi.add(c)
+                changed = True
+    return psi

@@ -287,7 +287,7 @@ def test_target_set_errors() -> None:
         ZOO.consistent_target_set(pred[0], ["zebra"])
     with pytest.raises(ValueError, match=r"single \[C\] prediction"):
         ZOO.consistent_target_set(pred, ["dog"])
-    with pytest.raises(ValueError, match="direction must be 'off' or 'on'"):
+    with pytest.raises(ValueError, match="direction must be one of 'off', 'on', 'mixed'"):
         ZOO.consistent_target_set(pred, bad_targets, direction="up")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"logits must have the prediction's shape \(8,\)"):
         ZOO.consistent_target_set(

@@ -136,3 +136,32 @@ def test_real_hierarchy_target_sets(openimages_dir: Path) -> None:
     assert np.array_equal(
         graph.consistent_target_set(np.zeros_like(pred), targets, direction="on"), pred
     )
+
+
+def test_strict_options_and_deep_or_cyclic_files(tmp_path: Path) -> None:
+    hierarchy, _ = write_tree(tmp_path, SMALL_TREE)
+    for bad in ("no", "false", 0, 1, None):
+        with pytest.raises(TypeError, match="include_parts must be True or False"):
+            load_openimages_graph(hierarchy, include_parts=bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="include_parts"):
+            LabelGraph.from_openimages(hierarchy, include_parts=bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="hierarchy_json must be a path"):
+        load_openimages_graph(3)  # type: ignore[arg-type]
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="deep.json.*nested too deeply"):
+        LabelGraph.from_openimages(deep)
+    cyclic = tmp_path / "cyclic.json"
+    loop = {"LabelName": "/m/b", "Subcategory": [{"LabelName": "/m/a"}]}
+    cyclic.write_text(json.dumps({"LabelName": "/m/a", "Subcategory": [loop]}))
+    with pytest.raises(ValueError, match="cyclic.json.*cycle"):
+        load_openimages_graph(cyclic)
+    selfloop = tmp_path / "self.json"
+    selfloop.write_text(json.dumps({"LabelName": "/m/a", "Subcategory": [{"LabelName": "/m/a"}]}))
+    with pytest.raises(ValueError, match="self.json.*self-loop"):
+        load_openimages_graph(selfloop)
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps({"Subcategory": [{"LabelName": f"/m/{i}"} for i in range(10_000)]}))
+    with pytest.raises(ValueError, match=r"huge.json.*LabelName.*keys \['Subcategory'\]") as info:
+        load_openimages_graph(huge)
+    assert len(str(info.value)) < 300

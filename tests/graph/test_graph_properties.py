@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 from graph_reference import (
     closure_region,
+    neighbour_sets,
+    reference_repair_turn_off,
     reference_turn_off,
     reference_violations,
 )
@@ -176,3 +178,89 @@ def test_local_consistency_matches_reference_region(case: tuple) -> None:
         region = closure_region(len(graph), edges, np.flatnonzero(around[row]).tolist())
         assert got[row] == (not any(violating[c] for c in region))
     assert np.array_equal(graph.is_consistent(pred), ~graph.violations(pred).any(axis=1))
+
+
+# ----------------------------------------------------------------------------- repair=True
+
+
+@SETTINGS
+@given(cases())
+def test_repair_matches_reference_and_is_dag_safe(case: tuple) -> None:
+    graph, edges, pred, targets = case
+    psi = graph.consistent_target_set(pred, targets, repair=True)
+    parents, children = neighbour_sets(len(graph), edges)
+    for row in range(pred.shape[0]):
+        on = pred[row].tolist()
+        members = set(np.flatnonzero(psi[row]).tolist())
+        expected = reference_repair_turn_off(
+            len(graph), edges, on, np.flatnonzero(targets[row]).tolist()
+        )
+        assert members == expected
+        assert np.array_equal(
+            graph.consistent_target_set(pred[row], targets[row], repair=True), psi[row]
+        )
+        # DAG-safe: a label another on parent outside Psi supports is only taken when it has
+        # no on child left, i.e. never dragged down by a parent
+        for label in members - set(np.flatnonzero(targets[row]).tolist()):
+            if any(on[p] and p not in members for p in parents[label]):
+                assert all(not on[k] or k in members for k in children[label])
+    assert (psi | ~targets).all() and not (psi & ~pred).any()
+    assert (psi | ~graph.consistent_target_set(pred, targets)).all(), "repair only adds labels"
+
+
+@SETTINGS
+@given(dags(), st.data())
+def test_repair_is_the_minimal_set_on_consistent_predictions(
+    dag: tuple, data: st.DataObject
+) -> None:
+    n, edges = dag
+    graph = LabelGraph([f"l{i}" for i in range(n)], edges)
+    pred = consistent_pred(n, edges, data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    chooser = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    targets = pred & chooser
+    assert graph.is_consistent(pred)
+    assert np.array_equal(
+        graph.consistent_target_set(pred, targets, repair=True),
+        graph.consistent_target_set(pred, targets),
+    )
+
+
+# ----------------------------------------------------------------------------- mixed targets
+
+
+@SETTINGS
+@given(dags(), st.data())
+def test_mixed_targets_give_a_consistent_superset(dag: tuple, data: st.DataObject) -> None:
+    n, edges = dag
+    graph = LabelGraph([f"l{i}" for i in range(n)], edges)
+    pred = consistent_pred(n, edges, data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    targets = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    logits = np.array(data.draw(st.permutations(range(n))), dtype=float)
+    try:
+        psi = graph.consistent_target_set(pred, targets, direction="mixed", logits=logits)
+    except ValueError as error:  # halves that contradict each other are refused, by name
+        assert "contradict" in str(error)
+        return
+    assert (psi | ~targets).all(), "Psi contains the targets"
+    assert graph.is_consistent(pred ^ psi, around=targets)
+    present, absent = targets & pred, targets & ~pred
+    # labels turning on only add support, so the turn-off half is within the plain closure
+    off_alone = graph.consistent_target_set(pred, present)
+    assert not (psi & pred & ~off_alone).any()
+    # one-sided sets are the plain directions
+    assert np.array_equal(graph.consistent_target_set(pred, present, direction="mixed"), off_alone)
+    assert np.array_equal(
+        graph.consistent_target_set(pred, absent, direction="mixed", logits=logits),
+        graph.consistent_target_set(pred, absent, direction="on", logits=logits),
+    )
+    # independent of label order
+    perm = np.array(data.draw(st.permutations(range(n))), dtype=int)
+    new_position = np.argsort(perm)
+    permuted = LabelGraph(
+        [graph.names[i] for i in perm],
+        [(int(new_position[p]), int(new_position[c])) for p, c in edges],
+    )
+    psi_permuted = permuted.consistent_target_set(
+        pred[perm], targets[perm], direction="mixed", logits=logits[perm]
+    )
+    assert np.array_equal(psi_permuted, psi[perm])

@@ -237,3 +237,58 @@ def test_source_classmethods_delegate() -> None:
     voc = LabelGraph.builtin("voc")
     assert voc == builtin.load_builtin("voc")
     assert voc.is_consistent(np.zeros(len(voc), dtype=bool))
+
+
+@pytest.mark.parametrize(
+    ("names", "edges", "error", "message"),
+    [
+        (None, [], TypeError, "names must be a sequence.*NoneType"),
+        (0, [], TypeError, "names must be a sequence.*int"),
+        (np.int64(3), [], TypeError, "names must be a sequence.*int64"),
+        ({"a", "b"}, [], TypeError, "names must be a sequence.*set"),
+        ({"a": 0}, [], TypeError, "names must be a sequence.*dict"),
+        (np.array([["a"]]), [], TypeError, r"names must be a 1-D array.*\(1, 1\)"),
+        (["a", "b"], 0, TypeError, "edges must be an iterable.*int"),
+        (["a", "b"], {"a": "b"}, TypeError, "edges must be an iterable.*dict"),
+        (["a", "b"], np.array([0, 1]), TypeError, "edges must be an iterable.*ndarray"),
+        (["a", "b"], [frozenset({"a", "b"})], TypeError, "edge at position 0 is a set"),
+        (["a", "b"], [{"parent": "a", "child": "b"}], TypeError, "position 0 is a mapping"),
+        (["a", "b"], [{0: "a", 1: "b"}], TypeError, "position 0 is a mapping"),
+        (["a", "b"], [("a", "b"), ("a", 1.5)], TypeError, "edge at position 1: .*1.5"),
+        (["a", "b"], [(True, False)], TypeError, "edge at position 0: .*True"),
+        (["a", "b"], [("a", "b"), ("a", "zebra")], ValueError, "position 1: unknown label"),
+    ],
+)
+def test_bad_constructor_arguments_are_named(
+    names: object, edges: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        LabelGraph(names, edges)  # type: ignore[arg-type]
+
+
+def test_ordered_containers_and_numpy_values_are_accepted() -> None:
+    names = np.array(["a", "b", "c"])
+    edges = np.array([[0, 1], [1, 2]], dtype=np.int64)
+    graph = LabelGraph(names, edges)
+    assert graph.names == ("a", "b", "c") and graph.edges.tolist() == [[0, 1], [1, 2]]
+    # a set of ordered pairs is fine: the pairs carry the order, and edges are sorted anyway
+    assert LabelGraph(("a", "b", "c"), {("a", "b"), ("b", "c")}) == graph
+    assert LabelGraph(["a", "b", "c"], ((np.int64(0), "b"), ["b", np.int32(2)])) == graph
+
+
+def test_deep_json_and_metadata_name_the_problem(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"schema": ' + "[" * 50_000 + "]" * 50_000 + "}")
+    with pytest.raises(ValueError, match="deep.json.*nested too deeply"):
+        LabelGraph.load(deep)
+    nested: dict = {}
+    inner = nested
+    for _ in range(5_000):
+        inner["x"] = {}
+        inner = inner["x"]
+    graph = LabelGraph(["a"], metadata={"deep": nested})
+    with pytest.raises(ValueError, match="metadata is nested too deeply"):
+        graph.to_json()
+    entry = {"schema": JSON_SCHEMA, "version": 1, "names": ["a", "b"], "edges": [["a", "b"], "ab"]}
+    with pytest.raises(ValueError, match="key 'edges'.*entry 1 is 'ab'"):
+        LabelGraph.from_json(entry)

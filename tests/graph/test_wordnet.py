@@ -314,3 +314,11 @@ def test_from_wordnet_classmethod_delegates(wordnet: Any) -> None:
 def test_reader_subclass_skips_only_the_identity_sense_map(wordnet: Any) -> None:
     # The 3.0 -> 3.0 map needs index.sense, which Debian lacks; it is the identity anyway.
     assert wordnet.map30 is None
+
+
+def test_strict_option_types_are_checked_before_reading_wordnet() -> None:
+    for bad in ("no", "false", 0, None):
+        with pytest.raises(TypeError, match="collapse_chains must be True or False"):
+            build_wordnet_graph(["dog", "cat"], collapse_chains=bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="synsets must be a mapping"):
+        build_wordnet_graph(["dog"], synsets=[("dog", "dog.n.01")])  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import torch
 from mlattack.attacks.base import AttackResult
 from mlattack.attacks.mldp import MLDP
 from mlattack.graph import LabelGraph
-from mlattack.metrics import Metrics, evaluate
+from mlattack.metrics import Metrics, evaluate, summarize
 
 NAMES = ["animal", "dog", "cat", "vehicle", "car", "bus"]
 GRAPH = LabelGraph(
@@ -189,3 +189,94 @@ def test_evaluates_a_real_attack_result() -> None:
     assert (metrics.n_images, metrics.n_success, metrics.n_semantic) == (2, 2, 0)
     assert metrics.fr_naive == 1.0 and metrics.fr_semantic == 0.0
     assert metrics.nt_rate == 0.0 and metrics.n_nt == 2
+
+
+def test_attacked_denominator_counts_failures_over_all_labels(crafted: AttackResult) -> None:
+    metrics = evaluate(crafted, GRAPH, nt_denominator="attacked")
+    # image 2 failed with nothing changed: 0/6; image 3 was not attacked: not counted
+    np.testing.assert_allclose(metrics.nt_flip_fraction, [0.5, 0.0, 0.0, math.nan, 0.25])
+    assert metrics.nt_rate == pytest.approx((0.5 + 0.0 + 0.0 + 0.25) / 4) and metrics.n_nt == 4
+    assert (
+        metrics.nt_denominator == "attacked" and metrics.summary()["nt_denominator"] == "attacked"
+    )
+    crafted.adv_pred[2] = _mask("animal dog")[0]  # still failed (dog on); vehicle, car changed
+    assert evaluate(crafted, GRAPH, nt_denominator="attacked").nt_flip_fraction[2] == 2 / 6
+
+
+def test_mixed_target_sets_are_measured() -> None:
+    # dog turned off and cat turned on in the same image: Psi = {dog, cat}, animal stays on
+    clean, targets = _mask("animal dog", "animal dog"), _mask("dog cat", "dog cat")
+    adv = _mask("animal cat", "cat")
+    metrics = evaluate(_result(clean, adv, targets, torch.tensor([True, True])), GRAPH)
+    assert metrics.n_success == 2 and metrics.n_semantic == 1  # cat on without animal
+    np.testing.assert_allclose(metrics.nt_flip_fraction, [0.0, 0.25])
+
+
+def test_ssim_pooling_over_images_or_target_sets(crafted: AttackResult) -> None:
+    torch.manual_seed(0)
+    images = torch.rand(5, 3, 16, 16)
+    adv = images.clone()
+    adv[0] = (adv[0] + 0.05 * torch.randn(3, 16, 16)).clamp(0, 1)
+    crafted.adv, crafted.images = adv, images
+    pooled = evaluate(crafted, GRAPH)
+    per_set = evaluate(crafted, GRAPH, ssim_pooling="target_sets")
+    first = pooled.ssim_per_image[0]
+    assert pooled.ssim == pytest.approx((first + 1.0 + 1.0) / 3)  # images 0, 1 (dog), 4 (cat)
+    assert per_set.ssim == pytest.approx(((first + 1.0) / 2 + 1.0) / 2)
+    assert per_set.ssim_pooling == "target_sets" and pooled.ssim_pooling == "images"
+
+
+def test_summarize_over_target_sets(crafted: AttackResult) -> None:
+    torch.manual_seed(1)
+    crafted.images = torch.rand(5, 3, 16, 16)
+    crafted.adv = (crafted.images + 0.1 * torch.randn(5, 3, 16, 16)).clamp(0, 1)
+    every = evaluate(crafted, GRAPH)  # 4 attacked images, 3 successes
+    crafted.attacked = torch.tensor([True, False, True, False, False])
+    fewer = evaluate(crafted, GRAPH)  # 2 attacked images, 1 success
+    summary = summarize([every, fewer])
+    assert summary["n_sets"] == 2
+    for name in ("fr_naive", "fr_semantic", "nt_rate", "ssim"):
+        values = np.array([getattr(every, name), getattr(fewer, name)])
+        assert summary[f"{name}_mean"] == pytest.approx(values.mean())
+        assert summary[f"{name}_std"] == pytest.approx(values.std())  # population std
+    pooled = summarize([every, fewer], ssim_pooling="images")
+    images = np.concatenate(
+        [every.ssim_per_image[every.success], fewer.ssim_per_image[fewer.success]]
+    )
+    assert images.size == every.n_ssim + fewer.n_ssim == 4
+    assert pooled["ssim_mean"] == pytest.approx(images.mean())
+    assert pooled["ssim_std"] == pytest.approx(images.std())
+    assert pooled["ssim_mean"] != pytest.approx(summary["ssim_mean"])
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"preset": "paper"}, ValueError, "preset must be one of None, 'official', got 'paper'"),
+        (
+            {"nt_denominator": "all"},
+            ValueError,
+            "nt_denominator must be one of 'successful', 'attacked'",
+        ),
+        ({"ssim_pooling": 1}, ValueError, "ssim_pooling must be one of 'images', 'target_sets'"),
+        ({"repair": "yes"}, TypeError, "repair must be True or False"),
+        ({"repair": 1}, TypeError, "repair must be True or False"),
+    ],
+)
+def test_unknown_options_are_named(
+    crafted: AttackResult, options: dict, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        evaluate(crafted, GRAPH, **options)
+
+
+def test_summarize_rejects_what_is_not_a_list_of_metrics(crafted: AttackResult) -> None:
+    metrics = evaluate(crafted, GRAPH)
+    with pytest.raises(TypeError, match="sequence of Metrics"):
+        summarize(metrics)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"per_set\[1\] must be a Metrics"):
+        summarize([metrics, {"fr_naive": 1.0}])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="ssim_pooling must be one of"):
+        summarize([metrics], ssim_pooling="pixels")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="graph must be a LabelGraph"):
+        evaluate(crafted, "voc")  # type: ignore[arg-type]

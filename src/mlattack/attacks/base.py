@@ -6,6 +6,11 @@ prediction and the flip set, runs the subclass loop on the images that can be at
 comes back to the ε-ball and to ``[0, 1]``, and recomputes the adversarial prediction with a fresh
 forward pass. A subclass implements only :meth:`Attack._attack` (and, like GMLA, may override
 :meth:`Attack._flip_set`).
+
+Numbers are never silently wrong: the ε-ball holds exactly in the images' own dtype (also float16
+and bfloat16, see :meth:`AttackProblem.bounds`), NaN or infinite logits never count as a flip, and
+the precision options (``amp``, ``channels_last``, ``compile``) change how the model runs, never the
+budget.
 """
 
 from __future__ import annotations
@@ -17,18 +22,30 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar, Literal, final
+from functools import cached_property
+from typing import Any, ClassVar, Literal, final, overload
 
 import torch
 from torch import Tensor, nn
 
-from mlattack._validation import check_int
+from mlattack._validation import check_bool, check_int, check_number, check_seed
 from mlattack.losses import logit_threshold as probability_to_logit
 
-__all__ = ["Attack", "AttackProblem", "AttackResult", "LoopOutput", "gradient_failed"]
+__all__ = [
+    "AMP_DTYPES",
+    "Attack",
+    "AttackProblem",
+    "AttackResult",
+    "LoopOutput",
+    "gradient_failed",
+]
 
 Direction = Literal["off", "on"]
 OnInvalid = Literal["raise", "skip"]
+Amp = Literal["bf16", "fp16"]
+
+#: The autocast dtype of each ``amp`` option value.
+AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -36,23 +53,30 @@ class AttackResult:
     """What an attack returns (all tensors on the device of the input images).
 
     Attributes:
-        adv: float ``[B, 3, H, W]`` in ``[0, 1]`` with ``‖adv − images‖∞ ≤ eps`` per image (equal to the
-            input for images that were not attacked).
+        adv: float ``[B, 3, H, W]`` in ``[0, 1]``, in the dtype of ``images``, with
+            ``‖adv − images‖∞ ≤ eps`` per image, exactly: in real numbers and when the difference is
+            computed in that dtype (equal to the input for images that were not attacked).
         images: float ``[B, 3, H, W]``, the clean images the attack received (a detached copy of
             the caller's tensor), so that metrics such as SSIM need nothing else.
         clean_pred: bool ``[B, C]``, the model's prediction on the clean images (``y``).
-        adv_pred: bool ``[B, C]``, recomputed by the base class from ``adv`` by a fresh forward pass.
+        adv_pred: bool ``[B, C]``, recomputed by the base class from ``adv`` by a fresh forward pass
+            (``logit > threshold``; meaningless where ``nonfinite_logits``, a NaN compares False).
         targets: bool ``[B, C]``, the labels asked to flip (Ω).
         flip_set: bool ``[B, C]``, the labels the attack tried to flip (Ψ): Ω except for GMLA, where it
             is the consistent target set.
-        success: bool ``[B]``, every label of Ω flipped (False for unattacked images).
+        success: bool ``[B]``, every label of Ω flipped and every logit of the fresh forward pass
+            finite (False for unattacked images and wherever ``nonfinite_logits``).
         iterations: int64 ``[B]``, gradient steps taken (0 for unattacked images).
-        eps: float ``[B]``, the L∞ budget of each image.
+        eps: float ``[B]``, the L∞ budget of each image (float32, or float64 for float64 images).
         attacked: bool ``[B]``, False for images skipped by ``on_invalid="skip"``.
-        gradient_failed: bool ``[B]``, a zero or non-finite gradient was met; the image stopped there.
+        gradient_failed: bool ``[B]``, a zero or non-finite gradient (or non-finite logits at an
+            iterate) was met; the image stopped there.
         clean_logits: float ``[B, C]``, detached.
         adv_logits: float ``[B, C]``, detached, from the fresh forward pass on ``adv``.
         name: the attack's name, e.g. ``"GMLA"``.
+        nonfinite_logits: bool ``[B]``, the fresh forward pass on ``adv`` gave a NaN or infinite
+            logit: such an image never counts as a success. Filled from ``adv_logits`` when not
+            given.
     """
 
     adv: Tensor
@@ -69,6 +93,11 @@ class AttackResult:
     clean_logits: Tensor
     adv_logits: Tensor
     name: str
+    nonfinite_logits: Tensor = None  # type: ignore[assignment]  # filled in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.nonfinite_logits is None:
+            self.nonfinite_logits = ~torch.isfinite(self.adv_logits).all(dim=1)
 
 
 @dataclass(frozen=True)
@@ -76,7 +105,9 @@ class AttackProblem:
     """The attacked images and everything a subclass loop needs about them (``b`` rows).
 
     ``desired`` is ``y*``: the clean prediction with the flip set toggled. A label ``c`` of image ``i``
-    is on its desired side when ``(logit > logit_threshold) == desired[i, c]``.
+    is on its desired side when ``(logit > logit_threshold) == desired[i, c]``. ``eps`` is each
+    image's budget as the caller gave it (float64 in problems built by :class:`Attack`, so that no
+    rounding enlarges it); :meth:`bounds` turns it into exact per-pixel bounds in the images' dtype.
     """
 
     images: Tensor  # float [b, ...], the clean images (never modified)
@@ -90,25 +121,41 @@ class AttackProblem:
     seed: int | None  # seeds random draws per image (see :meth:`random_start`); None: global RNG
 
     def flip_set_reached(self, logits: Tensor, rows: Tensor | None = None) -> Tensor:
-        """bool ``[n]``: every label of Ψ is on its desired side for ``logits`` (rows ``rows``)."""
+        """bool ``[n]``: every label of Ψ is on its desired side for ``logits`` (rows ``rows``).
+
+        A row with any NaN or infinite logit is never reached (NaN compares False, which would
+        otherwise read as "turned off").
+        """
         flip_set = self.flip_set if rows is None else self.flip_set[rows]
         desired = self.desired if rows is None else self.desired[rows]
         on_desired_side = (logits > self.logit_threshold) == desired
-        return (on_desired_side | ~flip_set).all(dim=1)
+        finite = torch.isfinite(logits).all(dim=1)
+        return (on_desired_side | ~flip_set).all(dim=1) & finite
 
     def project(self, candidate: Tensor, rows: Tensor | None = None) -> Tensor:
-        """Clip ``candidate`` to the ε-ball around the clean images (rows ``rows``) and to ``[0, 1]``."""
-        images = self.images if rows is None else self.images[rows]
-        eps = self.eps if rows is None else self.eps[rows]
-        return _project(candidate, images, eps)
+        """Clip ``candidate`` to the ε-ball around the clean images (rows ``rows``) and to ``[0, 1]``.
+
+        The result has the images' dtype and lies within :meth:`bounds`.
+        """
+        lower, upper = self.bounds()
+        if rows is not None:
+            lower, upper = lower[rows], upper[rows]
+        return torch.clamp(candidate.to(lower.dtype), lower, upper)
 
     def bounds(self) -> tuple[Tensor, Tensor]:
         """Per-pixel ``(lower, upper)`` of the feasible set: the ε-ball intersected with ``[0, 1]``.
 
-        ``torch.clamp(candidate, lower, upper)`` is then :meth:`project` in one pass.
+        Both are in the images' dtype and exact: every value ``v`` of that dtype between them has
+        ``|v − x| ≤ eps`` in real numbers and when ``v − x`` is computed in the dtype (float16 and
+        bfloat16 round 0.03 up to 0.0300; the radius used is the largest value of the dtype that
+        does not exceed ``eps``). ``torch.clamp(candidate, lower, upper)`` is then :meth:`project`
+        in one pass. Computed once per problem.
         """
-        radius = self.eps.view(-1, *([1] * (self.images.dim() - 1))).to(self.images.dtype)
-        return (self.images - radius).clamp_min(0.0), (self.images + radius).clamp_max(1.0)
+        return self._bounds
+
+    @cached_property
+    def _bounds(self) -> tuple[Tensor, Tensor]:
+        return _exact_bounds(self.images, self.eps)
 
     def random_start(self) -> Tensor:
         """A uniform random point of each image's ε-ball (clipped to ``[0, 1]``).
@@ -125,9 +172,8 @@ class AttackProblem:
                 generator.manual_seed(_image_seed(self.seed, image))
                 draws.append(torch.rand(image.shape, generator=generator, dtype=image.dtype))
             unit = torch.stack(draws)
-        noise = (2 * unit - 1).to(self.images.device) * self.eps.view(
-            -1, *[1] * (self.images.dim() - 1)
-        )
+        radius = self.eps.to(device=self.images.device, dtype=self.images.dtype)
+        noise = (2 * unit - 1).to(self.images.device) * _per_image(radius, self.images)
         return self.project(self.images + noise)
 
 
@@ -147,9 +193,43 @@ def gradient_failed(gradient: Tensor) -> Tensor:
     return ~(peak > 0) | torch.isinf(peak)
 
 
-def _project(candidate: Tensor, images: Tensor, eps: Tensor) -> Tensor:
-    radius = eps.view(-1, *([1] * (images.dim() - 1))).to(images.dtype)
-    return torch.minimum(torch.maximum(candidate, images - radius), images + radius).clamp(0.0, 1.0)
+def _per_image(values: Tensor, like: Tensor) -> Tensor:
+    """``values [b]`` shaped to broadcast over ``like [b, ...]``."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _round_down(values: Tensor, dtype: torch.dtype) -> Tensor:
+    """The largest value of ``dtype`` not above each (non-negative) float64 entry of ``values``."""
+    rounded = values.to(dtype)
+    above = rounded.double() > values
+    return torch.where(above, torch.nextafter(rounded, torch.zeros_like(rounded)), rounded)
+
+
+def _exact_bounds(images: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+    """See :meth:`AttackProblem.bounds`."""
+    dtype = images.dtype
+    eps64 = _per_image(eps.to(device=images.device, dtype=torch.float64), images)
+    radius = _round_down(eps64, dtype)  # representable, so the in-dtype check below is exact
+    radius64 = radius.double()
+    x64 = images.double()
+    lower = (x64 - radius64).clamp_min(0.0).to(dtype)
+    upper = (x64 + radius64).clamp_max(1.0).to(dtype)
+
+    def outside() -> tuple[Tensor, Tensor]:
+        low_out = (x64 - lower.double() > radius64) | (images - lower > radius)
+        high_out = (upper.double() - x64 > radius64) | (upper - images > radius)
+        return low_out, high_out
+
+    # Round-to-nearest may have put a bound one step outside the ball: step it back towards the
+    # image until both the float64 and the in-dtype distance fit (one step suffices in practice).
+    for _ in range(4):
+        low_out, high_out = outside()
+        if not bool(low_out.any() or high_out.any()):
+            return lower, upper
+        lower = torch.where(low_out, torch.nextafter(lower, images), lower)
+        upper = torch.where(high_out, torch.nextafter(upper, images), upper)
+    low_out, high_out = outside()  # the image itself always fits
+    return torch.where(low_out, images, lower), torch.where(high_out, images, upper)
 
 
 def _image_seed(seed: int, image: Tensor) -> int:
@@ -185,6 +265,78 @@ def _frozen_eval(model: nn.Module) -> Iterator[None]:
             param.requires_grad_(requires_grad)
 
 
+class _PreparedModel(nn.Module):
+    """The attacked model as every forward pass of a call runs it (see :class:`Attack`).
+
+    Inputs go to ``channels_last`` when asked; the forward runs under ``torch.autocast`` when an
+    ``amp`` dtype is set, and its floating logits come back as float32, so that losses and the
+    threshold test run at full precision. Backward passes follow the dtypes autocast chose in the
+    forward (they run outside the context, as PyTorch recommends).
+    """
+
+    def __init__(
+        self,
+        inner: nn.Module,
+        device_type: str,
+        amp_dtype: torch.dtype | None,
+        channels_last: bool,
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.device_type = device_type
+        self.amp_dtype = amp_dtype
+        self.channels_last = channels_last
+
+    def forward(self, x: Tensor) -> Any:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.amp_dtype is None:
+            return self.inner(x)
+        with torch.autocast(self.device_type, dtype=self.amp_dtype):
+            logits = self.inner(x)
+        if isinstance(logits, Tensor) and logits.is_floating_point():
+            return logits.float()
+        return logits
+
+
+_DETACHED_LOGITS = (
+    "the model's output (its logits) does not require grad, so the attack cannot differentiate it "
+    "with respect to the images: the model's forward detaches its result (.detach(), "
+    "torch.no_grad(), a NumPy round trip or an integer operation)"
+)
+
+
+def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> Any:
+    if not isinstance(value, str) or value not in choices:
+        allowed = ", ".join(repr(choice) for choice in choices)
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def _check_budget(value: Any, name: str) -> float:
+    """An L∞ budget on ``[0, 1]`` images: a number in ``(0, 1]``."""
+    return check_number(value, name, minimum=0.0, maximum=1.0, exclusive_minimum=True)
+
+
+def _check_autocast(amp: str, device: torch.device) -> None:
+    """Refuse ``amp`` where ``torch.autocast`` cannot run its dtype on ``device``."""
+    dtype = AMP_DTYPES[amp]
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with torch.autocast(device.type, dtype=dtype):
+                enabled = torch.is_autocast_enabled(device.type)
+        notes = [str(warning.message) for warning in caught]
+    except RuntimeError as exc:  # a device type autocast does not know
+        enabled, notes = False, [str(exc)]
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        enabled, notes = False, [*notes, "this GPU has no bfloat16 support"]
+    if not enabled or notes:
+        details = f": {'; '.join(notes)}" if notes else ""
+        raise ValueError(f"amp={amp!r} is not available for images on device {device}{details}")
+
+
 class Attack(abc.ABC):
     """Base class of all multi-label attacks (see DESIGN §3.2).
 
@@ -192,9 +344,22 @@ class Attack(abc.ABC):
     ``[0, 1]``, ``targets`` bool ``[B, C]`` (Ω, the labels to flip). The model maps images to
     **logits** ``[B, C]``; label ``c`` is predicted present when ``sigmoid(logit) > threshold``.
 
+    **Several budgets in one call** (foolbox's pattern): ``attack(images, targets, eps=[e1, e2])``
+    returns a list of :class:`AttackResult`, one per budget in the order given. The budgets must
+    be strictly increasing. The clean forward pass and the flip set Ψ are computed once and shared;
+    each budget is then attacked from the clean images on its own, so each result equals a call
+    with that single ``eps``.
+
+    **Numbers.** The images stay in their own dtype throughout (iterates, ε-ball, ``adv``), and
+    ``‖adv − images‖∞ ≤ eps`` holds exactly, also for float16 and bfloat16 images (see
+    :meth:`AttackProblem.bounds`). Without ``amp`` the images must have the dtype of the model's
+    parameters: float64 images for a float32 model are refused rather than silently cast, so the
+    budget holds in the dtype the caller gave. NaN or infinite logits on an evaluated image never
+    count as a flip (``AttackResult.nonfinite_logits``).
+
     Args:
         model: the multi-label classifier (an ``nn.Module`` returning logits).
-        eps: L∞ budget (default, may be overridden per call, also per image).
+        eps: L∞ budget in ``(0, 1]`` (default, may be overridden per call, also per image).
         steps: iteration budget; ``None`` uses the attack's ``default_steps``.
         threshold: probability threshold of the prediction, in ``(0, 1)``.
         early_stop: stop an image at the first iterate that puts its whole flip set on the desired
@@ -206,6 +371,30 @@ class Attack(abc.ABC):
             turn on.
         on_invalid: ``"raise"`` a ``ValueError`` for images whose targets do not fit ``direction``
             (or whose clean logits are not finite), or ``"skip"`` them (``attacked`` False).
+        amp: ``None`` (the model's own precision), ``"bf16"`` or ``"fp16"``: every forward pass of
+            the model (clean, attack loop, final) runs under ``torch.autocast`` with that dtype on
+            the images' device and its logits come back as float32; the backward passes follow the
+            forward's dtypes. Images may be float32 or the ``amp`` dtype, the model float32.
+            Refused, naming the value, where autocast cannot run it (e.g. ``"bf16"`` on a GPU
+            without bfloat16, any ``amp`` on a device without autocast). ``"fp16"`` can underflow
+            small input gradients (reported in ``gradient_failed``); bfloat16 has float32's range.
+        channels_last: convert the model (in place: the memory layout of its 4-D parameters, not
+            their values) and every model input to ``torch.channels_last``. Opt-in: it speeds up
+            convolutional nets on CUDA, above all under ``amp``, and can slow them on CPU.
+        compile: run the model through ``torch.compile``, compiled lazily at the first call and
+            kept for later ones (the first call pays for the compilation).
+
+    Raises:
+        TypeError: an argument of the wrong type, at construction or per call (``early_stop="false"``,
+            ``random_start=1``, ``threshold=None`` or ``"0.5"``, ``seed=1.5``, non-tensor images).
+        ValueError: a value out of range or inconsistent: ``eps`` outside ``(0, 1]``, an ``eps``
+            list that is empty or not strictly increasing, masks of the wrong shape, images outside
+            ``[0, 1]`` or of another dtype than the model, a model that does not return float
+            logits ``[B, C]`` or returns them detached from the images, an ``amp`` the device
+            cannot run. Every message names the argument (or the model output) at fault.
+
+        Exceptions raised by the model itself propagate unchanged; the model's modes and
+        ``requires_grad`` flags are restored in every case.
     """
 
     name: ClassVar[str] = "attack"
@@ -224,38 +413,44 @@ class Attack(abc.ABC):
         verbose: bool = False,
         direction: Direction = "off",
         on_invalid: OnInvalid = "raise",
+        amp: Amp | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-            raise TypeError(f"eps must be a number, got {type(eps).__name__}")
-        if not math.isfinite(eps) or eps < 0:
-            raise ValueError(f"eps must be a finite number >= 0, got {eps}")
-        steps = self.default_steps if steps is None else steps
-        check_int(steps, "steps", minimum=1)
-        probability_to_logit(threshold)  # validates
-        if direction not in ("off", "on"):
-            raise ValueError(f"direction must be 'off' or 'on', got {direction!r}")
-        if on_invalid not in ("raise", "skip"):
-            raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
         self.model = model
-        self.eps = float(eps)
-        self.steps = steps
+        self.eps = _check_budget(eps, "eps")
+        self.steps = check_int(self.default_steps if steps is None else steps, "steps", minimum=1)
+        probability_to_logit(threshold)  # validates
         self.threshold = float(threshold)
-        self.early_stop = bool(early_stop)
-        self.random_start = bool(random_start)
-        self.seed = seed
-        self.verbose = bool(verbose)
-        self.direction: Direction = direction
-        self.on_invalid: OnInvalid = on_invalid
+        self.early_stop = check_bool(early_stop, "early_stop")
+        self.random_start = check_bool(random_start, "random_start")
+        self.seed = check_seed(seed)
+        self.verbose = check_bool(verbose, "verbose")
+        self.direction: Direction = _check_choice(direction, "direction", ("off", "on"))
+        self.on_invalid: OnInvalid = _check_choice(on_invalid, "on_invalid", ("raise", "skip"))
+        self.amp: Amp | None = None if amp is None else _check_choice(amp, "amp", ("bf16", "fp16"))
+        self.channels_last = check_bool(channels_last, "channels_last")
+        self.compile = check_bool(compile, "compile")
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(eps={self.eps}, steps={self.steps}, "
             f"threshold={self.threshold}, direction={self.direction!r})"
         )
+
+    @property
+    def model(self) -> nn.Module:
+        """The attacked model; during a call, the module every forward pass runs (the model under
+        the ``amp``, ``channels_last`` and ``compile`` options, or the model itself without them)."""
+        return self._model if self._prepared is None else self._prepared
+
+    @model.setter
+    def model(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self._model = model
+        self._prepared: _PreparedModel | None = None
+        self._compiled: nn.Module | None = None
 
     @property
     def logit_threshold(self) -> float:
@@ -272,7 +467,7 @@ class Attack(abc.ABC):
         return targets.clone()
 
     # ------------------------------------------------------------------ public entry point
-    @final
+    @overload
     def __call__(
         self,
         images: Tensor,
@@ -280,8 +475,31 @@ class Attack(abc.ABC):
         *,
         eps: float | Tensor | None = None,
         flip_set: Tensor | None = None,
-    ) -> AttackResult:
+    ) -> AttackResult: ...
+
+    @overload
+    def __call__(
+        self,
+        images: Tensor,
+        targets: Tensor,
+        *,
+        eps: list[float] | tuple[float, ...],
+        flip_set: Tensor | None = None,
+    ) -> list[AttackResult]: ...
+
+    @final
+    def __call__(
+        self,
+        images: Tensor,
+        targets: Tensor,
+        *,
+        eps: float | Tensor | list[float] | tuple[float, ...] | None = None,
+        flip_set: Tensor | None = None,
+    ) -> AttackResult | list[AttackResult]:
         """Attack ``images`` so that the labels in ``targets`` flip; see the class docstring.
+
+        ``eps``: ``None`` (the constructor's), a number, a tensor ``[B]`` of per-image budgets, or
+        a list of numbers (several budgets: a list of results comes back).
 
         Works under ``torch.no_grad()`` and ``torch.inference_mode()`` too: the attack needs input
         gradients, so both are lifted for the duration of the call.
@@ -290,13 +508,23 @@ class Attack(abc.ABC):
             return self._run(images, targets, eps, flip_set)
 
     def _run(
-        self, images: Tensor, targets: Tensor, eps: float | Tensor | None, flip_set: Tensor | None
-    ) -> AttackResult:
+        self,
+        images: Tensor,
+        targets: Tensor,
+        eps: float | Tensor | list[float] | tuple[float, ...] | None,
+        flip_set: Tensor | None,
+    ) -> AttackResult | list[AttackResult]:
         images = self._check_images(images)
-        batch = images.shape[0]
         targets = self._check_label_mask(targets, "targets", images)
-        eps_per_image = self._check_eps(eps, images)
-        with _frozen_eval(self.model):
+        several = isinstance(eps, (list, tuple))
+        if isinstance(eps, (list, tuple)):
+            budgets = self._check_eps_list(eps, images)
+        else:
+            budgets = [self._check_eps(eps, images)]
+        if flip_set is not None:
+            flip_set = self._check_flip_set(flip_set, targets, images)
+        self._check_precision(images)
+        with _frozen_eval(self._model), self._prepared_model(images.device):
             clean_logits = self._forward(images)
             if clean_logits.shape != targets.shape:
                 raise ValueError(
@@ -308,41 +536,54 @@ class Attack(abc.ABC):
                     "all model outputs lie in [0, 1]: the model probably returns probabilities; "
                     "attacks expect logits",
                     UserWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
             clean_pred = clean_logits > self.logit_threshold
             attacked = self._valid_rows(targets, clean_pred, clean_logits)
-            if flip_set is not None:
-                flip_set = self._check_label_mask(flip_set, "flip_set", images)
-                missing = (targets & ~flip_set).any(dim=1)
-                if missing.any():
-                    raise ValueError(
-                        f"flip_set must contain every target; it misses some for images "
-                        f"{_describe_rows(missing)}"
-                    )
-            else:
+            if flip_set is None:
                 flip_set = targets.clone()
                 if attacked.any():
                     flip_set[attacked] = self._flip_set(
                         clean_pred[attacked], targets[attacked], clean_logits[attacked]
                     ).to(device=images.device, dtype=torch.bool)
-            adv = images.clone()
-            iterations = torch.zeros(batch, dtype=torch.int64, device=images.device)
-            failed = torch.zeros(batch, dtype=torch.bool, device=images.device)
-            # A zero budget leaves nothing to search: those images are returned as they are.
-            run = attacked & (eps_per_image > 0)
-            if run.any():
-                problem = self._problem(
-                    images, run, eps_per_image, clean_logits, clean_pred, targets, flip_set
+            results = [
+                self._attack_with_budget(
+                    images, targets, flip_set, budget, clean_logits, clean_pred, attacked
                 )
-                with torch.enable_grad():
-                    out = self._attack(problem)
-                adv[run] = _project(out.adv.detach().to(images.dtype), problem.images, problem.eps)
-                iterations[run] = out.iterations.to(device=images.device, dtype=torch.int64)
-                failed[run] = out.gradient_failed.to(device=images.device, dtype=torch.bool)
-            adv_logits = self._forward(adv)
+                for budget in budgets
+            ]
+        return results if several else results[0]
+
+    def _attack_with_budget(
+        self,
+        images: Tensor,
+        targets: Tensor,
+        flip_set: Tensor,
+        eps: Tensor,
+        clean_logits: Tensor,
+        clean_pred: Tensor,
+        attacked: Tensor,
+    ) -> AttackResult:
+        """Run the loop on the attacked rows at budget ``eps`` (float64 ``[B]``) and score it."""
+        batch = images.shape[0]
+        adv = images.clone()
+        iterations = torch.zeros(batch, dtype=torch.int64, device=images.device)
+        failed = torch.zeros(batch, dtype=torch.bool, device=images.device)
+        if attacked.any():
+            problem = self._problem(
+                images, attacked, eps, clean_logits, clean_pred, targets, flip_set
+            )
+            out = self._run_loop(problem)
+            found = out.adv.detach().to(device=images.device, dtype=images.dtype)
+            # A loop must return finite iterates; any other entry falls back to the clean pixel.
+            found = torch.where(torch.isfinite(found), found, problem.images)
+            adv[attacked] = problem.project(found)
+            iterations[attacked] = out.iterations.to(device=images.device, dtype=torch.int64)
+            failed[attacked] = out.gradient_failed.to(device=images.device, dtype=torch.bool)
+        adv_logits = self._forward(adv)
+        nonfinite = ~torch.isfinite(adv_logits).all(dim=1)
         adv_pred = adv_logits > self.logit_threshold
-        success = attacked & ((adv_pred != clean_pred) | ~targets).all(dim=1)
+        flipped = ((adv_pred != clean_pred) | ~targets).all(dim=1)
         return AttackResult(
             adv=adv,
             images=images,
@@ -350,23 +591,54 @@ class Attack(abc.ABC):
             adv_pred=adv_pred,
             targets=targets,
             flip_set=flip_set,
-            success=success,
+            success=attacked & flipped & ~nonfinite,
             iterations=iterations,
-            eps=eps_per_image,
+            eps=eps.to(torch.promote_types(images.dtype, torch.float32)),
             attacked=attacked,
             gradient_failed=failed,
             clean_logits=clean_logits,
             adv_logits=adv_logits,
             name=self.name,
+            nonfinite_logits=nonfinite,
         )
 
+    def _run_loop(self, problem: AttackProblem) -> LoopOutput:
+        try:
+            with torch.enable_grad():
+                return self._attack(problem)
+        except RuntimeError as exc:
+            # autograd's wording for a loss that has no path back to the images
+            if "does not require grad" in str(exc):
+                raise ValueError(_DETACHED_LOGITS) from exc
+            raise
+
     # ------------------------------------------------------------------ helpers
+    @contextmanager
+    def _prepared_model(self, device: torch.device) -> Iterator[None]:
+        """For the duration of a call, :attr:`model` runs under the precision options."""
+        if self.amp is None and not self.channels_last and not self.compile:
+            yield
+            return
+        if self.channels_last:
+            self._model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if self.compile and self._compiled is None:
+            self._compiled = torch.compile(self._model)  # type: ignore[assignment]
+        inner = self._compiled if self.compile and self._compiled is not None else self._model
+        amp_dtype = None if self.amp is None else AMP_DTYPES[self.amp]
+        self._prepared = _PreparedModel(inner, device.type, amp_dtype, self.channels_last)
+        try:
+            yield
+        finally:
+            self._prepared = None
+
     def _forward(self, images: Tensor) -> Tensor:
         with torch.no_grad():
             logits = self.model(images)
         if not isinstance(logits, Tensor) or logits.dim() != 2:
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ValueError(f"the model must return logits of shape [B, C], got {shape}")
+        if not logits.is_floating_point():
+            raise ValueError(f"the model must return float logits, got dtype {logits.dtype}")
         return logits.detach()
 
     def _problem(
@@ -416,6 +688,29 @@ class Attack(abc.ABC):
         # A private copy: the caller's tensor is never modified, not even through a view.
         return images.clone()
 
+    def _check_precision(self, images: Tensor) -> None:
+        """Images and model dtypes that fit together (class docstring, *Numbers*), and ``amp``."""
+        model_dtypes = {p.dtype for p in self._model.parameters() if p.is_floating_point()}
+        if self.amp is None:
+            if len(model_dtypes) == 1 and images.dtype not in model_dtypes:
+                (model_dtype,) = model_dtypes
+                raise ValueError(
+                    f"images are {images.dtype} but the model's parameters are {model_dtype}: "
+                    f"pass images.to({model_dtype}) (or, for lower precision, amp='bf16' or 'fp16')"
+                )
+            return
+        allowed = {torch.float32, AMP_DTYPES[self.amp]}
+        if images.dtype not in allowed:
+            raise ValueError(
+                f"amp={self.amp!r} needs float32 or {AMP_DTYPES[self.amp]} images, got {images.dtype}"
+            )
+        if not model_dtypes <= allowed:
+            raise ValueError(
+                f"amp={self.amp!r} needs a model with float32 parameters, got "
+                f"{', '.join(sorted(str(dtype) for dtype in model_dtypes))}"
+            )
+        _check_autocast(self.amp, images.device)
+
     def _check_label_mask(self, mask: Tensor, what: str, images: Tensor) -> Tensor:
         if not isinstance(mask, Tensor):
             raise TypeError(f"{what} must be a torch.Tensor, got {type(mask).__name__}")
@@ -431,28 +726,61 @@ class Attack(abc.ABC):
             mask = mask != 0
         return mask.to(images.device).clone()
 
+    def _check_flip_set(self, flip_set: Tensor, targets: Tensor, images: Tensor) -> Tensor:
+        flip_set = self._check_label_mask(flip_set, "flip_set", images)
+        if flip_set.shape != targets.shape:
+            raise ValueError(
+                f"flip_set has shape {tuple(flip_set.shape)} but targets have shape "
+                f"{tuple(targets.shape)} (one column per label)"
+            )
+        missing = (targets & ~flip_set).any(dim=1)
+        if missing.any():
+            raise ValueError(
+                f"flip_set must contain every target; it misses some for images "
+                f"{_describe_rows(missing)}"
+            )
+        return flip_set
+
     def _check_eps(self, eps: float | Tensor | None, images: Tensor) -> Tensor:
+        """Per-image budgets, float64 ``[B]`` (exact: no rounding to the images' dtype)."""
         batch = images.shape[0]
         if eps is None:
             eps = self.eps
-        if isinstance(eps, Tensor):
-            if eps.dim() == 0:
-                eps = eps.expand(batch)
-            if eps.shape != (batch,):
-                raise ValueError(
-                    f"a per-image eps must have shape [{batch}] (one per image), got {tuple(eps.shape)}"
-                )
-            values = eps.detach().to(device=images.device, dtype=images.dtype).clone()
-        elif isinstance(eps, (int, float)) and not isinstance(eps, bool):
-            values = torch.full((batch,), float(eps), device=images.device, dtype=images.dtype)
-        else:
-            raise TypeError(f"eps must be a number or a tensor, got {type(eps).__name__}")
-        bad = ~torch.isfinite(values) | (values < 0)
+        if not isinstance(eps, Tensor):
+            value = _check_budget(eps, "eps")
+            return torch.full((batch,), value, dtype=torch.float64, device=images.device)
+        if eps.dim() == 0:
+            eps = eps.expand(batch)
+        if eps.shape != (batch,):
+            raise ValueError(
+                f"a per-image eps must have shape [{batch}] (one per image), got {tuple(eps.shape)}"
+            )
+        if not eps.is_floating_point():
+            raise TypeError(f"a per-image eps tensor must be floating point, got {eps.dtype}")
+        values = eps.detach().to(device=images.device, dtype=torch.float64).clone()
+        bad = ~torch.isfinite(values) | (values <= 0) | (values > 1)
         if bad.any():
             raise ValueError(
-                f"eps must be finite and >= 0; it is not for images {_describe_rows(bad)}"
+                f"eps must be a number in (0, 1] (images are in [0, 1]); it is not for images "
+                f"{_describe_rows(bad)} (got {values[bad].tolist()[:5]})"
             )
         return values
+
+    def _check_eps_list(self, eps: list[float] | tuple[float, ...], images: Tensor) -> list[Tensor]:
+        """Several budgets: numbers in ``(0, 1]``, strictly increasing; one ``[B]`` tensor each."""
+        if len(eps) == 0:
+            raise ValueError(f"eps={list(eps)!r} is empty: give at least one budget")
+        values = [_check_budget(value, f"eps[{i}]") for i, value in enumerate(eps)]
+        for i in range(1, len(values)):
+            if values[i] <= values[i - 1]:
+                raise ValueError(
+                    f"a list of eps must be strictly increasing (no repeats), got {list(eps)!r}: "
+                    f"eps[{i}]={eps[i]!r} after eps[{i - 1}]={eps[i - 1]!r}"
+                )
+        return [
+            torch.full((images.shape[0],), value, dtype=torch.float64, device=images.device)
+            for value in values
+        ]
 
     def _valid_rows(self, targets: Tensor, clean_pred: Tensor, clean_logits: Tensor) -> Tensor:
         """bool ``[B]`` of attackable images; raises (or lets them be skipped) for the others."""

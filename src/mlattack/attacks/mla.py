@@ -64,6 +64,7 @@ class MLAU(APGDAttack):
     """
 
     name = "MLA-U"
+    official_kind = "mla-u"
 
     def _direction(self, problem: AttackProblem, x: Tensor, rows: Tensor) -> DirectionStep:
         objectives = evaluate_objectives(self.model, problem, x, rows)
@@ -76,9 +77,12 @@ class MLAC(APGDAttack):
 
     Maximises ``−L_t − L_nt``: flip Ψ while making the other labels more confident, with steps
     along ``sgn(g_t − g_nt)`` (one backward pass of the summed objective gives ``g_t − g_nt``).
+    ``preset="official"`` and the loop options are those of
+    :class:`~mlattack.attacks.apgd.APGDAttack`.
     """
 
     name = "MLA-C"
+    official_kind = "mla-c"
 
     def _direction(self, problem: AttackProblem, x: Tensor, rows: Tensor) -> DirectionStep:
         objectives = evaluate_objectives(self.model, problem, x, rows)

@@ -21,7 +21,9 @@ with SciPy's HiGHS interior-point solver (``method="highs-ipm"``). The required 
 ``Σ_{c∈Ψ} max(0, margin − m_c)`` did not fall by 0.1 % — the non-target labels whose constraints
 were binding in the last program (non-zero dual value) get ``ρ_c ← 2 ρ_c + margin``: they may give
 way. When no non-target was binding, the flip-set labels' own margins halve instead
-(``κ_c ← κ_c / 2``). An infeasible program relaxes every selected non-target the same way and is
+(``κ_c ← max(κ_c / 2, κ_min)``, with ``κ_min = min(margin, robust_margin)``: never below the margin
+that keeps a success independent of the batch, see :mod:`mlattack.attacks.mldp`; the loop counts a
+flip-set label as flipped from ``κ_min / 2`` on). An infeasible program relaxes every selected non-target the same way and is
 solved again (up to :attr:`MLALP.MAX_RESOLVES` times within one step). The ε bound is not part of
 the program: each iterate is projected onto the ε-ball (and the base class clips what is
 returned), and a step cut by the projection shows up as lack of progress, which relaxes the
@@ -53,10 +55,10 @@ from scipy import sparse
 from scipy.optimize import linprog
 from torch import Tensor, nn
 
-from mlattack._validation import check_int
+from mlattack._validation import check_int, check_number
 
 from .base import AttackProblem
-from .mldp import Linearization, LinearizedAttack
+from .mldp import Linearization, LinearizedAttack, robust_margin
 
 __all__ = ["MLALP", "solve_min_linf_step"]
 
@@ -146,14 +148,15 @@ class MLALP(LinearizedAttack):
         **options: Any,
     ) -> None:
         super().__init__(model, **options)
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)):
-            raise TypeError(f"margin must be a number, got {type(margin).__name__}")
-        if not math.isfinite(margin) or margin <= 0:
-            raise ValueError(f"margin must be a finite number > 0, got {margin}")
-        if lp_size is not None:
-            check_int(lp_size, "lp_size", minimum=1)
-        self.margin = float(margin)
-        self.lp_size = lp_size
+        self.margin = check_number(margin, "margin", minimum=0.0, exclusive_minimum=True)
+        self.lp_size = None if lp_size is None else check_int(lp_size, "lp_size", minimum=1)
+
+    def _smallest_flip_margin(self) -> float:
+        """``κ_min``, the floor of the relaxed flip-set margins (module docstring)."""
+        return min(self.margin, robust_margin(self.amp))
+
+    def _reach_margin(self) -> float:
+        return self._smallest_flip_margin() / 2
 
     # ------------------------------------------------------------------ resolution
     def _lp_shape(self, x: Tensor) -> tuple[int, int]:
@@ -224,9 +227,8 @@ class MLALP(LinearizedAttack):
         slack = state.slack[rows]
         state.slack[rows] = torch.where(binding, 2 * slack + self.margin, slack)
         halve = (~blocked).unsqueeze(1) & flip_set[stuck]
-        state.flip_margin[rows] = torch.where(
-            halve, state.flip_margin[rows] / 2, state.flip_margin[rows]
-        )
+        halved = (state.flip_margin[rows] / 2).clamp_min(self._smallest_flip_margin())
+        state.flip_margin[rows] = torch.where(halve, halved, state.flip_margin[rows])
 
     def _needs(self, state: _RelaxState, problem: AttackProblem, lin: Linearization) -> Tensor:
         """``need_c`` of every label ``[n, C]`` (module docstring)."""

@@ -21,12 +21,23 @@ measured 1.8× faster there (small conv net, 8 images at 32×32, 20 rows: 27 ms 
 as DESIGN §6 found for input gradients. Models whose operations lack a batching rule fall back to
 the per-row passes.
 
+**Reached, with a margin.** A flip-set label counts as flipped inside the loop only when its
+signed margin is at least the attack's *reach margin* ``δ`` (:meth:`LinearizedAttack._reach_margin`,
+in logits), not merely positive. Both attacks aim further than ``δ``. The reason is that the base
+class scores what is returned by a fresh forward pass of the whole batch, and a float model does not
+give bit-identical logits for an image alone and inside a batch (BLAS and convolution kernels block
+and sum differently by batch size; about 1e-7 relative in float32). A linearise-and-solve step lands
+its labels *exactly* where it aimed, so an iterate aimed at the threshold itself would flip or not
+with the batch. ``δ`` is far above that noise (:data:`FLOAT32_MARGIN`, :data:`AMP_MARGIN` under
+``amp``), so the success of an image does not depend on the batch it is attacked in.
+
 **Loop** (:class:`LinearizedAttack`): every image keeps its best iterate by (number of flip-set
-labels not on their desired side, then number of other labels off their side, then the flip set's
-total logit shortfall ``Σ_{c∈Ψ} max(0, −m_c)``); it stops when the flip set is reached
-(``early_stop``) or every label is on its desired side, when its gradient is zero or not finite
-(``gradient_failed``), or when a step no longer moves it. Iterates are projected onto the ε-ball and
-``[0, 1]`` after every step; finished images leave the working batch.
+labels not reached, then number of other labels off their side, then the flip set's total logit
+shortfall ``Σ_{c∈Ψ} max(0, δ − m_c)``); it stops when the flip set is reached (``early_stop``) or
+every label is on its desired side, when its gradient is zero or not finite, its logits are not
+finite or its step is not finite (all three ``gradient_failed``), or when a step no longer moves it.
+An iterate with a NaN or infinite logit is never kept as the best. Iterates are projected onto the
+ε-ball and ``[0, 1]`` after every step; finished images leave the working batch.
 """
 
 from __future__ import annotations
@@ -40,11 +51,32 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from mlattack._validation import check_int
+from mlattack._validation import check_int, check_number
 
 from .base import Attack, AttackProblem, LoopOutput, gradient_failed
 
-__all__ = ["MLDP", "Linearization", "LinearizedAttack", "label_jacobian", "select_labels"]
+__all__ = [
+    "AMP_MARGIN",
+    "FLOAT32_MARGIN",
+    "MLDP",
+    "Linearization",
+    "LinearizedAttack",
+    "label_jacobian",
+    "robust_margin",
+    "select_labels",
+]
+
+#: Default logit margin of the linearised attacks in full precision: ~1e5 times the batch-dependent
+#: rounding of float32 logits (module docstring), small next to logits (0.25 % of probability at 0.5).
+FLOAT32_MARGIN = 0.01
+#: The same under ``amp``: bfloat16 keeps 8 significant bits, so forward passes of one image in two
+#: batches can differ by a few hundredths of a logit.
+AMP_MARGIN = 0.1
+
+
+def robust_margin(amp: str | None) -> float:
+    """The default margin for an attack with the given ``amp`` option (module docstring)."""
+    return FLOAT32_MARGIN if amp is None else AMP_MARGIN
 
 
 def select_labels(
@@ -168,6 +200,11 @@ class LinearizedAttack(Attack):
         ``like``)."""
         return step.view_as(like)
 
+    def _reach_margin(self) -> float:
+        """``δ``: the logit margin beyond the threshold from which a flip-set label counts as
+        flipped inside the loop (module docstring: reached, with a margin)."""
+        return 0.0
+
     @abc.abstractmethod
     def _step(self, state: Any, problem: AttackProblem, lin: Linearization) -> Tensor:
         """The step ``[n, d]`` of the perturbation variable for the working images of ``lin``."""
@@ -185,6 +222,7 @@ class LinearizedAttack(Attack):
         failed = torch.zeros(batch, dtype=torch.bool, device=device)
         running = torch.ones(batch, dtype=torch.bool, device=device)
         state = self._start(problem)
+        reach = self._reach_margin()
         progress = tqdm(total=self.steps, desc=self.name, disable=not self.verbose, leave=False)
         for step in range(self.steps + 1):
             rows = running.nonzero().flatten()
@@ -197,22 +235,23 @@ class LinearizedAttack(Attack):
             else:
                 variable, inputs = self._parametrize(x[rows])
                 logits = self.model(inputs)
+            finite = torch.isfinite(logits.detach()).all(dim=1)
             on_side = (logits.detach() > theta) == problem.desired[rows]
+            signed = signs[rows] * (logits.detach() - theta)
             flip_set = problem.flip_set[rows]
-            flip_missing = (flip_set & ~on_side).sum(dim=1)
+            flip_missing = (flip_set & ~(on_side & (signed >= reach))).sum(dim=1)
             others_off = (~flip_set & ~on_side).sum(dim=1)
             shortfall = (
-                torch.where(flip_set, (signs[rows] * (theta - logits.detach())).clamp_min(0), 0.0)
-                .sum(dim=1)
-                .double()
+                torch.where(flip_set, (reach - signed).clamp_min(0), 0.0).sum(dim=1).double()
             )
             # Lexicographic: reaching the flip set first, then disturbing fewer other labels, then
             # (for images that fail) the flip set's total logit shortfall, squashed into [0, 1).
             score = flip_missing * (num_labels + 1) + others_off + shortfall / (1 + shortfall)
+            score = torch.where(finite, score, math.inf)  # a NaN iterate is never the best
             better = score < best_score[rows]
             best[rows[better]] = x[rows[better]]
             best_score[rows[better]] = score[better]
-            done = (flip_missing == 0) & ((others_off == 0) | self.early_stop)
+            done = finite & (flip_missing == 0) & ((others_off == 0) | self.early_stop)
             running[rows[done]] = False
             if last or done.all():
                 break
@@ -228,7 +267,7 @@ class LinearizedAttack(Attack):
             full_valid = torch.zeros_like(full_labels, dtype=torch.bool)
             full_labels[work], full_valid[work] = labels, valid
             jacobian = label_jacobian(logits, variable, full_labels, full_valid)[work].detach()
-            bad = gradient_failed(jacobian.flatten(1))
+            bad = gradient_failed(jacobian.flatten(1)) | ~finite[work]
             failed[rows[bad]] = True
             running[rows[bad]] = False
             keep = ~bad
@@ -247,6 +286,11 @@ class LinearizedAttack(Attack):
                 jacobian=jacobian[keep],
             )
             update = self._step(state, problem, lin).to(x.dtype)
+            solved = torch.isfinite(update).all(dim=1)
+            if not solved.all():  # e.g. an overflowing Gram matrix: stop where the image is
+                failed[rows[~solved]] = True
+                running[rows[~solved]] = False
+                update = torch.where(solved.unsqueeze(1), update, 0.0)
             moved = problem.project(current + self._to_image(update, current), rows)
             iterations[rows] += 1
             if self.stop_when_stalled:
@@ -262,18 +306,27 @@ class MLDP(LinearizedAttack):
     """ML-DP, the multi-label DeepFool of Song et al. (2018).
 
     At each iterate the logits of the selected labels are linearised and the step is the least-L2
-    solution of the active constraints, ``r = J_Aᵀ (J_A J_Aᵀ)⁺ (t_A − f_A)``: with ``A`` the
-    selected labels not on their desired side, each is moved to
-    ``t_c = θ + s_c · overshoot · |θ − f_c|``, i.e. ``(1 + overshoot)`` times the way to its
-    threshold (DeepFool's overshoot, exact on a linear model). Selected labels that this step
-    would push off their side (to first order) join ``A`` with the same rule, which for them means
-    stopping ``overshoot · |θ − f_c|`` short of the threshold, and the step is recomputed, so it
-    satisfies every selected linear constraint. The iterate is then projected onto the ε-ball and
-    ``[0, 1]``.
+    solution of the active constraints, ``r = J_Aᵀ (J_A J_Aᵀ)⁺ (t_A − f_A)``. ``A`` holds the
+    selected flip-set labels less than ``margin`` beyond their threshold and the selected other
+    labels off their side. A flip-set label is moved to ``t_c = θ + s_c (overshoot · |θ − f_c| +
+    margin)``: ``(1 + overshoot)`` times the way to its threshold (DeepFool's overshoot, exact on a
+    linear model) plus ``margin`` beyond it; another label off its side is moved back to
+    ``θ + s_c · overshoot · |θ − f_c|``. Selected labels that this step would push off their side
+    (to first order) join ``A`` with that rule, which for them means stopping
+    ``overshoot · |θ − f_c|`` short of the threshold, and the step is recomputed, so it satisfies
+    every selected linear constraint. The iterate is then projected onto the ε-ball and ``[0, 1]``.
+
+    ``margin`` is what keeps ML-DP off the threshold (module docstring: reached, with a margin):
+    the relative overshoot alone shrinks with the remaining distance, and on a curved model the
+    last steps land within ~1e-7 of the threshold. The loop counts a label as flipped from
+    ``margin / 2`` on (half is left for the linearisation error), so every success holds by at
+    least ``margin / 2`` in the loop's own forward pass.
 
     Args:
         model, eps, steps, ...: see :class:`~mlattack.attacks.base.Attack` (``steps`` default 50).
-        overshoot: relative overshoot of each step (DeepFool's 0.02).
+        overshoot: relative overshoot of each step (DeepFool's 0.02), ``>= 0``.
+        margin: absolute logit margin ``> 0`` by which flip-set labels are pushed past their
+            threshold; ``None``: :func:`robust_margin` (0.01, or 0.1 under ``amp``).
         max_labels: labels linearised per image and step (see the module docstring).
     """
 
@@ -283,22 +336,36 @@ class MLDP(LinearizedAttack):
     #: ``(J_A J_Aᵀ)⁺`` drops eigenvalues below this fraction of the largest (nearly parallel rows).
     PINV_RTOL: ClassVar[float] = 1e-8
 
-    def __init__(self, model: nn.Module, *, overshoot: float = 0.02, **options: Any) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        overshoot: float = 0.02,
+        margin: float | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(model, **options)
-        if isinstance(overshoot, bool) or not isinstance(overshoot, (int, float)):
-            raise TypeError(f"overshoot must be a number, got {type(overshoot).__name__}")
-        if not math.isfinite(overshoot) or overshoot < 0:
-            raise ValueError(f"overshoot must be a finite number >= 0, got {overshoot}")
-        self.overshoot = float(overshoot)
+        self.overshoot = check_number(overshoot, "overshoot", minimum=0.0)
+        self.margin = (
+            robust_margin(self.amp)
+            if margin is None
+            else check_number(margin, "margin", minimum=0.0, exclusive_minimum=True)
+        )
+
+    def _reach_margin(self) -> float:
+        return self.margin / 2
 
     def _step(self, state: Any, problem: AttackProblem, lin: Linearization) -> Tensor:
         jacobian = lin.jacobian
         gram = torch.bmm(jacobian, jacobian.transpose(1, 2)).double()
         logits = lin.selected(lin.logits).double()
         signs = lin.selected(lin.signs).double()
+        margins = lin.selected(lin.margins).double()
+        in_flip_set = problem.flip_set[lin.rows].gather(1, lin.labels)
         to_threshold = problem.logit_threshold - logits  # θ − f, [n, m]
-        needed = to_threshold + self.overshoot * signs * to_threshold.abs()  # t − f
-        active = lin.valid & (lin.selected(lin.margins) <= 0)
+        beyond = self.overshoot * to_threshold.abs() + torch.where(in_flip_set, self.margin, 0.0)
+        needed = to_threshold + signs * beyond  # t − f
+        active = lin.valid & torch.where(in_flip_set, margins < self.margin, margins <= 0)
         coefficients = torch.zeros_like(needed)
         for _ in range(lin.labels.shape[1]):
             coefficients = _masked_min_norm(gram, needed, active, self.PINV_RTOL)

@@ -33,10 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the sub-commands (and torch) are imported
+        print("\nmlattack: interrupted", file=sys.stderr)
+        return 130
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"\nmlattack {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # the reader went away (`mlattack graph show voc | head`): stop quietly, like other tools
         devnull = os.open(os.devnull, os.O_WRONLY)

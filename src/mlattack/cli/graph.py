@@ -5,6 +5,7 @@ mlattack graph build --labels-file labels.txt --synset tvmonitor=television_rece
 mlattack graph build --openimages bbox_labels_600_hierarchy.json --names classes.csv -o oi.json
 mlattack graph show voc
 mlattack graph target-set voc --on dog carnivore mammal animal organism --targets dog
+mlattack graph target-set voc --on dog carnivore --targets dog cat --direction mixed --repair
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlattack.graph import LabelGraph
+from mlattack.graph import DIRECTIONS, LabelGraph
 
 _GRAPH_HELP = "a label graph JSON file, or a built-in graph name (voc, nus-wide)"
 
@@ -106,9 +107,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     target_set.add_argument(
         "--direction",
-        choices=("off", "on"),
+        choices=DIRECTIONS,
         default="off",
-        help="off: turn present targets off (default); on: turn absent targets on",
+        help="off: turn present targets off (default); on: turn absent targets on; "
+        "mixed: both, each target by its state in the prediction",
+    )
+    target_set.add_argument(
+        "--logits",
+        nargs="*",
+        default=[],
+        metavar="LABEL=LOGIT",
+        help="clean logits of labels that turning a target on may pick as a child "
+        "(the highest wins; unnamed labels get -inf)",
+    )
+    target_set.add_argument(
+        "--repair",
+        action="store_true",
+        help="the authors' rule on inconsistent predictions: also turn off on labels hanging "
+        "under an off label the search walks through",
     )
     target_set.set_defaults(func=_target_set)
 
@@ -273,11 +289,30 @@ def _label_mask(graph: LabelGraph, labels: list[str], flag: str) -> np.ndarray:
     return mask
 
 
+def _logit_values(graph: LabelGraph, items: list[str]) -> np.ndarray:
+    logits = np.full(len(graph), -np.inf)
+    for item in items:
+        label, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or not np.isfinite(number):
+            raise ValueError(f"--logits: expected LABEL=LOGIT with a finite number, got {item!r}")
+        logits[_label_mask(graph, [label], "--logits")] = number
+    return logits
+
+
 def _target_set(args: argparse.Namespace) -> int:
     graph = _load_graph(args.graph)
     pred = _label_mask(graph, args.on, "--on")
     targets = _label_mask(graph, args.targets, "--targets")
-    psi = np.asarray(graph.consistent_target_set(pred, targets, direction=args.direction))
+    logits = _logit_values(graph, args.logits) if args.logits else None
+    psi = np.asarray(
+        graph.consistent_target_set(
+            pred, targets, direction=args.direction, logits=logits, repair=args.repair
+        )
+    )
     names = graph.names
     omega_names = [names[i] for i in np.flatnonzero(targets)]
     psi_names = [names[i] for i in np.flatnonzero(psi)]

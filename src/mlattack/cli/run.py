@@ -22,7 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--force", action="store_true", help="delete earlier results in the run directory first"
     )
-    parser.add_argument("--device", default=None, help="override the config's device (e.g. cuda)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="override the config's device: auto (CUDA when present), cpu, cuda, cuda:N, mps",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=_run)
 
@@ -30,10 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from mlattack.experiments.config import ExperimentConfig
     from mlattack.experiments.runner import run_experiment
+    from mlattack.experiments.store import find_stores
 
     config = ExperimentConfig.from_yaml(args.config)
     if args.device is not None:
-        config = config.model_copy(update={"device": args.device})
+        config = config.with_device(args.device)
+    # The config's name is a plain folder name (validated), so the default stays inside runs/.
     out = args.out if args.out is not None else Path("runs") / config.name
     try:
         run_dir = run_experiment(
@@ -44,7 +50,10 @@ def _run(args: argparse.Namespace) -> int:
             base_dir=args.config.resolve().parent,
         )
     except KeyboardInterrupt:
-        print(f"\ninterrupted; rerun the same command to resume into {out}", file=sys.stderr)
+        if out.is_dir() and find_stores(out):
+            print(f"\ninterrupted; rerun the same command to resume into {out}", file=sys.stderr)
+        else:
+            print("\ninterrupted before any result was stored", file=sys.stderr)
         return 130
     print(f"results in {run_dir}; next: mlattack report {run_dir}")
     return 0

@@ -76,7 +76,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--n-train", type=int, default=6000, help="synthetic: training images")
     data.add_argument("--n-val", type=int, default=1000, help="synthetic: held-out images")
     data.add_argument(
-        "--validate-images", action="store_true", help="decode every image first, drop bad ones"
+        "--validate-images",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="decode every image first and drop unreadable ones (default; an unreadable image is "
+        "never replaced by another, so without it one ends training with an error naming it)",
     )
     data.add_argument("--dataset-options", type=_json_object, default={}, metavar="JSON",
                       help="more build_dataset keywords for both splits")  # fmt: skip

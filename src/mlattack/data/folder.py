@@ -6,7 +6,13 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlattack.data.images import ImageFileDataset, Transform, require_dir, require_file
+from mlattack.data.images import (
+    ImageFileDataset,
+    Transform,
+    path_inside,
+    require_dir,
+    require_file,
+)
 from mlattack.data.labels import GraphSpec, make_label_space, resolve_graph
 
 
@@ -14,7 +20,8 @@ class ImageFolderDataset(ImageFileDataset):
     """Images under ``root`` listed in a labels CSV.
 
     CSV format (``labels_csv``, default ``root/labels.csv``): one image a row,
-    ``<path relative to root>,<label>;<label>;...`` - e.g. ``cats/001.jpg,cat;animal``. An empty
+    ``<path relative to root>,<label>;<label>;...`` - e.g. ``cats/001.jpg,cat;animal`` (absolute
+    paths and ``..`` are refused: every image lies under ``root``). An empty
     second field means no label. An optional header row ``filename,labels`` is skipped; blank lines
     are ignored. ``label_separator`` changes the ``;``.
 
@@ -73,7 +80,7 @@ class ImageFolderDataset(ImageFileDataset):
         ]
         self.root = base
         super().__init__(
-            [base / name for _, name, _ in rows],
+            [path_inside(base, name, f"{csv_path}:{line_no}") for line_no, name, _ in rows],
             space.encode(items),
             space,
             size=size,

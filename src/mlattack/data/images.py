@@ -1,12 +1,14 @@
 """Datasets of image files with label vectors, and how unreadable images are skipped.
 
-Policy for unreadable images (missing, truncated, corrupt, not an image): by default they are found
-*lazily*. When ``__getitem__(i)`` cannot decode image ``i``, it warns once, remembers ``i`` as bad, and
-returns the next readable image instead (wrapping around), so an epoch never dies halfway and the
-batch size stays fixed; ``num_skipped`` counts the bad images met so far. With ``validate=True`` every
-image is decoded once at construction and the unreadable ones are dropped up front (``len`` shrinks,
-``num_skipped`` is final). With ``DataLoader(num_workers>0)`` the lazy count lives in the workers, so
-use ``validate=True`` there when the count matters.
+Policy for unreadable images (missing, truncated, corrupt, not an image): an image is never silently
+replaced by another. By default they are found *lazily*: ``__getitem__(i)`` raises
+:class:`UnreadableImageError` naming the file, and remembers ``i`` (``skipped``, ``num_skipped``);
+the experiment runner catches it, skips the image explicitly and reports it. With ``validate=True``
+every image is decoded once at construction and the unreadable ones are dropped up front (``len``
+shrinks, ``num_skipped`` is final): use it for training, where a raise would end the epoch.
+
+Paths that list files name them relative to the dataset's root; :func:`path_inside` refuses absolute
+paths and ``..`` that would leave it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,17 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
+def path_inside(root: Path, relative: str, what: str) -> Path:
+    """``root / relative``, refused (``ValueError`` naming ``what``) when it would leave ``root``."""
+    candidate = Path(relative)
+    if not relative or candidate.is_absolute() or ".." in candidate.parts or "\\" in relative:
+        raise ValueError(
+            f"{what}: {relative!r} is not a path inside the dataset root {root} (absolute paths, "
+            "'..' and backslashes are refused)"
+        )
+    return root / candidate
+
+
 def require_dir(path: str | Path, what: str) -> Path:
     found = Path(path)
     if not found.is_dir():
@@ -67,7 +80,8 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     Yields ``(image float [3, size, size] in [0, 1], labels float [C] of 0/1)``. Attributes:
     ``label_names``, ``graph`` (over ``label_names``, or None), ``labels`` (the whole float label
-    matrix ``[N, C]``, e.g. for co-occurrence statistics), ``paths``, ``num_skipped``.
+    matrix ``[N, C]``, e.g. for co-occurrence statistics), ``paths``, ``num_skipped``, ``skipped``
+    (the indices found unreadable so far).
     See the module docstring for how unreadable images are skipped.
     """
 
@@ -98,8 +112,13 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     @property
     def num_skipped(self) -> int:
-        """Unreadable images dropped at construction or met (and skipped) so far."""
+        """Unreadable images dropped at construction or met (and refused) so far."""
         return self._dropped + len(self._bad)
+
+    @property
+    def skipped(self) -> frozenset[int]:
+        """Indices whose image could not be read when asked for (lazy mode)."""
+        return frozenset(self._bad)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -109,22 +128,17 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         if not -count <= index < count:
             raise IndexError(f"index {index} out of range for a dataset of {count} images")
         index %= count
-        for offset in range(count):
-            current = (index + offset) % count
-            if current in self._bad:
-                continue
-            try:
-                image = load_image(self.paths[current], self.size)
-            except UnreadableImageError as exc:
-                self._bad.add(current)
-                warnings.warn(f"skipping unreadable image ({exc})", RuntimeWarning, stacklevel=2)
-                continue
-            if self.transform is not None:
-                image = self.transform(image)
-            return image, self.labels[current]
-        raise ValueError(
-            f"no readable image among the {count} images of this dataset (e.g. {self.paths[0]})"
-        )
+        try:
+            image = load_image(self.paths[index], self.size)
+        except UnreadableImageError as exc:
+            self._bad.add(index)
+            raise UnreadableImageError(
+                f"{exc} (image {index}; validate=True / --validate-images drops unreadable "
+                "images up front)"
+            ) from exc
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.labels[index]
 
     def _drop_unreadable(self) -> None:
         keep: list[int] = []

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mlattack.data.images import ImageFileDataset, Transform, require_dir, require_file
+from mlattack.data.images import (
+    ImageFileDataset,
+    Transform,
+    path_inside,
+    require_dir,
+    require_file,
+)
 from mlattack.data.labels import GraphSpec, make_label_space, resolve_graph
 
 SPLIT_FILES = {
@@ -127,7 +133,10 @@ class NUSWideDataset(ImageFileDataset):
         self.split = split
         self.concepts: tuple[str, ...] = tuple(concepts)
         super().__init__(
-            [folder / _image_relpath(e) for e in entries],
+            [
+                path_inside(folder, str(_image_relpath(e)), f"NUS-WIDE image list entry {e!r}")
+                for e in entries
+            ],
             space.encode_matrix(full),
             space,
             size=size,

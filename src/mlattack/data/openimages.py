@@ -8,7 +8,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlattack.data.images import ImageFileDataset, Transform, require_dir, require_file
+from mlattack.data.images import (
+    ImageFileDataset,
+    Transform,
+    path_inside,
+    require_dir,
+    require_file,
+)
 from mlattack.data.labels import GraphSpec, make_label_space, resolve_graph
 
 if TYPE_CHECKING:
@@ -125,7 +131,10 @@ class OpenImagesDataset(ImageFileDataset):
         self.num_unknown_rows = dropped
         self.unknown_labels: frozenset[str] = frozenset(unknown)
         super().__init__(
-            [folder / f"{image_id}.jpg" for image_id in positives],
+            [
+                path_inside(folder, f"{image_id}.jpg", "OpenImages ImageID")
+                for image_id in positives
+            ],
             space.encode(items),
             space,
             size=size,
@@ -151,7 +160,9 @@ class OpenImagesDataset(ImageFileDataset):
                     raise ValueError(
                         f"{path}:{line_no}: bad Confidence {row['Confidence']!r}"
                     ) from exc
-                mids = positives.setdefault(row["ImageID"].strip(), [])
+                image_id = (row["ImageID"] or "").strip()
+                path_inside(path.parent, f"{image_id}.jpg", f"{path}:{line_no}: ImageID")
+                mids = positives.setdefault(image_id, [])
                 if confidence > 0.5:
                     mids.append(row["LabelName"].strip())
         return positives

@@ -8,7 +8,13 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from mlattack.data.images import ImageFileDataset, Transform, require_dir, require_file
+from mlattack.data.images import (
+    ImageFileDataset,
+    Transform,
+    path_inside,
+    require_dir,
+    require_file,
+)
 from mlattack.data.labels import GraphSpec, make_label_space, resolve_graph
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -26,12 +32,17 @@ def _year_dir(root: Path, year: str) -> Path:
     raise FileNotFoundError(f"no VOC{year} folder (with JPEGImages/ and ImageSets/) under {root}")
 
 
-def _read_ids(path: Path) -> list[str]:
-    return [
-        line.split()[0]
-        for line in require_file(path, "VOC image list").read_text().splitlines()
-        if line.strip()
-    ]
+def _read_ids(path: Path, images: Path) -> list[str]:
+    """Image ids of a list file; an id naming a file outside the ``images`` folder is refused."""
+    ids = []
+    for line_no, line in enumerate(
+        require_file(path, "VOC image list").read_text().splitlines(), 1
+    ):
+        if line.strip():
+            image_id = line.split()[0]
+            path_inside(images, f"{image_id}.jpg", f"{path}:{line_no}: image id")
+            ids.append(image_id)
+    return ids
 
 
 def _labels_from_xml(annotations: Path, image_id: str, include_difficult: bool) -> list[str]:
@@ -103,7 +114,7 @@ class VOCDataset(ImageFileDataset):
         if source not in {"auto", "xml", "lists"}:
             raise ValueError(f"source must be 'auto', 'xml' or 'lists', got {source!r}")
         base = _year_dir(require_dir(root, "VOCdevkit"), str(year))
-        ids = _read_ids(base / "ImageSets" / "Main" / f"{split}.txt")
+        ids = _read_ids(base / "ImageSets" / "Main" / f"{split}.txt", base / "JPEGImages")
         space = make_label_space(VOC_CLASSES, label_names=label_names, graph=resolve_graph(graph))
         annotations = base / "Annotations"
         if source == "xml" or (source == "auto" and annotations.is_dir()):
@@ -129,7 +140,7 @@ class VOCDataset(ImageFileDataset):
         self.root = base
         self.split = split
         super().__init__(
-            [base / "JPEGImages" / f"{i}.jpg" for i in ids],
+            [path_inside(base / "JPEGImages", f"{i}.jpg", "VOC image id") for i in ids],
             labels,
             space,
             size=size,

@@ -95,22 +95,71 @@ def open_run(run_dir: Path) -> Run:
     for path in stores:
         with ResultStore.open_readonly(path) as store:
             this = store.meta()
+            _check_meta(path, this)
             if meta and this.get("config_hash") != meta.get("config_hash"):
                 raise StoreError(
                     f"{path} belongs to another config than {stores[0]}; one run per directory"
+                )
+            if meta and this.get("clean_scan_hash") != meta.get("clean_scan_hash"):
+                raise StoreError(
+                    f"{path} was written from another clean scan (hash "
+                    f"{this.get('clean_scan_hash')}) than {stores[0]} (hash "
+                    f"{meta.get('clean_scan_hash')}); refusing to merge ranks that attacked "
+                    "different images"
                 )
             meta = meta or this
             names = this["label_names"]
             for ts_id, size, labels, n_eligible, n_selected in store.query(
                 "SELECT ts_id, size, labels, n_eligible, n_selected FROM target_sets"
             ):
-                target_sets[int(ts_id)] = {
-                    "size": int(size),
-                    "labels": [names[i] for i in json.loads(labels)],
-                    "n_eligible": int(n_eligible),
-                    "n_selected": int(n_selected),
-                }
+                try:
+                    indices = json.loads(labels)
+                    if not all(type(i) is int and 0 <= i < len(names) for i in indices):
+                        raise ValueError("label index out of range")
+                    target_sets[int(ts_id)] = {
+                        "size": int(size),
+                        "labels": [names[i] for i in indices],
+                        "n_eligible": int(n_eligible),
+                        "n_selected": int(n_selected),
+                    }
+                except (TypeError, ValueError, IndexError, RecursionError):
+                    raise StoreError(f"{path}: target set {ts_id!r} is damaged") from None
     return Run(run_dir, stores, meta, target_sets)
+
+
+def _check_meta(path: Path, meta: dict[str, Any]) -> None:
+    """The meta keys a report reads, with their types; a damaged store is named, not a KeyError."""
+
+    def is_list_of(value: Any, kind: type) -> bool:
+        return isinstance(value, list) and all(isinstance(v, kind) for v in value)
+
+    config = meta.get("config")
+    problems = []
+    if not is_list_of(meta.get("label_names"), str):
+        problems.append("'label_names' is not a list of names")
+    if not isinstance(config, dict):
+        problems.append("'config' is not a mapping")
+    else:
+        eps = config.get("eps")
+        if not (is_list_of(eps, (int, float)) and not is_list_of(eps, bool)):
+            problems.append("'config.eps' is not a list of numbers")
+        attacks = config.get("attacks")
+        if not (is_list_of(attacks, dict) and all(isinstance(a.get("name"), str) for a in attacks)):
+            problems.append("'config.attacks' is not a list of attacks")
+    skipped = meta.get("skipped_images", [])
+    if not (
+        is_list_of(skipped, list)
+        and all(
+            len(e) == 2
+            and isinstance(e[0], int)
+            and not isinstance(e[0], bool)
+            and isinstance(e[1], str)
+            for e in skipped
+        )
+    ):
+        problems.append("'skipped_images' is not a list of [image id, reason]")
+    if problems:
+        raise StoreError(f"{path}: damaged metadata: {'; '.join(problems)}")
 
 
 def aggregate(run_dirs: list[Path]) -> Aggregates:
@@ -255,6 +304,11 @@ def transfer_matrix(
     return sources, targets, matrix
 
 
+def skipped_images(run: Run) -> list[tuple[int, str]]:
+    """``(image id, reason)`` of the images the run's clean scan could not read."""
+    return [(int(image_id), str(why)) for image_id, why in run.meta.get("skipped_images", [])]
+
+
 def load_examples(run: Run) -> list[dict[str, Any]]:
     """The saved example perturbations of a run, with their stored SSIM."""
     examples: list[dict[str, Any]] = []
@@ -267,7 +321,21 @@ def load_examples(run: Run) -> list[dict[str, Any]]:
             )
         keys = ("ts_id", "image_id", "attack", "eps", "path", "ssim", "success", "semantic_success")
         examples.extend(dict(zip(keys, row, strict=True)) for row in rows)
-    return [e for e in examples if (run.run_dir / e["path"]).is_file()]
+    return [e for e in examples if _example_file(run, e["path"]).is_file()]
+
+
+def _example_file(run: Run, stored: Any) -> Path:
+    """The file a store's example row names: always inside the run folder, else ``StoreError``."""
+    root = run.run_dir.resolve()
+    if not isinstance(stored, str) or not stored:
+        raise StoreError(f"{run.run_dir}: an example row names no path ({stored!r})")
+    path = (root / stored).resolve()
+    if Path(stored).is_absolute() or not path.is_relative_to(root):
+        raise StoreError(
+            f"{run.run_dir}: the store names the example file {stored!r}, outside the run folder; "
+            "refusing to read it"
+        )
+    return path
 
 
 def decode(run: Run, text: str) -> np.ndarray:

@@ -103,12 +103,20 @@ class SamplePhotos(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
 
 def build_dataset_from_spec(spec: DatasetSpec, model: nn.Module) -> Dataset[Any]:
+    """The dataset a :class:`DatasetSpec` describes; OpenImages labels are read by the model's MIDs
+    when it knows them (``label_mids``), so no display name decides which output a label is."""
     from mlattack.data import build_dataset
+    from mlattack.models.classlist import model_mids
 
+    options = dict(spec.options)
+    mid_to_label = model_mids(model) if spec.name == "openimages" else None
+    if mid_to_label is not None and "mid_to_name" not in options:
+        options.pop("class_descriptions", None)
+        options["mid_to_name"] = mid_to_label
     with config_key("dataset.options"):
         if spec.name == SAMPLE_PHOTOS:
-            return SamplePhotos(label_names_of(model), **spec.options)
-        return build_dataset(spec.name, **spec.options)
+            return SamplePhotos(label_names_of(model), **options)
+        return build_dataset(spec.name, **options)
 
 
 def resolve_graph(
@@ -124,6 +132,7 @@ def resolve_graph(
     rule draws part of each target set among them).
     """
     from mlattack.graph import LabelGraph
+    from mlattack.models.classlist import model_mids, relabel_graph_by_mid
 
     if spec == "model":
         source = getattr(model, "graph", None)
@@ -145,6 +154,9 @@ def resolve_graph(
         source = LabelGraph.from_openimages(
             hierarchy, descriptions if descriptions.is_file() else None
         )
+        mid_to_label = model_mids(model)
+        if mid_to_label is not None:  # match hierarchy nodes to outputs by MID, not by name
+            source = relabel_graph_by_mid(source, mid_to_label)
         what = spec
     else:
         path = _existing(Path(spec), base_dir)

@@ -1,7 +1,9 @@
 """Experiment configuration: a YAML file validated into :class:`ExperimentConfig`.
 
-Every section forbids unknown keys, so a typo fails loudly with the key and the file named instead of
-being silently ignored. The canonical JSON of a config (sorted keys, defaults filled in) and its hash
+Every section forbids unknown keys and uses strict types (no ``"1"`` for 1, no ``true`` for 1.0, no
+``1.5`` for an int), so a typo fails loudly with the key and the file named instead of being
+silently ignored or coerced. The YAML loader is ``yaml.SafeLoader`` refusing duplicate keys and
+aliases (the latter before anything is expanded: no "billion laughs"). The canonical JSON of a config (sorted keys, defaults filled in) and its hash
 identify a run: the results store refuses to mix records from two different configs.
 """
 
@@ -9,17 +11,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ATTACK_NAMES = ("mla-u", "mla-c", "gmla", "ml-dp", "mla-lp")
+PRESET_ATTACKS = ("mla-u", "mla-c", "gmla")  # the attacks that take ``preset: official``
+PRESETS = ("official",)
+MAX_SEED = 2**63 - 1
+MAX_IMAGE_SIZE = 8192  # pixels per side of a dataset's images
+MAX_NESTING = 32  # levels of mappings / lists in a config
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+
+# An L-inf budget on images in [0, 1]: above 1 it no longer bounds anything.
+Budget = Annotated[float, Field(gt=0.0, le=1.0)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ModelSpec(_Section):
@@ -54,10 +68,26 @@ class ModelSpec(_Section):
 
 
 class DatasetSpec(_Section):
-    """A dataset from ``mlattack.data.build_dataset(name, **options)``, or ``sample-photos``."""
+    """A dataset from ``mlattack.data.build_dataset(name, **options)``, or ``sample-photos``.
+
+    The options most datasets share are checked here, so that they are named before anything is
+    built: ``seed`` an int in [0, 2**63), ``size`` an int in [8, 8192], ``n`` an int >= 1, ``split``
+    a string. The dataset itself checks the rest.
+    """
 
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _shared_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        bounds = {"seed": (0, MAX_SEED), "size": (8, MAX_IMAGE_SIZE), "n": (1, None)}
+        for key, (low, high) in bounds.items():
+            if key in value:
+                _check_bounded_int(value[key], f"dataset option '{key}'", low, high)
+        if "split" in value and not isinstance(value["split"], str):
+            raise ValueError(f"dataset option 'split' must be a string, got {value['split']!r}")
+        return value
 
 
 class AttackSpec(_Section):
@@ -83,6 +113,21 @@ class AttackSpec(_Section):
                 f"options {clash} are set by the runner (use the top-level 'eps' list)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _known_preset(self) -> AttackSpec:
+        """``options.preset`` is checked here; every other option by the attack's constructor,
+        which the runner calls once per attack before any work, naming the attack's config key."""
+        if "preset" not in self.options or self.options["preset"] is None:
+            return self
+        preset = self.options["preset"]
+        if not isinstance(preset, str) or preset not in PRESETS:
+            raise ValueError(f"options.preset must be one of {list(PRESETS)}, got {preset!r}")
+        if self.name not in PRESET_ATTACKS:
+            raise ValueError(
+                f"options.preset is for {', '.join(PRESET_ATTACKS)}; {self.name} has no presets"
+            )
+        return self
 
     @property
     def display_name(self) -> str:
@@ -133,7 +178,7 @@ class TransferSpec(_Section):
 
     models: list[ModelSpec] = Field(min_length=2)
     attack: AttackSpec
-    eps: float = Field(gt=0.0)
+    eps: Budget
 
     @model_validator(mode="after")
     def _distinct_names(self) -> TransferSpec:
@@ -146,28 +191,43 @@ class TransferSpec(_Section):
 class ExperimentConfig(_Section):
     """A whole experiment; see ``configs/*.yaml`` for commented examples."""
 
-    name: str = "experiment"
+    name: str = "experiment"  # also the default run folder runs/<name>: a plain file name
     model: ModelSpec
     dataset: DatasetSpec
     graph: str = "model"  # "model" | "dataset" | "builtin:NAME" | path to a LabelGraph JSON
     attacks: list[AttackSpec] = Field(min_length=1)
-    eps: list[float] = Field(min_length=1)
+    eps: list[Budget] = Field(min_length=1)
     target_sets: TargetSetSpec = Field(default_factory=TargetSetSpec)
     images: ImageSpec = Field(default_factory=ImageSpec)
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
-    seed: int = 0
-    device: str = "cpu"
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N | mps
     batch_size: int = Field(default=16, ge=1)
     gradient_correlation: bool = False
     examples: int = Field(default=4, ge=0)  # images per target set kept as PNG/NPZ for Fig. 9-10
     example_target_sets: int = Field(default=2, ge=0)
     transfer: TransferSpec | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"name {value!r} must be a plain folder name (letters, digits, '.', '_', '-'; not "
+                "starting with '.'; at most 128 characters): runs go to runs/<name>"
+            )
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not DEVICE_PATTERN.fullmatch(value):
+            raise ValueError(f"unknown device {value!r}; use auto, cpu, cuda, cuda:N or mps")
+        return value
+
     @field_validator("eps")
     @classmethod
-    def _eps_positive(cls, value: list[float]) -> list[float]:
-        if any(e < 0 for e in value):
-            raise ValueError(f"eps values must be >= 0, got {value}")
+    def _eps_distinct(cls, value: list[float]) -> list[float]:
         if len(set(value)) != len(value):
             raise ValueError(f"eps values repeat: {value}")
         return value
@@ -183,24 +243,24 @@ class ExperimentConfig(_Section):
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExperimentConfig:
         """Read and validate a YAML config; errors name the file and the offending key."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        with path.open(encoding="utf-8") as handle:
-            try:
-                data = yaml.safe_load(handle)
-            except (yaml.YAMLError, UnicodeDecodeError) as exc:
-                raise ValueError(f"{path}: not valid YAML: {exc}") from exc
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(load_yaml(path), source=str(path))
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<dict>") -> ExperimentConfig:
+        """Validate ``data`` (numpy scalars count as the Python numbers they hold)."""
         if not isinstance(data, dict):
             raise ValueError(f"{source}: a config must be a mapping, got {type(data).__name__}")
+        plain = _plain(data, source, "", 0)
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(plain)
         except ValidationError as exc:
-            raise ValueError(f"{source}: invalid config:\n{_describe(exc)}") from None
+            problems = _describe(exc)
+            layout = " " if len(problems) == 1 else "\n  "  # one problem, one line
+            raise ValueError(f"{source}: invalid config:{layout}{layout.join(problems)}") from None
+
+    def with_device(self, device: str, *, source: str = "--device") -> ExperimentConfig:
+        """This config on another ``device``, validated like the config's own key."""
+        return type(self).from_dict({**self.model_dump(), "device": device}, source=source)
 
     # -- identity ------------------------------------------------------------------------------
     def canonical_json(self) -> str:
@@ -213,12 +273,101 @@ class ExperimentConfig(_Section):
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _describe(exc: ValidationError) -> str:
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (while composing: nothing is ever expanded) and
+    duplicate mapping keys (which ``safe_load`` resolves silently to the last value)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"aliases (*{event.anchor}) are not allowed in configs",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class names it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"duplicate key {key!r}",
+                    key_node.start_mark,
+                )  # fmt: skip
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """A YAML file's data, read with :class:`_ConfigLoader`; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with path.open(encoding="utf-8") as handle:
+        try:
+            return yaml.load(handle, Loader=_ConfigLoader)  # noqa: S506 -- a SafeLoader subclass
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            problem = exc.problem or exc.context or "unreadable"
+            raise ValueError(f"{path}: not valid YAML{where}: {problem}") from exc
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+        except RecursionError:
+            raise ValueError(f"{path}: not valid YAML: nested too deeply") from None
+
+
+def _plain(value: Any, source: str, key: str, depth: int) -> Any:
+    """``value`` with numpy scalars as Python numbers; nesting deeper than MAX_NESTING refused."""
+    if depth > MAX_NESTING:
+        raise ValueError(f"{source}: key '{key}' nests more than {MAX_NESTING} levels deep")
+    if isinstance(value, dict):
+        return {
+            k: _plain(v, source, f"{key}.{k}" if key else str(k), depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_plain(v, source, f"{key}.{i}", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, np.generic):
+        return value.item()  # np.bool_ -> bool (still refused where a number is due)
+    return value
+
+
+def _check_bounded_int(value: Any, what: str, low: int, high: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{what} must be {allowed}, got {value!r}")
+
+
+def _describe(exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "<top level>"
         if error["type"] == "extra_forbidden":
-            lines.append(f"  unknown key '{key}'")
+            lines.append(f"unknown key '{key}'")
+        elif error["type"].endswith("_type") or error["type"] in _BOUND_ERRORS:
+            shown = repr(error.get("input"))
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            lines.append(f"key '{key}': {error['msg']}, got {shown}")
         else:
-            lines.append(f"  key '{key}': {error['msg']}")
-    return "\n".join(lines)
+            lines.append(f"key '{key}': {error['msg']}")
+    return lines
+
+
+# pydantic error types whose message does not show the refused value
+_BOUND_ERRORS = {
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "literal_error",
+}

@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from mlattack.experiments.aggregate import METRIC_TITLES, METRICS, Aggregates, Run, transfer_matrix
 
@@ -39,6 +40,14 @@ def _literal_text(draw: Callable[_P, _R]) -> Callable[_P, _R]:
 def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=_DPI, bbox_inches="tight")
     return path
+
+
+def format_eps(eps: float) -> str:
+    """ε as a fraction of 255 when it is one (``4/255``), else to four significant digits."""
+    steps = eps * 255
+    if eps > 0 and abs(steps - round(steps)) < 1e-6 and round(steps) >= 1:
+        return f"{round(steps)}/255"
+    return f"{eps:.4g}"
 
 
 def _series_label(model: str, attack: str, n_models: int) -> str:
@@ -66,7 +75,9 @@ def figure_eps(agg: Aggregates, path: Path) -> Path | None:
                 points.sort()
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
                         label=_series_label(model, attack, n_models))  # fmt: skip
-            ax.set_xlabel("eps")
+            ticks = sorted({r["eps"] for r in rows})
+            ax.set_xticks(ticks, [format_eps(e) for e in ticks])
+            ax.set_xlabel("ε")
             ax.set_ylabel(METRIC_TITLES[metric])
             ax.set_ylim(-0.02, 1.02)
             if row_index == 0:
@@ -162,6 +173,17 @@ def figure_gradcorr(agg: Aggregates, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+# What the colours and marks of Fig. 9 mean (the colours _label_lines uses).
+_QUALITATIVE_LEGEND = (
+    ("T  a label of Ω (target)", "tab:blue"),
+    ("!  inconsistent after the attack", "red"),
+    ("another label that flipped", "darkorange"),
+    ("a label that kept its state", "black"),
+    ("[root]  labels grouped by graph root", "dimgray"),
+    ("on→off: clean → adversarial prediction", "none"),
+)
+
+
 def _group_of(graph: Any, index: int) -> str:
     roots = [int(r) for r in graph.ancestors(index) if len(graph.parents(int(r))) == 0]
     if not roots:
@@ -218,13 +240,16 @@ def _example_groups(examples: list[dict[str, Any]], limit: int) -> list[list[dic
 def figure_qualitative(
     run: Run, graph: Any, examples: list[dict[str, Any]], path: Path, *, limit: int = 4
 ) -> Path | None:
-    """Fig. 9: image + clean→adversarial labels per attack, grouped by graph root; T = target,
-    ! = inconsistent in the adversarial prediction."""
+    """Fig. 9: image + clean→adversarial labels per attack, grouped by graph root.
+
+    A legend under the panels explains the marks (``T`` = a label of Ω, ``!`` = inconsistent in
+    the adversarial prediction) and the colours.
+    """
     groups = _example_groups(examples, limit)
     if not groups:
         return None
     n_cols = 1 + max(len(g) for g in groups)
-    fig = Figure(figsize=(3.2 * n_cols, 3.4 * len(groups)), layout="constrained")
+    fig = Figure(figsize=(3.9 * n_cols, 4.2 * len(groups) + 0.8), layout="constrained")
     axes = fig.subplots(len(groups), n_cols, squeeze=False)
     for row, group in enumerate(groups):
         for ax in axes[row]:
@@ -232,7 +257,10 @@ def figure_qualitative(
         first = np.load(run.run_dir / group[0]["path"])
         axes[row][0].imshow(first["clean"].astype(np.float32).transpose(1, 2, 0).clip(0, 1))
         omega = ", ".join(run.label_names[i] for i in np.flatnonzero(first["targets"]))
-        axes[row][0].set_title(f"image {group[0]['image_id']}\nΩ = {omega}", fontsize=9)
+        axes[row][0].set_title(
+            f"image {group[0]['image_id']}, ε = {format_eps(group[0]['eps'])}\nΩ = {omega}",
+            fontsize=11,
+        )
         for col, example in enumerate(group, start=1):
             arrays = dict(np.load(run.run_dir / example["path"]))
             ax = axes[row][col]
@@ -243,10 +271,12 @@ def figure_qualitative(
                 if example["success"]
                 else "failed"
             )
-            ax.set_title(f"{example['attack']} ({outcome})", fontsize=9)
+            ax.set_title(f"{example['attack']} ({outcome})", fontsize=11)
             for k, (text, colour) in enumerate(_label_lines(run, graph, arrays)):
-                ax.text(0.0, 1.0 - 0.06 * k, text, color=colour, fontsize=7.5, family="monospace",
+                ax.text(0.0, 1.0 - 0.0625 * k, text, color=colour, fontsize=10, family="monospace",
                         transform=ax.transAxes, va="top")  # fmt: skip
+    handles = [Patch(color=colour, label=text) for text, colour in _QUALITATIVE_LEGEND]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=10, frameon=False)
     return _save(fig, path)
 
 

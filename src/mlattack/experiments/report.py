@@ -1,4 +1,11 @@
-"""``build_report``: aggregates -> CSV + JSON + PNG figures + one self-contained HTML page."""
+"""``build_report``: aggregates -> CSV + JSON + PNG figures + one self-contained HTML page.
+
+The report is written into a hidden temporary folder beside its target and swapped in when complete,
+so an interrupted report never leaves new CSVs next to an old page. CSV cells that a spreadsheet
+would run as a formula (text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return)
+are written with a leading ``'``, as are cells that already start with one: strip one leading ``'``
+from a text cell to recover the stored value (:func:`unescape_cell`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,8 @@ import csv
 import html
 import json
 import math
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +26,7 @@ from mlattack.experiments.aggregate import (
     Aggregates,
     aggregate,
     load_examples,
+    skipped_images,
     transfer_matrix,
 )
 from mlattack.experiments.figures import (
@@ -26,9 +36,13 @@ from mlattack.experiments.figures import (
     figure_qualitative,
     figure_sizes,
     figure_transfer,
+    format_eps,
 )
+from mlattack.experiments.store import fault_point
 
 REPORT_DIR = "report"
+REPORT_FILES = ("report.html", "report.json")  # a folder holding one of these is a report folder
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 
 DENOMINATORS = {
     "table1": "FR_N and FR_S: over the attacked images of each target set (images whose clean "
@@ -50,18 +64,70 @@ DENOMINATORS = {
 
 
 def build_report(
-    run_dir: str | Path, *more_runs: str | Path, out_dir: str | Path | None = None
+    run_dir: str | Path, *more_runs: str | Path, out_dir: str | Path | None = None, note: str = ""
 ) -> Path:
     """Write the report of one run (or several, e.g. one per model) and return the HTML path.
+
+    ``note`` is a line shown under the page's title (e.g. where a related report is).
 
     Files go to ``out_dir`` (default ``RUN_DIR/report``): ``table1.csv``, ``table2.csv``,
     ``per_target_set.csv``, ``transfer.csv``, ``report.json``, ``fig*.png`` and ``report.html``.
     """
     run_dirs = [Path(run_dir), *(Path(d) for d in more_runs)]
     agg = aggregate(run_dirs)
-    target = Path(out_dir) if out_dir is not None else run_dirs[0] / REPORT_DIR
-    target.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir) if out_dir is not None else run_dirs[0] / REPORT_DIR
+    if out_dir is not None:  # RUN_DIR/report is always mlattack's own
+        _check_replaceable(final)
+    target = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    _remove_leftovers(final)
+    target.mkdir(parents=True)
+    try:
+        _write_report(agg, target, note)
+        fault_point("report")
+        _swap_in(target, final)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return final / "report.html"
 
+
+def _check_replaceable(final: Path) -> None:
+    """Only an empty folder or an earlier report may be replaced by a report."""
+    if final.exists() and not final.is_dir():
+        raise ValueError(f"report folder {final} is a file; give another '--out'")
+    if (
+        final.is_dir()
+        and any(final.iterdir())
+        and not any((final / f).is_file() for f in REPORT_FILES)
+    ):
+        raise ValueError(
+            f"{final} exists and is not an mlattack report folder; refusing to replace it "
+            "(give another '--out')"
+        )
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Folders left by interrupted reports into ``final`` (temporary or swapped out)."""
+    if final.parent.is_dir():
+        for prefix in (f".{final.name}.partial-", f".{final.name}.old-"):
+            for stale in final.parent.glob(prefix + "*"):
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+def _swap_in(new: Path, final: Path) -> None:
+    """Replace ``final`` by the complete folder ``new``: a reader sees the old or the new report."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        final.rename(old)
+        new.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(final)
+
+
+def _write_report(agg: Aggregates, target: Path, note: str = "") -> None:
+    """Every file of the report into the (new, empty) folder ``target``."""
     _write_csv(target / "table1.csv", agg.summary)
     _write_csv(target / "per_target_set.csv", agg.per_set)
     _write_csv(target / "table2.csv", _table2_rows(agg))
@@ -97,9 +163,7 @@ def build_report(
         json.dumps(_json_payload(agg, figures), indent=2, default=_json_default) + "\n",
         encoding="utf-8",
     )
-    page = target / "report.html"
-    page.write_text(_html(agg, figures), encoding="utf-8")
-    return page
+    (target / "report.html").write_text(_html(agg, figures, note), encoding="utf-8")
 
 
 def _graph_of(meta: dict[str, Any]) -> Any:
@@ -128,14 +192,26 @@ def _pm(mean: float, std: float) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
 
 
+def escape_cell(value: Any) -> Any:
+    """A CSV cell that no spreadsheet runs as a formula; see the module docstring."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def unescape_cell(text: str) -> str:
+    """The stored text of a CSV cell written by this module (inverse of :func:`escape_cell`)."""
+    return text[1:] if text.startswith("'") else text
+
+
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         if not rows:
             handle.write("")
             return
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=[escape_cell(k) for k in rows[0]])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({escape_cell(k): escape_cell(v) for k, v in row.items()} for row in rows)
 
 
 def _json_default(value: Any) -> Any:
@@ -164,6 +240,7 @@ def _json_payload(
             for r in agg.runs
         ],  # fmt: skip
         "n_rows": agg.n_rows,
+        "skipped_images": {r.model: skipped_images(r) for r in agg.runs},
         "denominators": DENOMINATORS,
         "table1": clean(agg.summary),
         "per_target_set": clean(agg.per_set),
@@ -205,11 +282,24 @@ def _table(headers: list[str], rows: list[list[Any]], left: int = 0) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]]) -> str:
+def _skipped_html(agg: Aggregates) -> str:
+    """Images the clean scan could not read: skipped (never replaced by another), listed here."""
+    rows = [[r.model, image_id, why] for r in agg.runs for image_id, why in skipped_images(r)]
+    if not rows:
+        return "<p class='note'>Unreadable images skipped: 0.</p>"
+    return (
+        f"<p class='missing'>Unreadable images skipped: {len(rows)} (never attacked, never "
+        "replaced by another image).</p>" + _table(["model", "image id", "reason"], rows, left=3)
+    )
+
+
+def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], note: str = "") -> str:
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>mlattack report</title>",
         f"<style>{_STYLE}</style></head><body><h1>mlattack report</h1>",
     ]
+    if note:
+        parts.append(f"<p class='note'>{_e(note)}</p>")
     run_rows = [
         [r.model, r.meta.get("config", {}).get("name", ""), r.meta.get("config", {}).get("dataset", {}).get("name", ""),
          r.meta.get("config_hash", ""), len(r.target_sets), str(r.run_dir)]
@@ -223,6 +313,7 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]]) -> 
         )
     )
     parts.append(f"<p class='note'>{agg.n_rows} stored result rows.</p>")
+    parts.append(_skipped_html(agg))
 
     parts.append("<h2>Table 1 — FR_N, FR_S, NT_R, SSIM per model × attack × |Ω|</h2>")
     parts.append(f"<p class='note'>Denominators: {_e(DENOMINATORS['table1'])}</p>")
@@ -230,7 +321,7 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]]) -> 
         [
             r["model"],
             r["attack"],
-            f"{r['eps']:g}",
+            format_eps(r["eps"]),
             r["size"],
             r["n_sets"],
             r["n_empty_sets"],
@@ -264,7 +355,8 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]]) -> 
         titles = [
             k.replace("nt_rate_k", "NT_R at |Ω|=") if k.startswith("nt_rate_k") else k for k in keys
         ]
-        parts.append(_table(titles, [[row[k] for k in keys] for row in table2], left=2))
+        cells = [[format_eps(row[k]) if k == "eps" else row[k] for k in keys] for row in table2]
+        parts.append(_table(titles, cells, left=2))
 
     if agg.transfer:
         sources, targets, matrix = transfer_matrix(agg.transfer)
@@ -309,7 +401,7 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]]) -> 
         [
             r["model"],
             r["attack"],
-            f"{r['eps']:g}",
+            format_eps(r["eps"]),
             r["size"],
             r["labels"],
             r["n_images"],

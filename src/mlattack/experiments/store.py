@@ -4,6 +4,9 @@ Each unit of work (one attack call over one batch of images, or one gradient-cor
 batch) is written in a single transaction together with its marker in ``units``; a unit is either
 fully present or absent, so a run killed at any point resumes by skipping the units already marked.
 UNIQUE keys on every record table make a duplicate a loud error rather than a silent double count.
+A store is created under a temporary name and renamed into place once its schema and metadata are
+committed, so an interruption leaves either no store or a complete one. One process at a time
+writes a rank's store: :func:`lock_run_dir` holds an ``fcntl.flock`` on a lock file beside it.
 
 Label sets (predictions, targets, flip sets) are stored as JSON lists of label indices: compact for
 the few labels on per image, and readable with any SQLite client.
@@ -11,7 +14,11 @@ the few labels on per image, and readable with any SQLite client.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
+import signal
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +29,11 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 STORE_GLOB = "results-rank*.sqlite"
+PARTIAL_SUFFIX = ".partial"  # a store being created; never matched by STORE_GLOB
+# Testing hook: "POINT" or "POINT:N" kills this process with SIGKILL the N-th time (default 1st) it
+# reaches the named fault point (see docs/experiments.md). Used by tests/experiments/test_crash.py.
+FAULT_ENV = "MLATTACK_KILL_AT"
+REQUIRED_TABLES = ("meta", "units", "target_sets", "results", "gradcorr", "transfer", "examples")
 
 RESULT_COLUMNS = (
     "ts_id",
@@ -90,6 +102,60 @@ class StoreError(ValueError):
     """A store that cannot be used: another config, a newer schema, a damaged file."""
 
 
+class RunDirInUseError(ValueError):
+    """Another process holds the lock of a run folder (exit 2 on the command line)."""
+
+
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """Kill this process (SIGKILL) here when :data:`FAULT_ENV` names this point; else nothing.
+
+    Lets the crash test interrupt a run at an exact stage; costs one environment lookup.
+    """
+    wanted = os.environ.get(FAULT_ENV)
+    if not wanted:
+        return
+    point, _, count = wanted.partition(":")
+    if point != name:
+        return
+    _fault_counts[name] = _fault_counts.get(name, 0) + 1
+    if _fault_counts[name] >= int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def lock_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / f".lock-rank{rank}"
+
+
+@contextmanager
+def lock_run_dir(run_dir: Path, rank: int = 0) -> Iterator[None]:
+    """Hold the writer lock of ``run_dir`` (rank ``rank``) for the ``with`` block.
+
+    Raises :class:`RunDirInUseError` naming the holder's PID when another process holds it. The
+    lock is released by the kernel when the holder dies, so a killed run never blocks a resume.
+    """
+    path = lock_path(run_dir, rank)
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(handle, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise RunDirInUseError(
+                f"{run_dir}: folder in use by PID {holder} (another 'mlattack run' writes rank "
+                f"{rank} there); wait for it to finish or give another '--out'"
+            ) from None
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
+
+
 def encode_labels(mask: np.ndarray) -> str:
     """A bool label mask ``[C]`` as the JSON list of its on indices."""
     return json.dumps(np.flatnonzero(mask).tolist(), separators=(",", ":"))
@@ -128,33 +194,26 @@ class ResultStore:
         """Open ``path`` for writing, creating it with ``meta`` (must hold ``config_hash``).
 
         An existing file must carry the same ``config_hash`` and a schema version this code knows.
+        A new store is built as ``path + ".partial"`` and renamed into place when complete.
         """
         path = Path(path)
-        existed = path.exists()
+        if not path.exists():
+            _create_atomically(path, meta)
         db = sqlite3.connect(path, isolation_level=None, timeout=60.0)
         store = cls(path, db)
         try:
-            if existed:
-                store._check_schema()
-                theirs = store.meta().get("config_hash")
-                if theirs != meta["config_hash"]:
-                    raise StoreError(
-                        f"{path} holds results of a different config (hash {theirs}, this config "
-                        f"{meta['config_hash']}); refusing to mix them. Start fresh with "
-                        f"'--force' (deletes the old results), another '--out' directory, or "
-                        f"delete {path.parent} yourself."
-                    )
-            db.execute("PRAGMA journal_mode=WAL")
+            store._check_schema()
+            theirs = store.meta().get("config_hash")
+            if theirs != meta["config_hash"]:
+                raise StoreError(
+                    f"{path} holds results of a different config (hash {theirs}, this config "
+                    f"{meta['config_hash']}); refusing to mix them. Start fresh with "
+                    f"'--force' (deletes the old results), another '--out' directory, or "
+                    f"delete {path.parent} yourself."
+                )
             # WAL + NORMAL survives a killed process (only a power cut may lose the last commit).
+            db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            if not existed or not store.meta():
-                with store.transaction():
-                    db.executemany(
-                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                        [("schema_version", str(SCHEMA_VERSION))]
-                        + [(key, json.dumps(value)) for key, value in meta.items()],
-                    )
         except BaseException:
             db.close()
             raise
@@ -185,34 +244,55 @@ class ResultStore:
 
     def _check_schema(self) -> None:
         try:
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        except sqlite3.DatabaseError as exc:
+            tables = {
+                row[0]
+                for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            row = (
+                self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if "meta" in tables
+                else None
+            )
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # a damaged file fails anywhere
             raise StoreError(f"{self.path} is not an mlattack results store: {exc}") from exc
         if row is None:
             raise StoreError(f"{self.path} has no schema version; not an mlattack results store")
-        version = int(row[0])
+        try:
+            version = int(row[0])
+        except (TypeError, ValueError):
+            raise StoreError(f"{self.path}: bad schema version {row[0]!r}") from None
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} was written with results schema {version}, newer than this mlattack "
                 f"(schema {SCHEMA_VERSION}); upgrade mlattack to read it"
             )
+        missing = [t for t in REQUIRED_TABLES if t not in tables]
+        if missing:
+            raise StoreError(f"{self.path} is damaged: tables {missing} are missing")
 
     # -- reading -----------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
-        rows = self._db.execute("SELECT key, value FROM meta").fetchall()
-        return {
-            key: (int(value) if key == "schema_version" else json.loads(value))
-            for key, value in rows
-        }
+        rows = self.query("SELECT key, value FROM meta")
+        meta: dict[str, Any] = {}
+        for key, value in rows:
+            try:
+                meta[key] = int(value) if key == "schema_version" else json.loads(value)
+            except (TypeError, ValueError, RecursionError):
+                raise StoreError(f"{self.path}: meta value {key!r} is damaged") from None
+        return meta
 
     def done_units(self) -> set[str]:
-        return {row[0] for row in self._db.execute("SELECT unit_id FROM units")}
+        return {row[0] for row in self.iter_query("SELECT unit_id FROM units")}
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._db.execute(sql, params).fetchall()
+        return list(self.iter_query(sql, params))
 
     def iter_query(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
-        yield from self._db.execute(sql, params)
+        """Rows of a read; a damaged file (or a table without its columns) is a StoreError."""
+        try:
+            yield from self._db.execute(sql, params)
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # a damaged file fails anywhere
+            raise StoreError(f"{self.path} is damaged: {exc}") from exc
 
     # -- writing -----------------------------------------------------------------------------
     @contextmanager
@@ -245,6 +325,7 @@ class ResultStore:
             self._insert("gradcorr", GRADCORR_COLUMNS, gradcorr)
             self._insert("transfer", TRANSFER_COLUMNS, transfer)
             self._insert("examples", EXAMPLE_COLUMNS, examples)
+            fault_point("unit-transaction")
 
     def _insert(
         self,
@@ -257,3 +338,28 @@ class ResultStore:
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         marks = ", ".join("?" for _ in columns)
         self._db.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+
+def _create_atomically(path: Path, meta: dict[str, Any]) -> None:
+    """Write a complete new store (schema + ``meta``) beside ``path``, then rename it to ``path``."""
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    for leftover in (
+        partial,
+        *(partial.with_name(partial.name + s) for s in ("-wal", "-shm", "-journal")),
+    ):
+        leftover.unlink(missing_ok=True)  # an earlier creation that was interrupted
+    db = sqlite3.connect(partial, isolation_level=None)
+    try:
+        db.executescript(_SCHEMA)
+        fault_point("store-create")
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?)",
+            [("schema_version", str(SCHEMA_VERSION))]
+            + [(key, json.dumps(value)) for key, value in meta.items()],
+        )
+        db.execute("COMMIT")
+        fault_point("store-create-committed")
+    finally:
+        db.close()  # rollback journal mode: closing leaves one self-contained file
+    os.replace(partial, path)

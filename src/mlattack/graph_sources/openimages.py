@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlattack._validation import check_bool
 from mlattack.graph import LabelGraph, read_json_file
 
 __all__ = ["ENTITY_MID", "load_openimages_graph", "read_class_descriptions"]
@@ -59,6 +60,15 @@ def read_class_descriptions(path: str | Path) -> dict[str, str]:
     return descriptions
 
 
+def _describe_node(node: Any) -> str:
+    """A short description of a hierarchy node for an error message (nodes can be huge)."""
+    if isinstance(node, Mapping):
+        keys = ", ".join(repr(key) for key in list(node)[:5])
+        return f"an object with keys [{keys}{', ...' if len(node) > 5 else ''}]"
+    text = repr(node) if isinstance(node, str | int | float | bool) or node is None else ""
+    return f"{type(node).__name__} {text[:40]}".rstrip()
+
+
 def _collect_edges(
     hierarchy: Mapping[str, Any], path: Path, include_parts: bool
 ) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
@@ -72,8 +82,8 @@ def _collect_edges(
         mid = node.get("LabelName") if isinstance(node, Mapping) else None
         if not isinstance(mid, str):
             raise ValueError(
-                f"OpenImages hierarchy file {str(path)!r}: a node lacks a string 'LabelName': "
-                f"{str(node)[:80]}"
+                f"OpenImages hierarchy file {str(path)!r}: a node lacks a string 'LabelName' "
+                f"({_describe_node(node)})"
             )
         mids.setdefault(mid, None)
         for key, edges in (("Subcategory", subcategory_edges), ("Part", part_edges)):
@@ -107,11 +117,27 @@ def load_openimages_graph(
             names, otherwise by their MIDs.  Display names shared by several MIDs get the MID
             appended (``"Name (/m/...)"``), listed in ``metadata["renamed"]``.
         include_parts: also add ``"Part"`` edges (whole -> part), listed in
-            ``metadata["part_edges"]``; by default only ``"Subcategory"`` edges.
+            ``metadata["part_edges"]``; by default only ``"Subcategory"`` edges.  A bool.
 
     ``metadata``: ``source``, ``include_parts``, ``mids`` (``{label name: MID}``),
     ``renamed``, ``part_edges``.
+
+    Raises:
+        TypeError: ``include_parts`` is not a bool, or a path is not a str or Path.
+        ValueError: a file that is missing, unreadable, not JSON, nested too deeply to parse,
+            or whose structure is wrong (a node without a string ``LabelName``, children that are
+            not a list, a cycle, a self-loop, an empty MID), or MIDs without a display name; the
+            message names the file.
     """
+    check_bool(include_parts, "include_parts")
+    for name, value in (
+        ("hierarchy_json", hierarchy_json),
+        ("class_descriptions_csv", class_descriptions_csv),
+    ):
+        if value is not None and not isinstance(value, str | Path):
+            raise TypeError(f"{name} must be a path (str or Path), got {type(value).__name__}")
+    if hierarchy_json is None:
+        raise TypeError("hierarchy_json must be a path (str or Path), got None")
     path = Path(hierarchy_json)
     hierarchy = _read_hierarchy(path)
     mids, subcategory_edges, part_edges = _collect_edges(hierarchy, path, include_parts)
@@ -151,4 +177,7 @@ def load_openimages_graph(
         "part_edges": sorted({(name_of[p], name_of[c]) for p, c in part_edges}),
     }
     metadata["part_edges"] = [list(edge) for edge in metadata["part_edges"]]
-    return LabelGraph([name_of[mid] for mid in mids], edges, metadata=metadata)
+    try:
+        return LabelGraph([name_of[mid] for mid in mids], edges, metadata=metadata)
+    except ValueError as error:  # a cycle, a self-loop, an empty MID: say which file
+        raise ValueError(f"OpenImages hierarchy file {str(path)!r}: {error}") from None

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlattack._validation import check_int
+from mlattack._validation import check_bool, check_int
 from mlattack.graph import LabelGraph
 
 __all__ = [
@@ -521,19 +521,25 @@ def build_wordnet_graph(
     ``labels`` (the given labels) and the build options.
 
     Raises:
-        TypeError: ``labels`` is not a sequence of strings, or a ``synsets`` value is no string.
+        TypeError: ``labels`` is not a sequence of strings, ``synsets`` not a mapping or one of
+            its values no string, ``collapse_chains`` not a bool.
         ValueError: duplicate or empty labels, a label with no noun synset (named), a
             ``synsets`` key that is not a label or a value that is not a noun synset, two labels
             on the same synset, ``min_shared`` < 1 or ``min_depth`` < 0.
         WordNetUnavailableError: WordNet cannot be read.
     """
     label_list = _validate_labels(labels)
+    if synsets is not None and not isinstance(synsets, Mapping):
+        raise TypeError(
+            f"synsets must be a mapping of label -> synset name, got {type(synsets).__name__}"
+        )
     overrides = dict(synsets or {})
     unknown = sorted(set(overrides) - set(label_list))
     if unknown:
         raise ValueError(f"synsets names label(s) {unknown} that are not in labels")
     check_int(min_shared, "min_shared", minimum=1)
     check_int(min_depth, "min_depth", minimum=0)
+    check_bool(collapse_chains, "collapse_chains")
     if exclude is None:
         raise TypeError("exclude must be synset names (use () to exclude nothing), got None")
     excluded = {exclude} if isinstance(exclude, str) else set(exclude)

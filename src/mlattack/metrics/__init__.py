@@ -1,6 +1,6 @@
 """Metrics of multi-label attacks: FR_N, FR_S, NT_R, SSIM (DESIGN §3.3) and gradient correlation."""
 
-from mlattack.metrics.fooling import Metrics, evaluate
+from mlattack.metrics.fooling import Metrics, evaluate, summarize
 from mlattack.metrics.gradients import gradient_correlation, target_nontarget_gradients
 from mlattack.metrics.ssim import ssim_per_image
 
@@ -9,5 +9,6 @@ __all__ = [
     "evaluate",
     "gradient_correlation",
     "ssim_per_image",
+    "summarize",
     "target_nontarget_gradients",
 ]

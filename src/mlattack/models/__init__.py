@@ -6,8 +6,9 @@ Families (``build_model(name, num_labels=..., backbone=...)``):
 - ``"ml-gcn"``: ML-GCN (Chen et al. 2019), GCN-made label classifiers over label embeddings;
 - ``"asl"``: ASL (Ridnik et al. 2021), TResNet + linear trained with :class:`AsymmetricLoss`;
 - ``"ml-decoder"``: ML-Decoder (Ridnik et al. 2023) group-decoding head;
-- ``"imagenet-hierarchy"``: a pretrained ImageNet classifier read over a WordNet label graph
-  (:class:`ImageNetHierarchyModel`, imported on first use).
+- ``"imagenet-hierarchy"``: a pretrained ImageNet classifier (EfficientNet-Lite0/1/2) read over a
+  WordNet label graph (:class:`ImageNetHierarchyModel`, imported on first use), and the real photos
+  with labels that go with it (:class:`PhotoDataset`, :func:`sample_photos`).
 
 Every model has ``label_names``, ``graph``, ``input_size`` and ``config()``; :func:`save` and
 :func:`load` write and rebuild self-describing checkpoints.  ``timm``/``torchvision`` backbones are
@@ -40,6 +41,8 @@ for _family in (GlobalPoolClassifier, MLGCN, ASLModel, MLDecoderModel):
 # Provided by mlattack.models.imagenet, whose dependencies are heavier: imported on first access.
 _LAZY_ATTRIBUTES = {
     "ImageNetHierarchyModel": "mlattack.models.imagenet",
+    "PhotoDataset": "mlattack.models.photos",
+    "load_photo_manifest": "mlattack.models.photos",
     "sample_photos": "mlattack.models.imagenet",
 }
 
@@ -61,6 +64,7 @@ __all__ = [
     "MLDecoderModel",
     "MLGCN",
     "MultiLabelModel",
+    "PhotoDataset",
     "SmallCNNBackbone",
     "TinyResNetBackbone",
     "available_models",
@@ -71,6 +75,7 @@ __all__ = [
     "load",
     "load_asl_checkpoint",
     "load_label_embeddings",
+    "load_photo_manifest",
     "map_asl_state_dict",
     "read_metadata",
     "register_model",

@@ -1,7 +1,9 @@
 """ASL (Ridnik et al., ICCV 2021): asymmetric loss and the TResNet + linear-head model.
 
 The ASL model is a global-pool classifier (TResNet from timm in the paper) trained with
-:class:`AsymmetricLoss`; :func:`load_asl_checkpoint` reads the official checkpoints.
+:class:`AsymmetricLoss`; :func:`load_asl_checkpoint` reads the official checkpoints. OpenImages
+models know each output's MID (``label_mids``), which is how their outputs meet the dataset's labels
+and the class hierarchy (see :mod:`mlattack.models.classlist`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import Tensor, nn
 from mlattack.models.backbones import Backbone
 from mlattack.models.base import ModelOptions
 from mlattack.models.checkpoint import load_weights, read_checkpoint_file
+from mlattack.models.classlist import check_mids, checkpoint_mids, names_for_mids, read_mid_list
 from mlattack.models.small import GlobalPoolClassifier
 
 if TYPE_CHECKING:
@@ -102,6 +105,8 @@ class ASLModel(GlobalPoolClassifier):
 
     The paper's backbone is TResNet (``backbone="timm:tresnet_l"``, needs ``timm``); any backbone
     works.  The loss's hyper-parameters are kept with the model (``criterion()``, ``config()``).
+    ``label_mids``: the OpenImages MID of each output (in output order), kept in checkpoints; the
+    runner matches outputs to dataset labels and hierarchy nodes by it.
     """
 
     name = "asl"
@@ -113,19 +118,32 @@ class ASLModel(GlobalPoolClassifier):
         gamma_pos: float = 0.0,
         gamma_neg: float = 4.0,
         clip: float = 0.05,
+        label_mids: Sequence[str] | None = None,
         **options: Unpack[ModelOptions],
     ) -> None:
         super().__init__(backbone, **options)
         self.gamma_pos = _check_gamma("gamma_pos", gamma_pos)
         self.gamma_neg = _check_gamma("gamma_neg", gamma_neg)
         self.clip = _check_clip(clip)
+        self.label_mids = (
+            None
+            if label_mids is None
+            else check_mids(label_mids, self.num_labels, source="label_mids")
+        )
 
     def criterion(self, reduction: Reduction = "mean") -> AsymmetricLoss:
         """The loss this model is meant to be trained with."""
         return AsymmetricLoss(self.gamma_pos, self.gamma_neg, self.clip, reduction)
 
     def head_config(self) -> dict[str, Any]:
-        return {"gamma_pos": self.gamma_pos, "gamma_neg": self.gamma_neg, "clip": self.clip}
+        config: dict[str, Any] = {
+            "gamma_pos": self.gamma_pos,
+            "gamma_neg": self.gamma_neg,
+            "clip": self.clip,
+        }
+        if self.label_mids is not None:
+            config["label_mids"] = list(self.label_mids)
+        return config
 
 
 # The official ASL TResNet wraps each conv in nn.Sequential(Conv2d, InPlaceABN) -- nested once more
@@ -187,13 +205,30 @@ def load_asl_checkpoint(
     graph: LabelGraph | None = None,
     input_size: int | None = None,
     map_location: str | torch.device = "cpu",
+    mids: Sequence[str] | str | Path | None = None,
+    class_descriptions: str | Path | Mapping[str, str] | None = None,
 ) -> ASLModel:
     """Build an :class:`ASLModel` from an official ASL checkpoint.
 
-    The file holds ``{"model": state_dict, "num_classes": C, ...}`` (OpenImages ones add
-    ``"idx_to_class"``, used for the label names unless ``label_names``/``graph`` are given).
-    The official MS-COCO models are TResNet-L at ``input_size=448``.  Loaded with
-    ``weights_only=True``.
+    The file holds ``{"model": state_dict, "num_classes": C, ...}``; OpenImages ones add
+    ``"idx_to_class"``. The official MS-COCO models are TResNet-L at ``input_size=448``. Loaded
+    with ``weights_only=True``.
+
+    Which label each output is:
+
+    * by MID when one is known: the checkpoint's own class list (``class_list``, ``mids``,
+      ``idx_to_mid``, or ``idx_to_class`` holding MIDs), or ``mids`` (a sequence, or a file with
+      one MID per line / per CSV row; it must agree with the checkpoint's list when both exist).
+      The model keeps them as ``label_mids``; the label names are the display names in
+      ``class_descriptions`` (a path or ``{MID: name}``; ``" (MID)"`` added to names several MIDs
+      share), or the MIDs without it. Display names stored in the checkpoint are never used then.
+    * otherwise from ``idx_to_class``'s display names (the MS-COCO checkpoints), which must be
+      distinct; ``label_names``/``graph`` override both.
+
+    Raises:
+        ValueError: naming the value: a MID list of another length than the outputs, an entry that
+            is not a MID, a repeated MID, a MID list that disagrees with the checkpoint's, a MID
+            the descriptions lack, repeated display names without MIDs.
     """
     data = read_checkpoint_file(path, map_location)
     state = data.get("model", data.get("state_dict", data)) if isinstance(data, dict) else None
@@ -207,16 +242,64 @@ def load_asl_checkpoint(
         raise ValueError(
             f"{path}: num_classes={data['num_classes']} but head.fc has {num_classes} outputs"
         )
-    if label_names is None and graph is None and isinstance(data.get("idx_to_class"), dict):
-        index_to_class = data["idx_to_class"]
-        label_names = [str(index_to_class[i]) for i in sorted(index_to_class, key=int)]
+    label_mids = _output_mids(data, num_classes, path, mids)
+    if label_names is None and graph is None:
+        if label_mids is not None:
+            label_names = names_for_mids(label_mids, _descriptions(class_descriptions))
+        elif isinstance(data.get("idx_to_class"), dict):
+            label_names = _checkpoint_display_names(data["idx_to_class"], path)
     model = ASLModel.build(
         backbone=backbone,
         num_labels=num_classes,
         label_names=label_names,
         graph=graph,
         input_size=input_size,
+        label_mids=label_mids,
     )
     # InPlaceABN keeps no num_batches_tracked counters.
     load_weights(model, mapped, path, tolerated_missing=("num_batches_tracked",))
     return model.eval()
+
+
+def _output_mids(
+    data: Mapping[str, Any],
+    num_classes: int,
+    path: str | Path,
+    mids: Sequence[str] | str | Path | None,
+) -> tuple[str, ...] | None:
+    """The MID of each output: the user's list and/or the checkpoint's own, which must agree."""
+    own = checkpoint_mids(data, num_classes, source=str(path))
+    if mids is None:
+        return own
+    if isinstance(mids, (str, Path)):
+        given = check_mids(read_mid_list(mids), num_classes, source=f"mids file {str(mids)!r}")
+    else:
+        given = check_mids(mids, num_classes, source="mids")
+    if own is not None and own != given:
+        index = next(i for i, (a, b) in enumerate(zip(given, own, strict=True)) if a != b)
+        raise ValueError(
+            f"mids: output {index} is {given[index]!r} but {path}'s own class list says "
+            f"{own[index]!r}; leave 'mids' out to use the checkpoint's"
+        )
+    return given
+
+
+def _descriptions(source: str | Path | Mapping[str, str] | None) -> Mapping[str, str] | None:
+    if source is None or isinstance(source, Mapping):
+        return source
+    from mlattack.graph_sources.openimages import read_class_descriptions
+
+    return read_class_descriptions(source)
+
+
+def _checkpoint_display_names(index_to_class: Mapping[Any, Any], path: str | Path) -> list[str]:
+    names = [str(index_to_class[i]) for i in sorted(index_to_class, key=int)]
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in seen:
+            raise ValueError(
+                f"{path}: 'idx_to_class' names outputs {seen[name]} and {index} both {name!r}; "
+                "give the outputs' MIDs (mids=...) to tell them apart"
+            )
+        seen[name] = index
+    return names

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import tempfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -38,9 +37,16 @@ def read_checkpoint_file(path: str | Path, map_location: str | torch.device = "c
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+    except MemoryError:
+        raise
+    except Exception as error:
+        # Bytes that are not a checkpoint (a text file, a truncated archive, a hostile pickle) fail
+        # anywhere inside torch's reader, with IndexError, KeyError, OSError, UnpicklingError...
+        # that name no file: every such failure is the same "not a checkpoint" for the caller.
+        reason = str(error) or type(error).__name__
         raise ValueError(
-            f"{path}: cannot be read as a weights-only torch checkpoint ({error})"
+            f"{path}: cannot be read as a weights-only torch checkpoint (truncated, damaged or "
+            f"not a checkpoint: {reason})"
         ) from error
 
 
@@ -141,7 +147,7 @@ def _read_payload(path: str | Path, map_location: str | torch.device) -> tuple[d
         )
     try:
         metadata = json.loads(data["metadata_json"])
-    except (KeyError, TypeError, json.JSONDecodeError) as error:
+    except (KeyError, TypeError, json.JSONDecodeError, RecursionError) as error:
         raise ValueError(f"{path}: checkpoint metadata is missing or corrupt ({error})") from error
     if not isinstance(metadata, dict) or not isinstance(metadata.get("model"), dict):
         raise ValueError(f"{path}: checkpoint metadata has no 'model' config")
@@ -190,7 +196,7 @@ def load(
             raise ValueError(f"{path}: the checkpoint's label graph is invalid: {error}") from error
     try:
         model = model_from_config(metadata["model"], graph)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, KeyError) as error:
         raise ValueError(f"{path}: cannot rebuild the model: {error}") from error
     load_weights(model, state_dict, path)
     if graph is not None and getattr(model, "graph", None) is None:

