@@ -438,6 +438,8 @@ def label_scale(
             f"  {attack}: {best['big']:.4f} s vs {best['small']:.4f} s -> ratio {ratio:.2f}"
         )
     verdict = "PASS" if worst <= LABEL_SCALE_TARGET else "FAIL"
+    if shape in QUICK_SHAPES:
+        verdict += " (--quick: the narrow backbone costs little beside the head; run without it)"
     lines.append(
         f"  attack steps at {OPENIMAGES_OUTPUTS:,} labels cost <= {LABEL_SCALE_TARGET}x those at "
         f"{FEW_OUTPUTS} labels on the same backbone: worst ratio {worst:.2f} -> {verdict}"

@@ -194,10 +194,10 @@ def mean(values: list[float]) -> float:
 
 
 def per_step_seconds(
-    name: str, model: nn.Module, graph: LabelGraph, images: Tensor, targets: Tensor
+    name: str, model: nn.Module, graph: LabelGraph, images: Tensor, targets: Tensor, steps: int
 ) -> float:
-    """Seconds per (image × step), no early stop, best of 3."""
-    attack, give_psi = attack_with(name, model, graph, 10)
+    """Seconds per (image × step) over a whole run of ``steps`` steps, no early stop, best of 3."""
+    attack, _ = attack_with(name, model, graph, steps)
     attack.early_stop = False
     best = math.inf
     for _ in range(3):
@@ -237,7 +237,7 @@ def synthetic_part(
         targets[i, present[0] if present else leaves[0]] = True
     keep = (pred[:16] & targets).any(1)
     costs = {
-        name: per_step_seconds(name, model, graph, batch[keep], targets[keep])
+        name: per_step_seconds(name, model, graph, batch[keep], targets[keep], args.steps)
         for name in ("mla-u", DEFAULT, LAZY, "projection, lazy refresh=4", "projection only")
     }
     return table, costs

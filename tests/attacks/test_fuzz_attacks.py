@@ -233,7 +233,7 @@ def check_result(
     assert not (result.success & ~result.attacked).any()
 
 
-@settings(max_examples=160, suppress_health_check=SUPPRESSED, phases=PHASES)
+@settings(max_examples=300, suppress_health_check=SUPPRESSED, phases=PHASES)
 @given(
     name=st.sampled_from(ATTACK_NAMES),
     area=st.sampled_from(["none", "model", "images", "targets", "eps", "flip_set"]),
@@ -361,12 +361,12 @@ def test_fuzz_calls(
             outcome = attack(images, targets, **call)
     except RuntimeError as exc:
         assert model_kind == "raises" and str(exc) == "the model exploded", repr(exc)
-        record("call", "model error propagated")
+        record(f"call/{case.area}", "model error propagated")
         return
     except (TypeError, ValueError) as exc:
         assert case.area != "none", f"a valid call was refused: {exc!r}"
         assert any(word in str(exc) for word in case.names), f"{case}: {exc}"
-        record("call", f"refused ({type(exc).__name__})")
+        record(f"call/{case.area}", f"refused ({type(exc).__name__})")
         return
     accepted_faults = {
         "images": set(),
@@ -390,7 +390,7 @@ def test_fuzz_calls(
             check_result(result, attack.model, images, targets, eps, attack.logit_threshold)
         if model_kind == "nan everywhere":
             assert not result.attacked.any()
-    record("call", "accepted")
+    record(f"call/{case.area}", "accepted")
 
 
 def test_fuzz_outcomes_are_counted() -> None:
@@ -398,6 +398,6 @@ def test_fuzz_outcomes_are_counted() -> None:
     if not OUTCOMES:
         pytest.skip("run together with the fuzz tests of this file")
     for (test, outcome), count in sorted(OUTCOMES.items()):
-        print(f"fuzz attacks {test:<12} {outcome:<26} {count}")
+        print(f"fuzz attacks {test:<16} {outcome:<24} {count}")
     outcomes = {outcome for _, outcome in OUTCOMES}
     assert "accepted" in outcomes and any(o.startswith("refused") for o in outcomes)

@@ -28,13 +28,13 @@ from mlattack.experiments import build_report
 
 TABLES = ("results", "units", "examples", "target_sets", "gradcorr", "transfer", "meta")
 CONFIG = tiny_config(
-    attacks=[{"name": "mla-u", "options": {"steps": 3}}],
-    eps=[0.1, 0.3],
+    attacks=[{"name": "mla-u", "options": {"steps": 2}}],
+    eps=[0.1],
     target_sets={"sizes": [1], "mode": "combinations"},
     images={"per_target_set": 3},
     gradient_correlation=True,
     transfer={
-        "attack": {"name": "mla-u", "options": {"steps": 3}},
+        "attack": {"name": "mla-u", "options": {"steps": 2}},
         "eps": 0.1,
         "models": [{"name": "tiny", "label": "m0"}, {"name": "tiny", "label": "m1"}],
     },
@@ -59,9 +59,14 @@ def processes() -> Any:
     return context
 
 
-def _run_killed_at(processes: Any, out: Path, point: str | None) -> int | None:
+def _start(processes: Any, out: Path, point: str | None) -> Any:
     child = processes.Process(target=run_tiny_with_report, args=(str(out), CONFIG, point))
     child.start()
+    return child
+
+
+def _run_killed_at(processes: Any, out: Path, point: str | None, child: Any = None) -> int | None:
+    child = child or _start(processes, out, point)
     child.join(timeout=120)
     if child.is_alive():
         child.kill()
@@ -117,14 +122,16 @@ def _examples(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
 
 @pytest.mark.slow
 def test_sigkill_at_every_stage_resumes_to_identical_tables(tmp_path: Path, processes: Any) -> None:
-    reference = tmp_path / "reference"
-    run_tiny_with_report(str(reference), CONFIG, None)
     out = tmp_path / "resumed"
     killed = -signal.SIGKILL
+    first = _start(processes, out, "scan:2")  # runs while this process computes the reference
+    reference = tmp_path / "reference"
+    run_tiny_with_report(str(reference), CONFIG, None)
 
     # Before the store exists, and inside its creation: never a half store, never config.json.
     for point in ("scan:2", "store-create", "store-create-committed"):
-        assert _run_killed_at(processes, out, point) == killed, point
+        child = first if point == "scan:2" else None
+        assert _run_killed_at(processes, out, point, child) == killed, point
         assert _store_state(out) is None and not (out / "config.json").exists(), point
 
     # Inside a unit's transaction: the unit being written is absent, the earlier ones complete.

@@ -269,9 +269,10 @@ class _PreparedModel(nn.Module):
     """The attacked model as every forward pass of a call runs it (see :class:`Attack`).
 
     Inputs go to ``channels_last`` when asked; the forward runs under ``torch.autocast`` when an
-    ``amp`` dtype is set, and its floating logits come back as float32, so that losses and the
-    threshold test run at full precision. Backward passes follow the dtypes autocast chose in the
-    forward (they run outside the context, as PyTorch recommends).
+    ``amp`` dtype is set. Half-precision logits (from autocast or a float16/bfloat16 model) come
+    back as float32, so that losses and the threshold test run in float32 whatever the model's
+    precision. Backward passes follow the dtypes autocast chose in the forward (they run outside
+    the context, as PyTorch recommends).
     """
 
     def __init__(
@@ -291,10 +292,11 @@ class _PreparedModel(nn.Module):
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.amp_dtype is None:
-            return self.inner(x)
-        with torch.autocast(self.device_type, dtype=self.amp_dtype):
             logits = self.inner(x)
-        if isinstance(logits, Tensor) and logits.is_floating_point():
+        else:
+            with torch.autocast(self.device_type, dtype=self.amp_dtype):
+                logits = self.inner(x)
+        if isinstance(logits, Tensor) and logits.dtype in (torch.float16, torch.bfloat16):
             return logits.float()
         return logits
 
@@ -354,8 +356,9 @@ class Attack(abc.ABC):
     ``‖adv − images‖∞ ≤ eps`` holds exactly, also for float16 and bfloat16 images (see
     :meth:`AttackProblem.bounds`). Without ``amp`` the images must have the dtype of the model's
     parameters: float64 images for a float32 model are refused rather than silently cast, so the
-    budget holds in the dtype the caller gave. NaN or infinite logits on an evaluated image never
-    count as a flip (``AttackResult.nonfinite_logits``).
+    budget holds in the dtype the caller gave. The loops and the threshold test see float32 logits
+    at least (half-precision logits, from ``amp`` or a float16/bfloat16 model, are upcast). NaN or
+    infinite logits on an evaluated image never count as a flip (``AttackResult.nonfinite_logits``).
 
     Args:
         model: the multi-label classifier (an ``nn.Module`` returning logits).
@@ -615,8 +618,12 @@ class Attack(abc.ABC):
     # ------------------------------------------------------------------ helpers
     @contextmanager
     def _prepared_model(self, device: torch.device) -> Iterator[None]:
-        """For the duration of a call, :attr:`model` runs under the precision options."""
-        if self.amp is None and not self.channels_last and not self.compile:
+        """For the duration of a call, :attr:`model` runs under the precision options (and gives
+        float32 logits for a half-precision model)."""
+        half_model = any(
+            param.dtype in (torch.float16, torch.bfloat16) for param in self._model.parameters()
+        )
+        if self.amp is None and not self.channels_last and not self.compile and not half_model:
             yield
             return
         if self.channels_last:

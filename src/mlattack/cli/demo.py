@@ -66,7 +66,7 @@ DEFAULT_BUDGET = Budget(
     crops=1,
     photo_eps=(2 / 255,),
     transfer_attack="mla-u",
-    steps=10,
+    steps=20,
     synthetic_eps=(0.01, 0.03),
     synthetic_sizes=(1, 2, 3),
     synthetic_draws=8,
@@ -124,7 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="main L-inf budget for the synthetic scenes, in (0, 1] (default 0.01)",
     )
-    parser.add_argument("--steps", type=int, help="attack iterations (default 10; --full: 300)")
+    parser.add_argument("--steps", type=int, help="attack iterations (default 20; --full: 300)")
     parser.add_argument(
         "--photos-only", action="store_true", help="skip part 2 (the synthetic scenes)"
     )
