@@ -197,7 +197,7 @@ def _hinge(
 def _rows_of(problem: AttackProblem, rows: Tensor) -> AttackProblem:
     """The sub-problem of rows ``rows`` (every per-image field indexed alike)."""
     batch = problem.images.shape[0]
-    picked = {
+    picked: dict[str, Any] = {
         field.name: value[rows]
         for field in fields(problem)
         if isinstance(value := getattr(problem, field.name), Tensor)

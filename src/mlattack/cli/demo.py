@@ -271,7 +271,7 @@ def _photos_part(args: argparse.Namespace, budget: Budget, pages: dict[str, Path
 
 def _synthetic_part(args: argparse.Namespace, budget: Budget, pages: dict[str, Path]) -> None:
     checkpoint = args.out / SYNTHETIC_CHECKPOINT
-    if args.retrain:
+    if args.retrain or not (checkpoint.is_file() or PACKAGED_CHECKPOINT.is_file()):
         train_synthetic(checkpoint, budget, progress=not args.no_progress)
     elif checkpoint.is_file():
         print(f"\nPart 2: reusing the synthetic-scenes model {checkpoint} (trained by --retrain)")

@@ -130,7 +130,7 @@ def open_run(run_dir: Path) -> Run:
 def _check_meta(path: Path, meta: dict[str, Any]) -> None:
     """The meta keys a report reads, with their types; a damaged store is named, not a KeyError."""
 
-    def is_list_of(value: Any, kind: type) -> bool:
+    def is_list_of(value: Any, kind: type | tuple[type, ...]) -> bool:
         return isinstance(value, list) and all(isinstance(v, kind) for v in value)
 
     config = meta.get("config")
@@ -144,7 +144,11 @@ def _check_meta(path: Path, meta: dict[str, Any]) -> None:
         if not (is_list_of(eps, (int, float)) and not is_list_of(eps, bool)):
             problems.append("'config.eps' is not a list of numbers")
         attacks = config.get("attacks")
-        if not (is_list_of(attacks, dict) and all(isinstance(a.get("name"), str) for a in attacks)):
+        if not (
+            isinstance(attacks, list)
+            and is_list_of(attacks, dict)
+            and all(isinstance(a.get("name"), str) for a in attacks)
+        ):
             problems.append("'config.attacks' is not a list of attacks")
     skipped = meta.get("skipped_images", [])
     if not (
