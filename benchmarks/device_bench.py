@@ -40,7 +40,7 @@ from bench_attacks import timed
 from mlattack.attacks import Attack, build_attack
 from mlattack.graph import LabelGraph
 from mlattack.models import ASLModel
-from mlattack.models.backbones import Backbone, build_backbone
+from mlattack.models.backbones import Backbone, build_backbone, residual_shortcut
 
 OPENIMAGES_OUTPUTS = 9_605
 FEW_OUTPUTS = 20
@@ -64,12 +64,7 @@ class _Bottleneck(nn.Module):
             nn.Conv2d(width, out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels),
         )
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
+        self.shortcut = residual_shortcut(in_channels, out_channels, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))

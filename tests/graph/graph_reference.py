@@ -1,5 +1,6 @@
 """Slow, obviously-correct reference versions of the consistency rules (DESIGN.md §3.1),
-written from the definitions with Python sets, one image at a time."""
+written from the definitions with Python sets, one image at a time; and the small graph several
+test modules share."""
 
 from __future__ import annotations
 
@@ -7,7 +8,22 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from mlattack.graph import LabelGraph
+
 Edge = tuple[int, int]
+
+# animal -> dog, cat; pet -> dog, cat (two parents each); vehicle -> car, bike; plant alone
+ZOO = LabelGraph(
+    ["animal", "dog", "cat", "pet", "vehicle", "car", "bike", "plant"],
+    [
+        ("animal", "dog"),
+        ("animal", "cat"),
+        ("pet", "dog"),
+        ("pet", "cat"),
+        ("vehicle", "car"),
+        ("vehicle", "bike"),
+    ],
+)
 
 
 def neighbour_sets(n: int, edges: Iterable[Edge]) -> tuple[list[set[int]], list[set[int]]]:

@@ -7,21 +7,10 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 import torch
+from graph_reference import ZOO
 
 from mlattack.graph import LabelGraph
 
-# animal -> dog, cat; pet -> dog, cat (two parents each); vehicle -> car, bike; plant alone
-ZOO = LabelGraph(
-    ["animal", "dog", "cat", "pet", "vehicle", "car", "bike", "plant"],
-    [
-        ("animal", "dog"),
-        ("animal", "cat"),
-        ("pet", "dog"),
-        ("pet", "cat"),
-        ("vehicle", "car"),
-        ("vehicle", "bike"),
-    ],
-)
 # diamond: top -> left, right -> bottom
 DIAMOND = LabelGraph(
     ["top", "left", "right", "bottom"],

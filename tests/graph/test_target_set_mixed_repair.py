@@ -8,21 +8,10 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 import torch
+from graph_reference import ZOO
 
 from mlattack.graph import LabelGraph
 
-# animal -> dog, cat; pet -> dog, cat; vehicle -> car, bike; plant alone
-ZOO = LabelGraph(
-    ["animal", "dog", "cat", "pet", "vehicle", "car", "bike", "plant"],
-    [
-        ("animal", "dog"),
-        ("animal", "cat"),
-        ("pet", "dog"),
-        ("pet", "cat"),
-        ("vehicle", "car"),
-        ("vehicle", "bike"),
-    ],
-)
 # root -> mid -> {x, y}
 FORK = LabelGraph(["root", "mid", "x", "y"], [("root", "mid"), ("mid", "x"), ("mid", "y")])
 # top -> mid -> {a, b}; other -> b (b has two parents)

@@ -186,7 +186,7 @@ def _run_locked(
     }
     units = work_list(config, target_sets, transfer.images)
     with ResultStore.create_or_open(rank_store_path(run_dir, ranks.rank), meta) as store:
-        _write_config_file(run_dir, config)
+        _write_config_file(run_dir, config, ranks.rank)
         store.record_target_sets(
             (
                 ts.ts_id,
@@ -328,10 +328,14 @@ def _refuse_other_configs(run_dir: Path, config: ExperimentConfig) -> None:
             )
 
 
-def _write_config_file(run_dir: Path, config: ExperimentConfig) -> None:
-    """``config.json`` (the canonical config) beside a store that now exists; written atomically."""
+def _write_config_file(run_dir: Path, config: ExperimentConfig, rank: int) -> None:
+    """``config.json`` (the canonical config) beside a store that now exists; written atomically.
+
+    Every rank writes the same text (the ranks agree on the config), each through its own
+    temporary file, so that two ranks never rename one file from under each other.
+    """
     path = run_dir / CONFIG_FILE
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.partial-rank{rank}")
     partial.write_text(config.canonical_json() + "\n", encoding="utf-8")
     partial.replace(path)
 
