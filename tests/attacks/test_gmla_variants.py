@@ -242,3 +242,32 @@ def test_official_preset_sets_the_papers_gmla_and_explicit_options_apply_on_top(
         "projection-then-unconstrained",
     )
     assert "mode='multi'" in repr(default)
+
+
+@pytest.mark.parametrize("name", ["mla-u", "mla-c", "gmla", "ml-dp", "mla-lp"])
+def test_mixed_targets_turn_present_labels_off_and_absent_ones_on(
+    name: str, linear_model: nn.Module, label_graph: Any
+) -> None:
+    """Ω = {dog (present), bike (absent)}: dog turns off and bike on in the same call."""
+    from mlattack.attacks import build_attack
+
+    images = torch.full((2, 3, 4, 4), 0.5)
+    names = list(label_graph.names)
+    targets = torch.zeros(2, len(names), dtype=torch.bool)
+    targets[:, [names.index("dog"), names.index("bike")]] = True
+    options: dict[str, Any] = {"eps": 0.3, "direction": "mixed"}
+    if name == "gmla":
+        options["graph"] = label_graph
+    result = build_attack(name, linear_model, **options)(images, targets)
+    assert result.success.all()
+    assert not result.adv_pred[:, names.index("dog")].any()
+    assert result.adv_pred[:, names.index("bike")].all()
+    if name == "gmla":
+        # Ψ: animal has no other child on, so it goes with dog; bike's parent vehicle is on.
+        flipped = {names[i] for i in result.flip_set[0].nonzero().flatten()}
+        assert flipped == {"animal", "dog", "bike"}
+        assert label_graph.is_consistent(result.adv_pred).all()
+    with pytest.raises(ValueError, match="direction='mixed'"):
+        build_attack(
+            name, linear_model, eps=0.3, **({"graph": label_graph} if name == "gmla" else {})
+        )(images, targets)

@@ -40,7 +40,7 @@ __all__ = [
     "gradient_failed",
 ]
 
-Direction = Literal["off", "on"]
+Direction = Literal["off", "on", "mixed"]
 OnInvalid = Literal["raise", "skip"]
 Amp = Literal["bf16", "fp16"]
 
@@ -371,7 +371,8 @@ class Attack(abc.ABC):
         seed: seeds the random start (same seed and image -> same start, whatever the batch).
         verbose: show a tqdm progress bar.
         direction: ``"off"``: targets are present labels to turn off; ``"on"``: absent labels to
-            turn on.
+            turn on; ``"mixed"``: both at once, as the paper defines Ω (present targets turn off,
+            absent ones turn on). ``"off"`` and ``"on"`` check that every target is on that side.
         on_invalid: ``"raise"`` a ``ValueError`` for images whose targets do not fit ``direction``
             (or whose clean logits are not finite), or ``"skip"`` them (``attacked`` False).
         amp: ``None`` (the model's own precision), ``"bf16"`` or ``"fp16"``: every forward pass of
@@ -429,7 +430,7 @@ class Attack(abc.ABC):
         self.random_start = check_bool(random_start, "random_start")
         self.seed = check_seed(seed)
         self.verbose = check_bool(verbose, "verbose")
-        self.direction: Direction = _check_choice(direction, "direction", ("off", "on"))
+        self.direction: Direction = _check_choice(direction, "direction", ("off", "on", "mixed"))
         self.on_invalid: OnInvalid = _check_choice(on_invalid, "on_invalid", ("raise", "skip"))
         self.amp: Amp | None = None if amp is None else _check_choice(amp, "amp", ("bf16", "fp16"))
         self.channels_last = check_bool(channels_last, "channels_last")
@@ -805,7 +806,10 @@ class Attack(abc.ABC):
                 f"the model's logits are NaN/Inf for images {_describe_rows(non_finite)}"
             )
         # Turn-off targets must be predicted present; turn-on targets must be predicted absent.
-        wrong_side = targets & (~clean_pred if self.direction == "off" else clean_pred)
+        if self.direction == "mixed":
+            wrong_side = torch.zeros_like(targets)
+        else:
+            wrong_side = targets & (~clean_pred if self.direction == "off" else clean_pred)
         if wrong_side.any():
             invalid |= wrong_side.any(dim=1)
             state = (
@@ -816,7 +820,9 @@ class Attack(abc.ABC):
             more = f", ... ({len(pairs)} in all)" if len(pairs) > 10 else ""
             problems.append(
                 f"targets to turn {self.direction} are {state}: {listed}{more} "
-                f"(pass on_invalid='skip' to leave such images unattacked)"
+                f"(direction must be one of 'off', 'on', 'mixed': pass direction='mixed' to turn "
+                f"present targets off and absent ones on together, or on_invalid='skip' to leave "
+                f"such images unattacked)"
             )
         if problems and self.on_invalid == "raise":
             raise ValueError("; ".join(problems))
