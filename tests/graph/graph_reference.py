@@ -1,12 +1,13 @@
 """Slow, obviously-correct reference versions of the consistency rules (DESIGN.md §3.1),
-written from the definitions with Python sets, one image at a time; and the small graph several
-test modules share."""
+written from the definitions with Python sets, one image at a time; and the small graph and the
+mask helpers several test modules share."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import torch
 
 from mlattack.graph import LabelGraph
 
@@ -24,6 +25,19 @@ ZOO = LabelGraph(
         ("vehicle", "bike"),
     ],
 )
+
+
+def mask(graph: LabelGraph, labels: Iterable[str]) -> np.ndarray:
+    """The bool mask of ``labels`` (names) over ``graph``."""
+    out = np.zeros(len(graph), dtype=bool)
+    out[[graph.index(name) for name in labels]] = True
+    return out
+
+
+def named(graph: LabelGraph, values: np.ndarray | torch.Tensor) -> set[str]:
+    """The names of the labels set in a mask."""
+    array = values.numpy() if isinstance(values, torch.Tensor) else values
+    return {graph.names[i] for i in np.flatnonzero(array)}
 
 
 def neighbour_sets(n: int, edges: Iterable[Edge]) -> tuple[list[set[int]], list[set[int]]]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import pytest
 import torch
-from graph_reference import ZOO
+from graph_reference import ZOO, mask, named
 
 from mlattack.graph import LabelGraph
 
@@ -17,17 +15,6 @@ DIAMOND = LabelGraph(
     [("top", "left"), ("top", "right"), ("left", "bottom"), ("right", "bottom")],
 )
 CHAIN = LabelGraph(["a", "b", "c", "d"], [("a", "b"), ("b", "c"), ("c", "d")])
-
-
-def mask(graph: LabelGraph, labels: Iterable[str]) -> np.ndarray:
-    out = np.zeros(len(graph), dtype=bool)
-    out[[graph.index(name) for name in labels]] = True
-    return out
-
-
-def named(graph: LabelGraph, values: np.ndarray | torch.Tensor) -> set[str]:
-    array = values.numpy() if isinstance(values, torch.Tensor) else values
-    return {graph.names[i] for i in np.flatnonzero(array)}
 
 
 # ----------------------------------------------------------------------------- violations

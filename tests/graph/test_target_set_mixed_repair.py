@@ -3,12 +3,10 @@ authors' ``compute_tree_off_loss`` (``../shared/data/official-reference/target_s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import pytest
 import torch
-from graph_reference import ZOO
+from graph_reference import ZOO, mask, named
 
 from mlattack.graph import LabelGraph
 
@@ -19,17 +17,6 @@ SHARED_CHILD = LabelGraph(
     ["top", "mid", "a", "b", "other"],
     [("top", "mid"), ("mid", "a"), ("mid", "b"), ("other", "b")],
 )
-
-
-def mask(graph: LabelGraph, labels: Iterable[str]) -> np.ndarray:
-    out = np.zeros(len(graph), dtype=bool)
-    out[[graph.index(name) for name in labels]] = True
-    return out
-
-
-def named(graph: LabelGraph, values: np.ndarray | torch.Tensor) -> set[str]:
-    array = values.numpy() if isinstance(values, torch.Tensor) else values
-    return {graph.names[i] for i in np.flatnonzero(array)}
 
 
 # ----------------------------------------------------------------------------- mixed
