@@ -343,12 +343,12 @@ class GMLA(APGDAttack):
         out = self._loop_along(problem, self.mode, first)
         adv, failed = out.adv.clone(), out.gradient_failed.clone()
         iterations = out.iterations.clone()
+        with torch.no_grad():
+            logits = self.model(adv)
         left = self.steps - first
         for number, mode in enumerate(stages):
             steps = math.ceil(left / (len(stages) - number))
             left -= steps
-            with torch.no_grad():
-                logits = self.model(adv.to(problem.images.dtype))
             # An image whose gradient failed stopped where no gradient helps: it is not retried.
             unsolved = (~problem.flip_set_reached(logits) & ~failed).nonzero().flatten()
             if steps == 0 or unsolved.numel() == 0:
@@ -356,12 +356,14 @@ class GMLA(APGDAttack):
             retry = _rows_of(problem, unsolved)
             again = self._loop_along(retry, mode, steps)
             with torch.no_grad():
-                retry_logits = self.model(again.adv.to(problem.images.dtype))
+                retry_logits = self.model(again.adv)
             before = self._target_shortfall(retry, logits[unsolved])
             after = self._target_shortfall(retry, retry_logits)
             better = retry.flip_set_reached(retry_logits) | (after < before)
             winners = unsolved[better]
             adv[winners] = again.adv[better]
+            # Kept up to date for the next stage instead of a new forward pass over every image.
+            logits[winners] = retry_logits[better]
             failed[winners] = again.gradient_failed[better]
             iterations[unsolved] += again.iterations
         return LoopOutput(adv=adv, iterations=iterations, gradient_failed=failed)
