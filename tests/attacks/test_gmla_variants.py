@@ -94,30 +94,15 @@ def test_multi_mode_keeps_each_protected_logit_where_it_was(
 
 
 def test_margin_loss_stops_pulling_labels_beyond_the_margin(
-    make_linear_model: Callable[[Tensor, Tensor], nn.Module], linear_model: nn.Module
+    linear_model: nn.Module, make_problem: Callable[..., Any]
 ) -> None:
     """With the hinge, a flip-set label already beyond ``margin`` adds nothing to ``g_t``."""
-    from mlattack.attacks.base import AttackProblem
-
     weight = linear_model.weight.detach()
     images = torch.full((1, 3, 4, 4), 0.5)
-    with torch.no_grad():
-        logits = linear_model(images)
-    clean = logits > 0
     # Turn off animal (logit 1.0: within a margin of 2) and turn on cat, which is put 3 beyond.
     flip_set = torch.tensor([[True, False, True, False, False, False]])
-    desired = clean ^ flip_set
-    problem = AttackProblem(
-        images=images,
-        eps=torch.tensor([0.1], dtype=torch.float64),
-        clean_logits=logits,
-        clean_pred=clean,
-        targets=flip_set,
-        flip_set=flip_set,
-        desired=desired,
-        logit_threshold=0.0,
-        seed=None,
-    )
+    problem = make_problem(linear_model, images, flip_set)
+    logits = problem.clean_logits
     shifted = images.clone()
     # Move cat's own block so that its logit is +3 (beyond the margin), animal untouched.
     shifted.view(1, -1)[0, 16:24] += (3.0 - logits[0, 2]) / 8
