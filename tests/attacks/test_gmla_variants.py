@@ -10,7 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from mlattack.attacks import GMLA
-from mlattack.attacks.gmla import multi_constraint_direction
+from mlattack.attacks.base import LoopOutput
+from mlattack.attacks.gmla import multi_constraint_direction, steepest_constrained_direction
 
 
 def random_gradients(n: int, k: int, dim: int = 40, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -55,6 +56,34 @@ def test_multi_constraint_direction_ignores_invalid_and_zero_gradients() -> None
     assert torch.equal(free, g_t.sign())
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_steepest_direction_is_the_optimum_of_its_linear_program(seed: int) -> None:
+    """``max ⟨g_t, d⟩`` s.t. ``‖d‖∞ ≤ 1``, ``⟨g_nt, d⟩ ≤ 0``, checked against SciPy's HiGHS."""
+    linprog = pytest.importorskip("scipy.optimize").linprog
+    g_t, protected = random_gradients(n=6, k=1, dim=12, seed=seed)
+    g_nt = protected[:, 0]
+    g_t[0, :3] = 0.0  # coordinates that only the constraint cares about
+    g_nt[1, 4:] = 0.0  # free coordinates
+    g_nt[2] = -g_t[2].sign() * g_nt[2].abs()  # sgn(g_t) already descends L_nt: inactive
+    direction = steepest_constrained_direction(g_t, g_nt)
+    for i in range(6):
+        best = linprog(
+            -g_t[i].numpy(), A_ub=g_nt[i].numpy()[None], b_ub=[0.0], bounds=[(-1, 1)] * 12,
+            method="highs",
+        )  # fmt: skip
+        assert float(g_t[i] @ direction[i]) == pytest.approx(-best.fun, abs=1e-9)
+        assert float(g_nt[i] @ direction[i]) <= 1e-9
+        assert float(direction[i].abs().max()) == pytest.approx(1.0)
+    assert torch.equal(direction[2], g_t[2].sign())
+
+
+def test_steepest_direction_keeps_the_shape_and_the_plain_step_without_constraint() -> None:
+    g_t = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(5))
+    free = steepest_constrained_direction(g_t, torch.zeros_like(g_t))
+    assert free.shape == g_t.shape
+    assert torch.equal(free, g_t.sign())
+
+
 def protected_logits_case(
     make_linear_model: Callable[[Tensor, Tensor], nn.Module],
 ) -> tuple[nn.Module, Tensor, Tensor, Tensor]:
@@ -91,6 +120,99 @@ def test_multi_mode_keeps_each_protected_logit_where_it_was(
     assert moved_multi < 1e-4  # exact for a linear model, up to float32 rounding
     assert moved_plain > 100 * moved_multi  # eq. 10 keeps only the summed loss constant
     assert ((multi.adv_logits - multi.clean_logits)[:, 0] < -0.01).all()  # the target moved
+
+
+def test_steepest_mode_never_raises_the_protected_loss_of_a_linear_model(
+    make_linear_model: Callable[[Tensor, Tensor], nn.Module],
+) -> None:
+    """Linear logits make the first-order constraint exact: the hinge outside Ψ cannot rise."""
+    model, images, targets, _ = protected_logits_case(make_linear_model)
+    flip_set = targets.clone()
+    options: dict[str, Any] = {"eps": 0.05, "steps": 4, "step_size": 0.004, "repair": False}
+    result = GMLA(model, mode="steepest", fallback="none", **options)(
+        images, targets, flip_set=flip_set
+    )
+
+    def outside_hinge(logits: Tensor) -> Tensor:
+        signs = result.clean_pred[:, 1:].float() * 2 - 1
+        return torch.relu(1.0 - signs * logits[:, 1:]).sum(dim=1)
+
+    assert (outside_hinge(result.adv_logits) <= outside_hinge(result.clean_logits) + 1e-4).all()
+    assert ((result.adv_logits - result.clean_logits)[:, 0] < -0.01).all()  # the target moved
+
+
+def collateral_case(
+    make_linear_model: Callable[[Tensor, Tensor], nn.Module],
+) -> tuple[nn.Module, Tensor, Tensor]:
+    """Label 0 (on) is the target; label 1 reads label 0's pixels and pixels of its own.
+
+    Turning 0 off drags 1 off too, unless its own pixels are raised to compensate, which is
+    what a repair can do.
+    """
+    weight = torch.zeros(2, 48)
+    weight[0, :16] = 1.0
+    weight[1, :16] = 1.0
+    weight[1, 16:32] = 1.0
+    images = torch.full((2, 3, 4, 4), 0.5)
+    bias = torch.tensor([-7.5, -15.0])  # label 0 at +0.5, label 1 at +1.0
+    return make_linear_model(weight, bias), images, torch.tensor([[True, False]] * 2)
+
+
+def test_repair_turns_back_a_collateral_flip_and_keeps_psi(
+    make_linear_model: Callable[[Tensor, Tensor], nn.Module], make_problem: Callable[..., Any]
+) -> None:
+    model, images, targets = collateral_case(make_linear_model)
+    problem = make_problem(model, images, targets, eps=0.2)
+    # A found point: block 0 lowered by 0.1 (label 0 at -1.1, label 1 at -0.6: flipped too).
+    found = images.clone()
+    found.view(2, -1)[:, :16] -= 0.1
+    start = torch.tensor([10, 20])
+    attack = GMLA(model, steps=30)
+    repaired = attack._repair(
+        problem,
+        LoopOutput(adv=found, iterations=start, gradient_failed=torch.zeros(2, dtype=torch.bool)),
+    )
+    with torch.no_grad():
+        logits = model(repaired.adv)
+    assert (logits[:, 0] <= 0).all()  # Ψ still reached
+    assert (logits[:, 1] > 0).all()  # the collateral flip is undone
+    assert ((repaired.adv - images).abs().amax(dim=(1, 2, 3)) <= 0.2 + 1e-7).all()
+    # Repair steps are counted and stay within each image's unused budget (30 − 10, 30 − 20).
+    assert (repaired.iterations > start).all()
+    assert (repaired.iterations <= 30).all()
+    # No budget left: the found point is returned as it is.
+    spent = attack._repair(
+        problem,
+        LoopOutput(
+            adv=found,
+            iterations=torch.tensor([30, 30]),
+            gradient_failed=torch.zeros(2, dtype=torch.bool),
+        ),
+    )
+    assert torch.equal(spent.adv, found)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_repair_never_loses_success_nor_adds_collateral_flips(
+    trained_hierarchy: Any, batch: int
+) -> None:
+    """Same search either way (deterministic): repair may only lower each image's flip count."""
+    case = trained_hierarchy
+    images, targets = case.images[:batch], case.targets[:batch]
+    options: dict[str, Any] = {"graph": case.graph, "eps": 0.15, "steps": 30}
+    plain = GMLA(case.model, repair=False, **options)(images, targets)
+    repaired = GMLA(case.model, **options)(images, targets)
+    assert torch.equal(plain.success, repaired.success)
+
+    def collateral(result: Any) -> Tensor:
+        return ((result.adv_pred != result.clean_pred) & ~result.flip_set).sum(dim=1)
+
+    assert (collateral(repaired) <= collateral(plain)).all()
+    # What success says is what the returned image does, in a fresh forward pass.
+    with torch.no_grad():
+        fresh = case.model(repaired.adv) > 0
+    assert torch.equal(fresh, repaired.adv_pred)
+    assert ((repaired.adv - images).abs().amax(dim=(1, 2, 3)) <= 0.15 + 1e-6).all()
 
 
 def test_margin_loss_stops_pulling_labels_beyond_the_margin(
@@ -147,8 +269,8 @@ def test_unconstrained_fallback_solves_what_the_constrained_loop_cannot(
     with torch.no_grad():
         assert (model(fallback.adv)[:, 0] <= 0).all()
     assert ((fallback.adv - images).abs().amax(dim=(1, 2, 3)) <= 0.1 + 1e-7).all()
-    # The fallback ran only after the constrained share of the steps (ceil(0.3 · 20) = 6).
-    assert (fallback.iterations > 6).all()
+    # The fallback ran only after the constrained share of the steps (ceil(0.5 · 20) = 10).
+    assert (fallback.iterations > 10).all()
     assert (fallback.iterations <= 20).all()
 
 
@@ -207,6 +329,12 @@ def test_bad_options_raise_naming_the_option(
         GMLA(linear_model, **options)
 
 
+@pytest.mark.parametrize("value", ["false", 1, None.__class__])
+def test_repair_must_be_a_bool(linear_model: nn.Module, value: Any) -> None:
+    with pytest.raises(TypeError, match="repair"):
+        GMLA(linear_model, repair=value)
+
+
 def test_official_preset_sets_the_papers_gmla_and_explicit_options_apply_on_top(
     linear_model: nn.Module,
 ) -> None:
@@ -220,13 +348,15 @@ def test_official_preset_sets_the_papers_gmla_and_explicit_options_apply_on_top(
     assert official.tau_rule == "official"
     tuned = GMLA(linear_model, preset="official", tau=0.5, mode="projection")
     assert (tuned.tau, tuned.mode, tuned.loss) == (0.5, "projection", "bce")
+    assert official.repair is False
     default = GMLA(linear_model)
-    assert (default.mode, default.loss, default.fallback) == (
-        "multi",
+    assert (default.mode, default.loss, default.fallback, default.repair) == (
+        "steepest",
         "margin",
-        "projection-then-unconstrained",
+        "none",
+        True,
     )
-    assert "mode='multi'" in repr(default)
+    assert "mode='steepest'" in repr(default)
 
 
 @pytest.mark.parametrize("name", ["mla-u", "mla-c", "gmla", "ml-dp", "mla-lp"])

@@ -92,6 +92,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "loss": "bce",
         "fallback": "none",
         "refresh": 1,
+        "repair": False,
     },
 }
 

@@ -5,23 +5,24 @@ Two parts:
 1. the flip set Ψ is the consistent target set of Ω on the clean prediction
    (:meth:`LabelGraph.consistent_target_set`, paper Section 4.1), unless the caller gives one;
 2. an AutoPGD loop whose direction moves Ψ while keeping the other labels Ψ̄ where they are to
-   first order: the paper's eq. 10 projection of ``ν = sgn(g_t)`` orthogonal to what must not move.
-   The tracked objective is ``−L_t`` (notation of :mod:`mlattack.attacks.mla`).
+   first order: the paper's eq. 10 idea, ``ν = sgn(g_t)`` kept from moving what must not move.
+   The tracked objective is ``−L_t`` (notation of :mod:`mlattack.attacks.mla`). A repair then
+   spends the steps an image did not need on the labels of Ψ̄ that flipped anyway.
 
 What "what must not move" is, and how the objectives are written, are options (``mode``, ``loss``,
-``fallback``, ``refresh``); the defaults were chosen by measurement (``benchmarks/gmla_ablation.py``,
-``docs/semantics.md``, "Which GMLA is the default"):
+``fallback``, ``repair``, ``refresh``); the defaults were chosen by measurement
+(``benchmarks/gmla_ablation.py``, ``docs/semantics.md``, "Which GMLA is the default"):
 
-- ``mode="multi"``: project against the logit gradients of the ``k`` non-target labels nearest their
-  threshold, one constraint per label (:func:`multi_constraint_direction`), instead of the single
-  summed ``g_nt`` of eq. 10 (``mode="projection"``) or the paper's τ rule (``mode="adaptive"``);
+- ``mode="steepest"``: eq. 10 in the geometry of the L∞ ball, the best sign step that cannot raise
+  the loss on Ψ̄ to first order (:func:`steepest_constrained_direction`), instead of eq. 10's rescaled
+  projection (``mode="projection"``), one constraint per nearby label (``mode="multi"``) or the
+  paper's τ rule (``mode="adaptive"``);
 - ``loss="margin"``: hinge losses on logits, so that a label already ``margin`` beyond its threshold
   stops pulling (a flipped target), or stops being defended (a safe non-target);
-- ``fallback="projection-then-unconstrained"``: images whose flip set the constrained loop has not
-  reached after ``1 − fallback_share`` of the steps are attacked again from the clean image with
-  eq. 10 on the summed ``g_nt``, and those still unsolved then along ``sgn(g_t)`` on Ψ, each for
-  half of the remaining steps (flipping Ψ comes first; the constraints only choose among the ways
-  to do it);
+- ``fallback="none"``: one search loop for all the steps (the fallbacks, which attack the images
+  still unsolved after ``1 − fallback_share`` of the steps again, added nothing to ``"steepest"``);
+- ``repair=True``: the steps an image did not need to reach Ψ are spent on turning back the labels
+  of Ψ̄ that flipped on the way, keeping Ψ reached;
 - ``refresh=r``: the protected gradients are recomputed every ``r`` steps only ("lazy").
 """
 
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor, nn
 
-from mlattack._validation import check_int, check_number
+from mlattack._validation import check_bool, check_int, check_number
 
 from .apgd import APGDAttack, DirectionStep
 from .base import AttackProblem, LoopOutput, _check_choice, gradient_failed
@@ -43,12 +44,17 @@ from .mla import evaluate_objectives
 if TYPE_CHECKING:
     from ..graph import LabelGraph
 
-__all__ = ["GMLA", "gmla_direction", "multi_constraint_direction"]
+__all__ = [
+    "GMLA",
+    "gmla_direction",
+    "multi_constraint_direction",
+    "steepest_constrained_direction",
+]
 
-Mode = Literal["adaptive", "projection", "multi"]
+Mode = Literal["steepest", "adaptive", "projection", "multi"]
 Loss = Literal["margin", "bce"]
 Fallback = Literal["unconstrained", "projection", "projection-then-unconstrained", "none"]
-MODES: tuple[Mode, ...] = ("multi", "projection", "adaptive")
+MODES: tuple[Mode, ...] = ("steepest", "multi", "projection", "adaptive")
 LOSSES: tuple[Loss, ...] = ("margin", "bce")
 #: The loops each fallback runs, in order, on the images still unsolved before each.
 FALLBACK_STAGES: dict[Fallback, tuple[str, ...]] = {
@@ -60,15 +66,16 @@ FALLBACK_STAGES: dict[Fallback, tuple[str, ...]] = {
 FALLBACKS: tuple[Fallback, ...] = tuple(FALLBACK_STAGES)
 #: The measured defaults (``docs/semantics.md``); ``preset="official"`` overrides them.
 DEFAULTS: dict[str, Any] = {
-    "mode": "multi",
+    "mode": "steepest",
     "tau": 0.85,
     "k": 3,
     "loss": "margin",
     "margin": 1.0,
-    "fallback": "projection-then-unconstrained",
-    "fallback_share": 0.7,
+    "fallback": "none",
+    "fallback_share": 0.5,
     "refresh": 1,
     "tau_rule": "per-image",
+    "repair": True,
 }
 #: ``"per-image"``: each image's cosine decides; ``"official"``: the authors' batch quirk on top.
 TauRule = Literal["per-image", "official"]
@@ -185,6 +192,55 @@ def multi_constraint_direction(g_t: Tensor, protected: Tensor, valid: Tensor) ->
     return direction.to(g_t.dtype).view(n, *g_t.shape[1:])
 
 
+def steepest_constrained_direction(g_t: Tensor, g_nt: Tensor) -> Tensor:
+    """The L∞-steepest ascent of ``g_t`` that does not increase ``L_nt`` to first order.
+
+    ``d = argmax ⟨g_t, d⟩`` subject to ``‖d‖∞ ≤ 1`` and ``⟨g_nt, d⟩ ≤ 0``. Where ``sgn(g_t)`` already
+    satisfies the constraint it is the answer; elsewhere the dual gives ``d = sgn(g_t − λ g_nt)`` with
+    the smallest ``λ > 0`` that meets it, i.e. a fractional knapsack: the coordinates where ``g_t``
+    dominates ``g_nt`` most (largest ``g_t,i / g_nt,i``) keep ``sgn(g_t)`` while the weight ``|g_nt,i|``
+    they carry is at most half of ``‖g_nt‖₁``, every other coordinate descends ``L_nt``, and one
+    boundary coordinate takes the fraction that makes ``⟨g_nt, d⟩ = 0`` exactly.
+
+    Args:
+        g_t: float ``[n, ...]``, the direction that moves Ψ towards ``y*``.
+        g_nt: float ``[n, ...]``, the gradient of the loss on the protected labels.
+
+    Returns:
+        ``d`` of the shape of ``g_t``, ``‖d‖∞ = 1`` (0 where ``g_t`` and ``g_nt`` are both 0).
+    """
+    shape = g_t.shape
+    g_t, g_nt = g_t.flatten(1), g_nt.flatten(1)
+    direction = g_t.sign()
+    active = (torch.linalg.vecdot(g_nt, direction) > 0).nonzero().flatten()
+    if active.numel() == 0:
+        return direction.view(shape)
+    t, nt = g_t[active], g_nt[active]
+    weight = nt.abs()
+    aligned = t * nt > 0  # where sgn(g_t) raises L_nt
+    ratio = torch.where(aligned, t / torch.where(aligned, nt, 1.0), -math.inf)
+    # The aligned coordinates by decreasing ratio (the others, at −inf, come last).
+    ordered, order = ratio.sort(dim=1, descending=True)
+    carried = weight.gather(1, order).cumsum(dim=1)
+    half = weight.sum(dim=1, keepdim=True) / 2
+    kept = ((carried <= half) & (ordered > -math.inf)).sum(dim=1, keepdim=True)
+    has_boundary = kept < aligned.sum(dim=1, keepdim=True)
+    # λ: the ratio of the first coordinate that cannot keep sgn(g_t) (−inf: every aligned one can).
+    lam = torch.where(
+        has_boundary, ordered.gather(1, kept.clamp(max=ordered.shape[1] - 1)), -math.inf
+    )
+    keep = ratio > lam
+    step = torch.where(keep | (nt == 0), t.sign(), -nt.sign())
+    # The coordinates at λ (one, barring ties) share the fraction that makes ⟨g_nt, d⟩ = 0 exactly.
+    boundary = has_boundary & (ratio == lam)
+    tied = torch.where(boundary, weight, 0.0).sum(dim=1, keepdim=True)
+    before = torch.where(keep, weight, 0.0).sum(dim=1, keepdim=True)
+    fraction = ((2 * half - 2 * before - tied) / torch.where(tied > 0, tied, 1.0)).clamp(-1.0, 1.0)
+    step = torch.where(boundary, fraction * nt.sign(), step)
+    direction[active] = step
+    return direction.view(shape)
+
+
 def _hinge(
     logits: Tensor, wanted_on: Tensor, mask: Tensor, margin: float, threshold: float
 ) -> Tensor:
@@ -214,10 +270,12 @@ class GMLA(APGDAttack):
         model: the multi-label classifier (returns logits).
         graph: the label graph (labels in the model's output order). May be ``None`` only when every
             call passes ``flip_set=``.
-        mode: what the step is projected against: ``"multi"`` (default) the ``k`` non-target labels
-            nearest their threshold, one constraint each (:func:`multi_constraint_direction`);
-            ``"projection"`` the summed non-target gradient ``g_nt`` (eq. 10); ``"adaptive"`` the
-            paper's rule, eq. 10 where ``cos(g_t, g_nt) ≥ tau`` and eq. 11 elsewhere.
+        mode: what the search step is held against: ``"steepest"`` (default) the summed non-target
+            loss, as the L∞-steepest step that cannot raise it to first order
+            (:func:`steepest_constrained_direction`); ``"projection"`` the same loss by eq. 10's
+            projection; ``"multi"`` the ``k`` non-target labels nearest their threshold, one
+            constraint each (:func:`multi_constraint_direction`); ``"adaptive"`` the paper's rule,
+            eq. 10 where ``cos(g_t, g_nt) ≥ tau`` and eq. 11 elsewhere.
         tau: cosine threshold of ``mode="adaptive"`` (default 0.85).
         k: number of protected labels of ``mode="multi"`` (default 3, an int ≥ 1).
         loss: ``"margin"`` (default): hinge losses on logits, ``max(0, margin − s(z − θ))``, for Ψ
@@ -225,23 +283,25 @@ class GMLA(APGDAttack):
             get defended; ``"bce"``: the paper's binary cross-entropies.
         margin: the hinge margin in logits (default 1.0, a number > 0).
         fallback: what happens to images whose flip set is not reached after
-            ``ceil((1 − fallback_share)·steps)`` steps: ``"projection-then-unconstrained"``
-            (default) attack them again from the clean image with eq. 10 (``mode="projection"``),
-            then those still unsolved along ``sgn(g_t)`` on Ψ, each for half of the remaining
-            steps; ``"projection"`` or ``"unconstrained"`` one of the two for all of them;
-            ``"none"`` keep the one loop for all the steps. An image keeps a later result when it
-            reaches Ψ or ends nearer to it.
-        fallback_share: the share of the steps left to the fallback (default 0.7, in ``(0, 1)``).
+            ``ceil((1 − fallback_share)·steps)`` steps: ``"none"`` (default) keep the one loop for all
+            the steps; ``"unconstrained"`` attack them again from the clean image along
+            ``sgn(g_t)`` on Ψ for the remaining steps; ``"projection"`` the same with eq. 10;
+            ``"projection-then-unconstrained"`` the two in turn, each for half of the remaining
+            steps. An image keeps a later result when it reaches Ψ or ends nearer to it.
+        fallback_share: the share of the steps left to the fallback (default 0.5, in ``(0, 1)``).
         refresh: recompute the protected gradients every ``refresh`` steps only (default 1: every
             step); between refreshes the last ones are reused, which saves their backward passes.
+        repair: spend the steps an image did not need to reach Ψ on turning back the labels
+            outside Ψ that flipped, without losing Ψ (default ``True``; see :meth:`_repair`).
         tau_rule: ``"per-image"`` or ``"official"`` (the authors' batch quirk, see
             :func:`gmla_direction`); default ``"per-image"``, ``"official"`` under
             ``preset="official"``.
         **options: ``preset`` and the loop options of :class:`~mlattack.attacks.apgd.APGDAttack`,
             and the shared options of :class:`~mlattack.attacks.base.Attack`.
 
-    ``preset="official"`` sets ``mode="adaptive"``, ``loss="bce"``, ``fallback="none"`` and
-    ``refresh=1`` with the authors' loop; an option given explicitly is applied on top of it.
+    ``preset="official"`` sets ``mode="adaptive"``, ``loss="bce"``, ``fallback="none"``,
+    ``repair=False`` and ``refresh=1`` with the authors' loop; an option given explicitly is applied
+    on top of it.
     """
 
     name = "GMLA"
@@ -261,6 +321,7 @@ class GMLA(APGDAttack):
         fallback_share: float | None = None,
         refresh: int | None = None,
         tau_rule: TauRule | None = None,
+        repair: bool | None = None,
         **options: Any,
     ) -> None:
         super().__init__(model, **options)
@@ -289,10 +350,13 @@ class GMLA(APGDAttack):
             exclusive_maximum=True,
         )
         self.refresh = check_int(resolved("refresh", refresh), "refresh", minimum=1)
+        self.repair = check_bool(resolved("repair", repair), "repair")
         self.tau_rule: TauRule = _check_choice(
             resolved("tau_rule", tau_rule), "tau_rule", ("per-image", "official")
         )
-        if self.arithmetic == "official" and (self.mode == "multi" or self.loss == "margin"):
+        if self.arithmetic == "official" and (
+            self.mode not in ("adaptive", "projection") or self.loss == "margin"
+        ):
             raise ValueError(
                 "arithmetic='official' reproduces the authors' GMLA only: it needs "
                 f"mode='adaptive' or 'projection' and loss='bce', got mode={self.mode!r}, "
@@ -317,6 +381,7 @@ class GMLA(APGDAttack):
             shown.append(f"fallback_share={self.fallback_share}")
         if self.refresh != 1:
             shown.append(f"refresh={self.refresh}")
+        shown.append(f"repair={self.repair}")
         return f"{super().__repr__()[:-1]}, {', '.join(shown)})"
 
     def _flip_set(self, clean_pred: Tensor, targets: Tensor, clean_logits: Tensor) -> Tensor:
@@ -336,6 +401,13 @@ class GMLA(APGDAttack):
 
     # ------------------------------------------------------------------ the loop
     def _attack(self, problem: AttackProblem) -> LoopOutput:
+        out = self._search(problem)
+        if self.repair and self.arithmetic != "official":
+            out = self._repair(problem, out)
+        return out
+
+    def _search(self, problem: AttackProblem) -> LoopOutput:
+        """The constrained loop, then the fallback stages on the images it left unsolved."""
         stages = FALLBACK_STAGES[self.fallback]
         if not stages or self.arithmetic == "official":
             return self._loop_along(problem, self.mode, self.steps)
@@ -367,6 +439,61 @@ class GMLA(APGDAttack):
             failed[winners] = again.gradient_failed[better]
             iterations[unsolved] += again.iterations
         return LoopOutput(adv=adv, iterations=iterations, gradient_failed=failed)
+
+    def _repair(self, problem: AttackProblem, found: LoopOutput) -> LoopOutput:
+        """Spend each image's unused steps on turning back the labels outside Ψ that flipped.
+
+        An image that reached Ψ after ``i`` of its ``steps`` steps, with some label outside Ψ off
+        its clean side, takes up to ``steps − i`` more signed-gradient steps from there on the sum
+        of the hinge losses (``margin``) of every label towards its desired side: Ψ's keep it
+        reached, the others' pull the flipped ones back and keep the rest away from their
+        threshold. The step shrinks linearly from ``ε/2`` to ``ε/20`` over the image's remaining
+        steps. An iterate replaces the returned one only where Ψ is still reached and fewer labels
+        outside Ψ are flipped, so success is never lost and collateral flips never grow; an image
+        stops once none is flipped. One forward and one backward pass per step, counted in
+        ``iterations``.
+        """
+        threshold = problem.logit_threshold
+        outside = ~problem.flip_set
+        budget = self.steps - found.iterations.to(outside.device)
+        candidates = ((budget > 0) & ~found.gradient_failed).nonzero().flatten()
+        if candidates.numel() == 0:
+            return found
+        with torch.no_grad():
+            logits = self.model(found.adv[candidates])
+        flipped = (((logits > threshold) != problem.desired[candidates]) & outside[candidates]).sum(
+            dim=1
+        )
+        keep = problem.flip_set_reached(logits, candidates) & (flipped > 0)
+        todo = candidates[keep]
+        if todo.numel() == 0:
+            return found
+        adv, iterations = found.adv.clone(), found.iterations.clone()
+        # The working set: problem rows, their iterates, best flip counts and remaining budgets.
+        rows, x, best, budget = todo, found.adv[todo].detach(), flipped[keep], budget[todo]
+        eps = problem.eps.to(x.dtype)
+        shape = (-1, *([1] * (x.dim() - 1)))
+        for step in range(int(budget.max()) + 1):
+            x = x.detach().requires_grad_(True)
+            now_logits = self.model(x)
+            desired = problem.desired[rows]
+            now = (((now_logits.detach() > threshold) != desired) & outside[rows]).sum(dim=1)
+            better = problem.flip_set_reached(now_logits.detach(), rows) & (now < best)
+            adv[rows[better]] = x.detach()[better]
+            best = torch.where(better, now, best)
+            live = (best > 0) & (step < budget)
+            if not bool(live.any()):
+                break
+            loss = _hinge(now_logits, desired, torch.ones_like(desired), self.margin, threshold)
+            (gradient,) = torch.autograd.grad(loss.sum(), x)
+            live &= torch.isfinite(gradient).flatten(1).all(dim=1)
+            rows, budget, best = rows[live], budget[live], best[live]
+            iterations[rows] += 1
+            left = 1 - step / budget.to(x.dtype)
+            size = (eps[rows] * (0.05 + 0.45 * left)).view(shape)
+            with torch.no_grad():
+                x = problem.project(x.detach()[live] - size * gradient[live].sign(), rows)
+        return LoopOutput(adv=adv, iterations=iterations, gradient_failed=found.gradient_failed)
 
     def _loop_along(self, problem: AttackProblem, mode: str, steps: int) -> LoopOutput:
         """One AutoPGD loop of ``steps`` steps along the direction of ``mode``."""
@@ -415,13 +542,16 @@ class GMLA(APGDAttack):
             else:
                 nontarget_loss = objectives.nontarget_loss
             g_t, g_nt = self._summed_gradients(objectives.x, target_loss, nontarget_loss, rows)
-            direction, _ = gmla_direction(
-                g_t,
-                g_nt,
-                tau=self.tau,
-                mode="adaptive" if mode == "adaptive" else "projection",
-                count_nonzero_quirk=self.tau_rule == "official",
-            )
+            if mode == "steepest":
+                direction = steepest_constrained_direction(g_t, g_nt)
+            else:
+                direction, _ = gmla_direction(
+                    g_t,
+                    g_nt,
+                    tau=self.tau,
+                    mode="adaptive" if mode == "adaptive" else "projection",
+                    count_nonzero_quirk=self.tau_rule == "official",
+                )
             nontarget_failed = ~torch.isfinite(g_nt).flatten(1).all(dim=1)
         loss = target_loss.detach()
         # A hinge at 0 has a zero gradient on purpose: Ψ is beyond its margin, not a failure.
