@@ -454,37 +454,31 @@ class GMLA(APGDAttack):
         ``iterations``.
         """
         threshold = problem.logit_threshold
-        outside = ~problem.flip_set
-        budget = self.steps - found.iterations.to(outside.device)
-        candidates = ((budget > 0) & ~found.gradient_failed).nonzero().flatten()
-        if candidates.numel() == 0:
-            return found
-        with torch.no_grad():
-            logits = self.model(found.adv[candidates])
-        flipped = (((logits > threshold) != problem.desired[candidates]) & outside[candidates]).sum(
-            dim=1
-        )
-        keep = problem.flip_set_reached(logits, candidates) & (flipped > 0)
-        todo = candidates[keep]
-        if todo.numel() == 0:
+        budget = self.steps - found.iterations.to(problem.flip_set.device)
+        rows = ((budget > 0) & ~found.gradient_failed).nonzero().flatten()
+        if rows.numel() == 0:
             return found
         adv, iterations = found.adv.clone(), found.iterations.clone()
         # The working set: problem rows, their iterates, best flip counts and remaining budgets.
-        rows, x, best, budget = todo, found.adv[todo].detach(), flipped[keep], budget[todo]
+        x, budget = found.adv[rows].detach(), budget[rows]
         eps = problem.eps.to(x.dtype)
         shape = (-1, *([1] * (x.dim() - 1)))
         for step in range(int(budget.max()) + 1):
             x = x.detach().requires_grad_(True)
-            now_logits = self.model(x)
+            logits = self.model(x)
             desired = problem.desired[rows]
-            now = (((now_logits.detach() > threshold) != desired) & outside[rows]).sum(dim=1)
-            better = problem.flip_set_reached(now_logits.detach(), rows) & (now < best)
-            adv[rows[better]] = x.detach()[better]
-            best = torch.where(better, now, best)
-            live = (best > 0) & (step < budget)
+            flipped = (((logits.detach() > threshold) != desired) & ~problem.flip_set[rows]).sum(1)
+            reached = problem.flip_set_reached(logits.detach(), rows)
+            if step == 0:  # the found point: only images with collateral flips go on
+                best, live = flipped, reached & (flipped > 0)
+            else:
+                better = reached & (flipped < best)
+                adv[rows[better]] = x.detach()[better]
+                best = torch.where(better, flipped, best)
+                live = (best > 0) & (step < budget)
             if not bool(live.any()):
                 break
-            loss = _hinge(now_logits, desired, torch.ones_like(desired), self.margin, threshold)
+            loss = _hinge(logits, desired, torch.ones_like(desired), self.margin, threshold)
             (gradient,) = torch.autograd.grad(loss.sum(), x)
             live &= torch.isfinite(gradient).flatten(1).all(dim=1)
             rows, budget, best = rows[live], budget[live], best[live]
