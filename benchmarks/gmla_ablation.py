@@ -43,6 +43,7 @@ from synthetic_table1 import train_checkpoint  # noqa: E402
 
 STEPS = 50
 COST_BATCH = 64
+COST_ROUNDS = 5
 #: The variants of the table: name -> keyword options of GMLA (None: a baseline, see BASELINES).
 PLAIN = {"fallback": "none", "repair": False}
 GMLA_VARIANTS: dict[str, dict[str, Any]] = {
@@ -210,14 +211,14 @@ def per_step_seconds(
 ) -> dict[str, float]:
     """Seconds per (image × step taken) of each variant over whole runs of ``steps`` steps.
 
-    Best of 3 rounds, the variants interleaved within each round so that a slow spell of the
+    Best of ``COST_ROUNDS`` rounds, the variants interleaved within each round so that a slow spell of the
     machine hits them alike. Without early stop every image takes every step of the search (so
     GMLA's repair, which only spends steps the search left, does not run); with it, the steps
     counted are the ones each image took, the repair's included.
     """
     attacks = {name: attack_with(name, model, graph, steps)[0] for name in names}
     best = dict.fromkeys(names, math.inf)
-    for _ in range(3):
+    for _ in range(COST_ROUNDS):
         for name, attack in attacks.items():
             attack.early_stop = early_stop
             start = time.perf_counter()
@@ -410,7 +411,7 @@ def main() -> int:
                 checkpoint = Path(scratch) / "synthetic.pt"
                 train_checkpoint(checkpoint, threads=args.threads, seed=args.seed)
             table, costs = synthetic_part(args, checkpoint)
-        print("\nCost per step (seconds per image-step taken, best of 3):")
+        print(f"\nCost per step (seconds per image-step taken, best of {COST_ROUNDS}):")
         for name, seconds in costs.items():
             base = costs["mla-u, early stop" if name.endswith("early stop") else "mla-u"]
             print(f"    {name:<40}{seconds * 1e3:>8.3f} ms  ({seconds / base:.2f}× MLA-U)")
