@@ -8,7 +8,13 @@ import pytest
 import torch
 from exp_fixtures import TinyDataset, TinyModel
 
-from mlattack.experiments.builders import align_graph, ground_truth_columns, resolve_graph
+from mlattack.experiments.builders import (
+    align_graph,
+    build_dataset_from_spec,
+    ground_truth_columns,
+    resolve_graph,
+)
+from mlattack.experiments.config import DatasetSpec
 from mlattack.graph import LabelGraph
 
 
@@ -66,3 +72,36 @@ def test_unknown_model_and_dataset_options_name_their_config_key() -> None:
         build_model_from_spec(spec)
     with pytest.raises(TypeError, match=r"config key 'dataset.options'.*shade"):
         build_dataset_from_spec(DatasetSpec(name="synthetic", options={"shade": 1}), TinyModel())
+
+
+def test_sample_photos_carry_their_labels_on_request() -> None:
+    from mlattack.models.imagenet import label_set_graph
+
+    names = tuple(label_set_graph("objects").names)
+    model = TinyModel(names)
+    spec = DatasetSpec(
+        name="sample-photos", options={"size": 32, "names": ["chelsea"], "ground_truth": True}
+    )
+    labelled = build_dataset_from_spec(spec, model)
+    image, labels = labelled[0]
+    assert image.shape == (3, 32, 32)
+    # The hand-written label, closed upward through the WordNet graph.
+    assert {names[i] for i in labels.nonzero().flatten()} == {"cat", "carnivore", "mammal"}
+    columns = ground_truth_columns(labelled, names)
+    assert columns is not None and torch.equal(columns, torch.arange(len(names)))
+    plain = build_dataset_from_spec(DatasetSpec(name="sample-photos", options={"size": 32}), model)
+    assert ground_truth_columns(plain, names) is None
+
+
+def test_sample_photo_labels_need_the_manifests_vocabulary_and_a_strict_bool() -> None:
+    from mlattack.models.imagenet import label_set_graph
+
+    voc = TinyModel(tuple(label_set_graph("voc").names))
+    with pytest.raises(ValueError, match="aeroplane"):
+        build_dataset_from_spec(
+            DatasetSpec(name="sample-photos", options={"size": 32, "ground_truth": True}), voc
+        )
+    with pytest.raises(TypeError, match="dataset.options.*ground_truth"):
+        build_dataset_from_spec(
+            DatasetSpec(name="sample-photos", options={"size": 32, "ground_truth": "true"}), voc
+        )

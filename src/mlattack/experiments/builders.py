@@ -115,8 +115,23 @@ def build_dataset_from_spec(spec: DatasetSpec, model: nn.Module) -> Dataset[Any]
         options["mid_to_name"] = mid_to_label
     with config_key("dataset.options"):
         if spec.name == SAMPLE_PHOTOS:
-            return SamplePhotos(label_names_of(model), **options)
+            return sample_photo_dataset(label_names_of(model), **options)
         return build_dataset(spec.name, **options)
+
+
+def sample_photo_dataset(
+    label_names: tuple[str, ...], *, ground_truth: bool = False, size: int = 256, **options: Any
+) -> Dataset[Any]:
+    """The ``sample-photos`` dataset: with ``ground_truth=True`` the photos' hand-written labels
+    (:class:`~mlattack.models.photos.PhotoDataset`, closed upward through the graph of the
+    manifest's label vocabulary; every model label must belong to it), else :class:`SamplePhotos`
+    (no ground truth: target sets come from the clean predictions alone)."""
+    from mlattack._validation import check_bool
+    from mlattack.models.photos import PhotoDataset
+
+    if check_bool(ground_truth, "ground_truth"):
+        return PhotoDataset(label_names, size=size, **options)
+    return SamplePhotos(label_names, size=size, **options)
 
 
 def resolve_graph(
