@@ -208,3 +208,30 @@ def test_a_store_without_its_results_table_is_named(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match=r"results-rank0\.sqlite is damaged: tables \['results'\]"):
         build_report(run_dir)
+
+
+def test_qualitative_lines_tell_the_flip_set_from_collateral_flips() -> None:
+    """Fig. 9: GMLA's Ψ beyond Ω is marked Ψ, an unrelated flip is orange, Ω is marked T."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from mlattack.experiments.figures import _label_lines
+    from mlattack.graph import LabelGraph
+
+    names = ("animal", "dog", "cat", "vehicle")
+    graph = LabelGraph(names, [("animal", "dog"), ("animal", "cat")])
+    run = SimpleNamespace(label_names=names)
+    arrays = {
+        "clean_pred": np.array([1, 1, 0, 0]),
+        "adv_pred": np.array([0, 0, 0, 1]),  # dog and animal off, vehicle turned on
+        "targets": np.array([0, 1, 0, 0]),
+        "flip_set": np.array([1, 1, 0, 0]),
+    }
+    lines = dict(_label_lines(run, graph, arrays))
+    assert lines["  T dog: on→off"] == "tab:blue"
+    assert lines["  Ψ animal: on→off"] == "teal"
+    assert lines["  vehicle: off→on"] == "darkorange"
+    # Results stored before the flip set was saved read it as Ω.
+    del arrays["flip_set"]
+    assert dict(_label_lines(run, graph, arrays))["  animal: on→off"] == "darkorange"

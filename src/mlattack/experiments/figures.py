@@ -176,6 +176,7 @@ def figure_gradcorr(agg: Aggregates, path: Path) -> Path | None:
 # What the colours and marks of Fig. 9 mean (the colours _label_lines uses).
 _QUALITATIVE_LEGEND = (
     ("T  a label of Ω (target)", "tab:blue"),
+    ("Ψ  the attack's flip set beyond Ω", "teal"),
     ("!  inconsistent after the attack", "red"),
     ("another label that flipped", "darkorange"),
     ("a label that kept its state", "black"),
@@ -197,6 +198,8 @@ def _label_lines(
     """(text, colour) lines: labels on before or after, grouped by their root in the graph."""
     clean, adv = arrays["clean_pred"].astype(bool), arrays["adv_pred"].astype(bool)
     targets = arrays["targets"].astype(bool)
+    # What the attack meant to flip (GMLA's Ψ); a flip there is no collateral damage.
+    flip_set = arrays.get("flip_set", targets).astype(bool)
     violations = np.asarray(graph.violations(adv), dtype=bool)
     names = run.label_names
     shown = sorted(
@@ -210,13 +213,16 @@ def _label_lines(
         if group != last_group:
             lines.append((f"[{group}]", "dimgray"))
             last_group = group
-        marks = ("T " if targets[i] else "") + ("! " if violations[i] else "")
+        role = "T " if targets[i] else "Ψ " if flip_set[i] else ""
+        marks = role + ("! " if violations[i] else "")
         state = f"{'on' if clean[i] else 'off'}→{'on' if adv[i] else 'off'}"
         colour = (
             "red"
             if violations[i]
             else "tab:blue"
             if targets[i]
+            else "teal"
+            if flip_set[i]
             else "darkorange"
             if clean[i] != adv[i]
             else "black"
@@ -242,8 +248,9 @@ def figure_qualitative(
 ) -> Path | None:
     """Fig. 9: image + clean→adversarial labels per attack, grouped by graph root.
 
-    A legend under the panels explains the marks (``T`` = a label of Ω, ``!`` = inconsistent in
-    the adversarial prediction) and the colours.
+    A legend under the panels explains the marks (``T`` = a label of Ω, ``Ψ`` = a label of the
+    attack's flip set beyond Ω, ``!`` = inconsistent in the adversarial prediction) and the
+    colours, so that what GMLA flips on purpose does not read as collateral damage.
     """
     groups = _example_groups(examples, limit)
     if not groups:

@@ -57,7 +57,9 @@ DENOMINATORS = {
     "the target's prediction consistent around Ω); images where the target model did not predict Ω "
     "count as not transferred. Mean across target sets with at least one fooled image.",
     "fig8": "All images attacked for each target set size, cosine at the clean image.",
-    "fig9": "Saved example images (first target sets, first images, first ε).",
+    "fig9": "Saved example images (first target sets, first images, first ε). T marks a label of "
+    "Ω, Ψ a label of the attack's flip set beyond Ω (GMLA's consistent target set), ! a label "
+    "inconsistent after the attack; orange labels flipped without being in the flip set.",
     "fig10": "Same examples: perturbation shown as δ/(2ε)+0.5; cos·GMLA = cosine between the "
     "flattened perturbation and GMLA's on the same image; SSIM between clean and adversarial image.",
 }
