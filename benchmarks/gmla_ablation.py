@@ -8,8 +8,8 @@ as the mean over target sets with a bootstrap 95 % interval over target sets, pl
 attacked image. Part 2 does the same on the packaged real photos (ImageNet-WordNet model, the most
 specific predicted label of each consistently predicted photo as Ω). Part 3 times a step of a few
 variants against MLA-U on the same batch, without early stop (the must-reach measure: every image
-takes every search step) and with it (the steps each image took, GMLA's repair included). The script ends with the issue's
-must-reach checks, each PASS or FAIL, read from this one run.
+takes every search step) and with it (the steps each image took, GMLA's repair included). The
+script ends with the issue's must-reach checks, each PASS or FAIL, read from this one run.
 
 Run: ``python benchmarks/gmla_ablation.py`` (``--help``; ``--quick`` is a smoke run). About 8
 minutes on 2 CPU cores with the defaults, training included.
@@ -211,16 +211,17 @@ def per_step_seconds(
 ) -> dict[str, float]:
     """Seconds per (image × step taken) of each variant over whole runs of ``steps`` steps.
 
-    Best of ``COST_ROUNDS`` rounds, the variants interleaved within each round so that a slow spell of the
-    machine hits them alike. Without early stop every image takes every step of the search (so
+    Best of ``COST_ROUNDS`` rounds, the variants interleaved within each round so that a slow
+    spell of the machine hits them alike. Without early stop every image takes every step of the search (so
     GMLA's repair, which only spends steps the search left, does not run); with it, the steps
     counted are the ones each image took, the repair's included.
     """
     attacks = {name: attack_with(name, model, graph, steps)[0] for name in names}
+    for attack in attacks.values():
+        attack.early_stop = early_stop
     best = dict.fromkeys(names, math.inf)
     for _ in range(COST_ROUNDS):
         for name, attack in attacks.items():
-            attack.early_stop = early_stop
             start = time.perf_counter()
             result = attack(images, targets, eps=0.03)
             elapsed = time.perf_counter() - start
