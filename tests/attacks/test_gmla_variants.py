@@ -320,6 +320,9 @@ def test_lazy_refresh_saves_backward_passes(
         ({"fallback_share": 0.0}, "fallback_share"),
         ({"tau": 1.5}, "tau"),
         ({"preset": "official", "mode": "multi"}, "mode"),
+        ({"preset": "official", "mode": "steepest"}, "mode"),
+        ({"preset": "official", "repair": True}, "repair"),
+        ({"preset": "official", "fallback": "unconstrained"}, "fallback"),
     ],
 )
 def test_bad_options_raise_naming_the_option(

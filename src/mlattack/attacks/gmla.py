@@ -355,12 +355,16 @@ class GMLA(APGDAttack):
             resolved("tau_rule", tau_rule), "tau_rule", ("per-image", "official")
         )
         if self.arithmetic == "official" and (
-            self.mode not in ("adaptive", "projection") or self.loss == "margin"
+            self.mode not in ("adaptive", "projection")
+            or self.loss == "margin"
+            or self.fallback != "none"
+            or self.repair
         ):
             raise ValueError(
                 "arithmetic='official' reproduces the authors' GMLA only: it needs "
-                f"mode='adaptive' or 'projection' and loss='bce', got mode={self.mode!r}, "
-                f"loss={self.loss!r}"
+                "mode='adaptive' or 'projection', loss='bce', fallback='none' and repair=False, "
+                f"got mode={self.mode!r}, loss={self.loss!r}, fallback={self.fallback!r}, "
+                f"repair={self.repair!r}"
             )
         # Lazy refresh: the protected gradients of every problem row, and the calls since.
         self._cache: Tensor | None = None
@@ -402,14 +406,12 @@ class GMLA(APGDAttack):
     # ------------------------------------------------------------------ the loop
     def _attack(self, problem: AttackProblem) -> LoopOutput:
         out = self._search(problem)
-        if self.repair and self.arithmetic != "official":
-            out = self._repair(problem, out)
-        return out
+        return self._repair(problem, out) if self.repair else out
 
     def _search(self, problem: AttackProblem) -> LoopOutput:
         """The constrained loop, then the fallback stages on the images it left unsolved."""
         stages = FALLBACK_STAGES[self.fallback]
-        if not stages or self.arithmetic == "official":
+        if not stages:
             return self._loop_along(problem, self.mode, self.steps)
         first = max(1, math.ceil((1 - self.fallback_share) * self.steps))
         out = self._loop_along(problem, self.mode, first)
