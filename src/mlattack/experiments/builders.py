@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 IMAGENET_HIERARCHY = "imagenet-hierarchy"
 SAMPLE_PHOTOS = "sample-photos"
+SAMPLE_PHOTO_SIZE = 256  # the side the packaged photos are resized to unless a config says
 
 
 def label_names_of(model: nn.Module) -> tuple[str, ...]:
@@ -82,7 +83,11 @@ class SamplePhotos(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     graph = None
 
     def __init__(
-        self, label_names: tuple[str, ...], *, size: int = 256, names: list[str] | None = None
+        self,
+        label_names: tuple[str, ...],
+        *,
+        size: int = SAMPLE_PHOTO_SIZE,
+        names: list[str] | None = None,
     ):
         from mlattack.models.imagenet import sample_photos
 
@@ -120,7 +125,11 @@ def build_dataset_from_spec(spec: DatasetSpec, model: nn.Module) -> Dataset[Any]
 
 
 def sample_photo_dataset(
-    label_names: tuple[str, ...], *, ground_truth: bool = False, size: int = 256, **options: Any
+    label_names: tuple[str, ...],
+    *,
+    ground_truth: bool = False,
+    size: int = SAMPLE_PHOTO_SIZE,
+    **options: Any,
 ) -> Dataset[Any]:
     """The ``sample-photos`` dataset: with ``ground_truth=True`` the photos' hand-written labels
     (:class:`~mlattack.models.photos.PhotoDataset`, closed upward through the graph of the
