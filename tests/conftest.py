@@ -31,16 +31,40 @@ settings.register_profile(
 )
 settings.load_profile("deterministic")
 
+# Data the tests read: small reference files live in the repository (tests/reference_data, see its
+# PROVENANCE.md); the large official-models folder stays in ../shared/data beside the checkout.
+REFERENCE_DATA = Path(__file__).resolve().parent / "reference_data"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _shared_data_dir(name: str, root: Path = SHARED_DATA) -> Path:
+    path = root / name
+    if not path.is_dir():
+        message = f"shared test data not found: {path} (see tests/reference_data/PROVENANCE.md)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Callable[..., Path]:
+    """``shared_data_dir("official-models")``: ``../shared/data/<name>``, which the repository does not
+    hold. Missing, it fails the test under ``CI=true`` (CI must not go green without it) and skips
+    it elsewhere, naming the folder."""
+    return _shared_data_dir
 
 
 @pytest.fixture(scope="session")
 def openimages_dir() -> Path:
-    """The real OpenImages hierarchy files beside the checkout (``../shared/data/openimages``)."""
-    path = SHARED_DATA / "openimages"
-    if not (path / "bbox_labels_600_hierarchy.json").exists():
-        pytest.skip(f"OpenImages hierarchy not found under {path}")
-    return path
+    """The real OpenImages hierarchy files (copied from ``../shared/data/openimages``)."""
+    return REFERENCE_DATA / "openimages"
+
+
+@pytest.fixture(scope="session")
+def official_reference_dir() -> Path:
+    """Outputs of the authors' code (copied from ``../shared/data/official-reference``)."""
+    return REFERENCE_DATA / "official_reference"
 
 
 @contextmanager

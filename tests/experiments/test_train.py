@@ -142,7 +142,6 @@ def test_training_is_seeded() -> None:
 
 
 def test_asl_loss_trains() -> None:
-    pytest.importorskip("mlattack.models.asl")
     train = SyntheticScenes(32, size=16, split="train")
     val = SyntheticScenes(32, size=16, split="test")
     report = train_model(TinyNet(train.label_names), train, val, epochs=1, lr=1e-2, batch_size=16, loss="asl",

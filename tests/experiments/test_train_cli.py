@@ -9,11 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from mlattack import models
 from mlattack.cli import main
-
-models = pytest.importorskip("mlattack.models")
-if not hasattr(models, "build_model"):  # pragma: no cover - while MODELS is unfinished
-    pytest.skip("mlattack.models.build_model is not available yet", allow_module_level=True)
 
 TINY_MODEL = '{"backbone": {"name": "small-cnn", "widths": [8, 16]}, "input_size": 16}'
 

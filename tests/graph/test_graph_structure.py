@@ -233,7 +233,8 @@ def test_subgraph_errors(graph: LabelGraph) -> None:
 
 
 def test_source_classmethods_delegate() -> None:
-    builtin = pytest.importorskip("mlattack.graph_sources.builtin")
+    from mlattack.graph_sources import builtin
+
     voc = LabelGraph.builtin("voc")
     assert voc == builtin.load_builtin("voc")
     assert voc.is_consistent(np.zeros(len(voc), dtype=bool))

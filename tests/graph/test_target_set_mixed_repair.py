@@ -1,7 +1,9 @@
 """Mixed target sets and ``repair=True`` on hand-made graphs with known answers, and against the
-authors' ``compute_tree_off_loss`` (``../shared/data/official-reference/target_sets.npz``)."""
+authors' ``compute_tree_off_loss`` (``tests/reference_data/official_reference/target_sets.npz``)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,14 +157,8 @@ def test_repair_only_changes_the_turn_off_half() -> None:
 
 
 @pytest.fixture(scope="module")
-def official_target_sets(pytestconfig: pytest.Config) -> dict[str, np.ndarray]:
-    # ../shared/data beside the project root, as SHARED_DATA in tests/conftest.py
-    path = (
-        pytestconfig.rootpath.parent / "shared" / "data" / "official-reference" / "target_sets.npz"
-    )
-    if not path.exists():
-        pytest.skip(f"official reference data not found at {path}")
-    with np.load(path) as data:
+def official_target_sets(official_reference_dir: Path) -> dict[str, np.ndarray]:
+    with np.load(official_reference_dir / "target_sets.npz") as data:
         return {name: data[name] for name in data.files}
 
 
