@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from collections.abc import Iterable, Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +27,7 @@ import numpy.typing as npt
 import torch
 from scipy import sparse
 
+from mlattack._io import read_json_file
 from mlattack._validation import check_bool
 
 __all__ = ["DIRECTIONS", "JSON_SCHEMA", "JSON_VERSION", "LabelGraph"]
@@ -78,27 +78,6 @@ class _BatchIO:
             return result
         # ascontiguousarray turns a 0-d answer ([C] in -> scalar out) into shape [1]; keep it 0-d
         return torch.from_numpy(np.ascontiguousarray(result).reshape(result.shape)).to(self.device)
-
-
-def read_json_file(path: Path, what: str) -> Any:
-    """Parse the JSON file ``path``; a missing, malformed or too deeply nested file raises
-    ``ValueError`` naming it.
-
-    ``what`` says what the file is, e.g. ``"label graph file"``, for the message.
-    """
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{what} {str(path)!r} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {error}") from None
-    except RecursionError:  # the parser recurses once per nesting level
-        raise ValueError(
-            f"{what} {str(path)!r} is nested too deeply to be parsed (more than about "
-            f"{sys.getrecursionlimit()} levels)"
-        ) from None
-    except OSError as error:  # a directory, no permission, ...
-        raise ValueError(f"{what} {str(path)!r} cannot be read: {error.strerror}") from None
 
 
 def _to_bool_numpy(value: Any, name: str) -> BoolArray:
@@ -946,36 +925,3 @@ class LabelGraph:
             return cls.from_json(data)
         except (ValueError, TypeError) as error:
             raise ValueError(f"label graph file {str(path)!r}: {error}") from None
-
-    # ------------------------------------------------------------------ sources
-    @classmethod
-    def from_openimages(
-        cls,
-        hierarchy_json: str | Path,
-        class_descriptions_csv: str | Path | None = None,
-        *,
-        include_parts: bool = False,
-    ) -> LabelGraph:
-        """The OpenImages box hierarchy; see
-        :func:`mlattack.graph_sources.openimages.load_openimages_graph`."""
-        from mlattack.graph_sources.openimages import load_openimages_graph
-
-        return load_openimages_graph(
-            hierarchy_json, class_descriptions_csv, include_parts=include_parts
-        )
-
-    @classmethod
-    def from_wordnet(cls, labels: Sequence[str], **kwargs: Any) -> LabelGraph:
-        """A WordNet hierarchy over ``labels``; see
-        :func:`mlattack.graph_sources.wordnet.build_wordnet_graph`."""
-        from mlattack.graph_sources.wordnet import build_wordnet_graph
-
-        return build_wordnet_graph(labels, **kwargs)
-
-    @classmethod
-    def builtin(cls, name: str) -> LabelGraph:
-        """A packaged graph (``"voc"``, ``"nus-wide"``); see
-        :func:`mlattack.graph_sources.builtin.load_builtin`."""
-        from mlattack.graph_sources.builtin import load_builtin
-
-        return load_builtin(name)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -184,6 +185,7 @@ def make(name: str, model: nn.Module, options: dict[str, Any]) -> Any:
     return build_attack(name, model, graph=FLAT_GRAPH if takes_graph else None, **options)
 
 
+@pytest.mark.slow
 @OUTCOMES.checked("constructor")
 @settings(max_examples=200, suppress_health_check=SUPPRESSED, phases=PHASES)
 @given(
@@ -231,6 +233,7 @@ def check_result(
     assert not (result.success & ~result.attacked).any()
 
 
+@pytest.mark.slow
 @OUTCOMES.checked("call/")
 @settings(max_examples=300, suppress_health_check=SUPPRESSED, phases=PHASES)
 @given(

@@ -111,6 +111,7 @@ def _write_image(path: Path, value: int) -> None:
     Image.fromarray(pixels).save(path)
 
 
+@pytest.mark.slow
 def test_unreadable_images_are_skipped_counted_and_reported_never_replaced(
     tmp_path: Path,
 ) -> None:
@@ -154,6 +155,7 @@ def test_unreadable_images_are_skipped_counted_and_reported_never_replaced(
     assert [i for i, _ in payload["skipped_images"]["tiny"]] == [1, 3]
 
 
+@pytest.mark.slow
 def test_leftover_partial_store_is_replaced(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

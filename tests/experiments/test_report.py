@@ -17,6 +17,8 @@ from mlattack.experiments.report import escape_cell, unescape_cell
 
 FIGURES = ("fig5_eps.png", "fig6_sizes.png", "fig7_transfer.png", "fig8_gradcorr.png",
            "fig9_qualitative.png", "fig10_perturbations.png")  # fmt: skip
+pytestmark = pytest.mark.slow  # runs experiments and draws every figure (about a minute in all)
+
 TRANSFER = {"attack": {"name": "gmla", "options": {"steps": 5}}, "eps": 0.1,
             "models": [{"name": "tiny", "label": "m0"}, {"name": "tiny", "label": "m1"}]}  # fmt: skip
 

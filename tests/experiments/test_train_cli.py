@@ -15,6 +15,7 @@ from mlattack.cli import main
 TINY_MODEL = '{"backbone": {"name": "small-cnn", "widths": [8, 16]}, "input_size": 16}'
 
 
+@pytest.mark.slow
 def test_train_synthetic_saves_a_loadable_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

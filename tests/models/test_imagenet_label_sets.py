@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mlattack.graph import LabelGraph
-from mlattack.models.imagenet import BUILTIN_LABEL_SETS, LABEL_SET_DIR, load_label_set
+from mlattack.graph_sources.label_sets import BUILTIN_LABEL_SETS, LABEL_SET_DIR, load_label_set
 
 GENERATOR = Path(__file__).resolve().parents[2] / "scripts" / "build_label_sets.py"
 VOC_CATEGORIES = [

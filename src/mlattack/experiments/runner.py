@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-import mlattack
+from mlattack import __version__
 from mlattack.experiments.builders import (
     build_dataset_from_spec,
     build_model_from_spec,
@@ -182,7 +182,7 @@ def _run_locked(
         "skipped_images": [[image_id, why] for image_id, why in scan.skipped.items()],
         SCAN_HASH_KEY: scan_hash,
         "world_size": ranks.world,
-        "mlattack_version": mlattack.__version__,
+        "mlattack_version": __version__,
     }
     units = work_list(config, target_sets, transfer.images)
     with ResultStore.create_or_open(rank_store_path(run_dir, ranks.rank), meta) as store:

@@ -7,8 +7,8 @@ Families (``build_model(name, num_labels=..., backbone=...)``):
 - ``"asl"``: ASL (Ridnik et al. 2021), TResNet + linear trained with :class:`AsymmetricLoss`;
 - ``"ml-decoder"``: ML-Decoder (Ridnik et al. 2023) group-decoding head;
 - ``"imagenet-hierarchy"``: a pretrained ImageNet classifier (EfficientNet-Lite0/1/2) read over a
-  WordNet label graph (:class:`ImageNetHierarchyModel`, imported on first use), and the real photos
-  with labels that go with it (:class:`PhotoDataset`, :func:`sample_photos`).
+  WordNet label graph (:class:`ImageNetHierarchyModel`, imported on first use). The real photos
+  with labels that go with it are data: :class:`mlattack.data.PhotoDataset`.
 
 Every model has ``label_names``, ``graph``, ``input_size`` and ``config()``; :func:`save` and
 :func:`load` write and rebuild self-describing checkpoints.  ``timm``/``torchvision`` backbones are
@@ -41,9 +41,6 @@ for _family in (GlobalPoolClassifier, MLGCN, ASLModel, MLDecoderModel):
 # Provided by mlattack.models.imagenet, whose dependencies are heavier: imported on first access.
 _LAZY_ATTRIBUTES = {
     "ImageNetHierarchyModel": "mlattack.models.imagenet",
-    "PhotoDataset": "mlattack.models.photos",
-    "load_photo_manifest": "mlattack.models.photos",
-    "sample_photos": "mlattack.models.imagenet",
 }
 
 
@@ -64,7 +61,6 @@ __all__ = [
     "MLDecoderModel",
     "MLGCN",
     "MultiLabelModel",
-    "PhotoDataset",
     "SmallCNNBackbone",
     "TinyResNetBackbone",
     "available_models",
@@ -75,10 +71,8 @@ __all__ = [
     "load",
     "load_asl_checkpoint",
     "load_label_embeddings",
-    "load_photo_manifest",
     "map_asl_state_dict",
     "read_metadata",
     "register_model",
-    "sample_photos",
     "save",
 ]
