@@ -28,7 +28,8 @@ import numpy.typing as npt
 import torch
 from scipy import sparse
 
-from mlattack._validation import check_bool
+from mlattack._files import read_text
+from mlattack._validation import check_bool, check_label_name
 
 __all__ = ["DIRECTIONS", "JSON_SCHEMA", "JSON_VERSION", "LabelGraph"]
 
@@ -81,24 +82,26 @@ class _BatchIO:
 
 
 def read_json_file(path: Path, what: str) -> Any:
-    """Parse the JSON file ``path``; a missing, malformed or too deeply nested file raises
-    ``ValueError`` naming it.
+    """Parse the JSON file ``path``; a missing, non-regular (a FIFO, a directory), malformed or
+    too deeply nested file raises ``ValueError`` naming it.
 
     ``what`` says what the file is, e.g. ``"label graph file"``, for the message.
     """
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = read_text(path, what)
     except FileNotFoundError:
         raise ValueError(f"{what} {str(path)!r} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except OSError as error:  # an I/O error while reading
+        raise ValueError(f"{what} {str(path)!r} cannot be read: {error.strerror}") from None
+    try:
+        return json.loads(text)
+    except ValueError as error:  # malformed, or an integer beyond Python's digit limit
         raise ValueError(f"{what} {str(path)!r} is not valid JSON: {error}") from None
     except RecursionError:  # the parser recurses once per nesting level
         raise ValueError(
             f"{what} {str(path)!r} is nested too deeply to be parsed (more than about "
             f"{sys.getrecursionlimit()} levels)"
         ) from None
-    except OSError as error:  # a directory, no permission, ...
-        raise ValueError(f"{what} {str(path)!r} cannot be read: {error.strerror}") from None
 
 
 def _to_bool_numpy(value: Any, name: str) -> BoolArray:
@@ -196,12 +199,7 @@ class LabelGraph:
     ) -> None:
         names_tuple = _ordered_items(names, "names", "label names")
         for position, name in enumerate(names_tuple):
-            if not isinstance(name, str):
-                raise TypeError(
-                    f"label name at position {position} must be a str, got {type(name).__name__}"
-                )
-            if not name:
-                raise ValueError(f"label name at position {position} is empty")
+            check_label_name(name, f"label name at position {position}")
         self._index: dict[str, int] = {}
         for position, name in enumerate(names_tuple):
             if name in self._index:
