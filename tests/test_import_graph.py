@@ -16,10 +16,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mlattack"
 #: way: graph, losses <- attacks <- metrics <- experiments <- cli; graph_sources, models and data
 #: are leaves over the graph, used by experiments and cli. ``mlattack`` is the top-level façade
 #: (``from mlattack import GMLA``); every module may read ``mlattack.__version__``.
-BASE = {"_validation", "_io"}
+BASE = {"_validation", "_files"}
 ALLOWED: dict[str, set[str]] = {
     "_validation": set(),
-    "_io": set(),
+    "_files": set(),
     "graph": BASE,
     "graph_sources": BASE | {"graph"},
     "losses": BASE,

@@ -102,3 +102,38 @@ def _describe_range(
     return (
         f"a number in {'(' if open_low else '['}{minimum:g}, {maximum:g}{')' if open_high else ']'}"
     )
+
+
+#: The longest label name accepted, in characters: several times the longest name of any supported
+#: label set (ImageNet's synonym lists stay under 150), and short enough that every message,
+#: table and figure quoting names stays readable and fast (a 200,000-character name made the
+#: report run for minutes).
+MAX_LABEL_NAME_LENGTH = 512
+
+
+def check_label_name(name: Any, what: str) -> str:
+    """``name`` if it is a non-empty ``str`` of valid Unicode of at most
+    :data:`MAX_LABEL_NAME_LENGTH` characters.
+
+    Raises:
+        TypeError: not a ``str``, naming ``what`` (e.g. ``"label name at position 3"``).
+        ValueError: empty, too long, or holding a lone surrogate (text that cannot be written
+            as UTF-8, e.g. ``"\\ud800"``), naming ``what``.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str, got {type(name).__name__}")
+    if not name:
+        raise ValueError(f"{what} is empty")
+    if len(name) > MAX_LABEL_NAME_LENGTH:
+        raise ValueError(
+            f"{what} is {len(name):,} characters long ({name[:40]!r}...); label names may have "
+            f"at most {MAX_LABEL_NAME_LENGTH} characters"
+        )
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"{what} {ascii(name[:60])} holds a lone surrogate ({ascii(name[error.start])} at "
+            f"position {error.start}): not valid Unicode text"
+        ) from None
+    return name

@@ -27,8 +27,8 @@ import numpy.typing as npt
 import torch
 from scipy import sparse
 
-from mlattack._io import read_json_file
-from mlattack._validation import check_bool
+from mlattack._files import read_json_file
+from mlattack._validation import check_bool, check_label_name
 
 __all__ = ["DIRECTIONS", "JSON_SCHEMA", "JSON_VERSION", "LabelGraph"]
 
@@ -175,12 +175,7 @@ class LabelGraph:
     ) -> None:
         names_tuple = _ordered_items(names, "names", "label names")
         for position, name in enumerate(names_tuple):
-            if not isinstance(name, str):
-                raise TypeError(
-                    f"label name at position {position} must be a str, got {type(name).__name__}"
-                )
-            if not name:
-                raise ValueError(f"label name at position {position} is empty")
+            check_label_name(name, f"label name at position {position}")
         self._index: dict[str, int] = {}
         for position, name in enumerate(names_tuple):
             if name in self._index:

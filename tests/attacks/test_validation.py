@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import warnings
 from typing import Any
 
@@ -11,7 +13,8 @@ import torch
 from torch import nn
 
 from mlattack._validation import check_bool, check_int, check_number, check_seed
-from mlattack.attacks import ATTACKS, MLAU, build_attack
+from mlattack.attacks import ATTACKS, MLAU, MLDP, build_attack
+from mlattack.attacks import base as base_module
 
 
 @pytest.fixture
@@ -207,3 +210,152 @@ def test_registry_names_and_build(linear_model: nn.Module, label_graph: Any) -> 
     assert gmla.eps == 0.02 and gmla.graph is label_graph and gmla.tau == 0.5  # type: ignore[attr-defined]
     mlau = build_attack("mla-u", linear_model, graph=label_graph, steps=7)
     assert isinstance(mlau, MLAU) and mlau.steps == 7
+
+
+# ---------------------------------------------------------------------------------------------
+# Models that misbehave on their input or output (issue 17).
+
+ATTACK_NAMES = sorted(ATTACKS)
+
+
+def attack_named(name: str, model: nn.Module, label_graph: Any, **options: Any) -> Any:
+    takes_graph = "graph" in inspect.signature(ATTACKS[name].__init__).parameters
+    return build_attack(name, model, graph=label_graph if takes_graph else None, **options)
+
+
+class WritesIntoInput(nn.Module):
+    """The linear model, after shifting its input in place by 0.35 (``x.data``: under autograd)."""
+
+    def __init__(self, inner: nn.Module, through_data: bool) -> None:
+        super().__init__()
+        self.inner = inner
+        self.through_data = through_data
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.through_data:
+            x.data.add_(0.35)
+        else:
+            x.add_(0.35)  # autograd refuses this on a leaf that requires grad
+        return self.inner(x - 0.35)
+
+
+@pytest.mark.parametrize("through_data", [True, False])
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_a_model_writing_into_its_input_keeps_the_eps_ball(
+    name: str, through_data: bool, case: Any, label_graph: Any
+) -> None:
+    model, images, targets = case
+    caller_images = images.clone()
+    attack = attack_named(
+        name, WritesIntoInput(model, through_data), label_graph, eps=0.05, steps=3
+    )
+    result = attack(images, targets)
+    assert torch.equal(images, caller_images)
+    assert torch.equal(result.images, caller_images)
+    assert (result.adv - images).abs().max() <= 0.05
+    assert result.adv.min() >= 0 and result.adv.max() <= 1
+    with torch.no_grad():
+        fresh = model(result.adv.clone()) > 0  # the model without its in-place shift
+    assert torch.equal(result.adv_pred, fresh)
+
+
+def test_the_returned_adv_is_checked_against_the_ball(
+    case: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, images, targets = case
+
+    def without_copy(self: Any, x: torch.Tensor) -> Any:
+        return self.inner(x)
+
+    # Without the base class's copy, the in-place model moves adv in the final forward pass.
+    monkeypatch.setattr(base_module._PreparedModel, "forward", without_copy)
+    attack = MLDP(WritesIntoInput(model, through_data=True), eps=0.05, steps=3)
+    with pytest.raises(RuntimeError, match=r"adversarial images 0, 1, 2 left the eps-ball"):
+        attack(images, targets)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_logits_in_another_precision_than_the_images_are_refused(
+    name: str, dtype: torch.dtype, case: Any, label_graph: Any
+) -> None:
+    model, images, targets = case
+    recast = nn.Sequential(model, Cast(dtype))
+    with pytest.raises(ValueError, match=rf"returned {dtype} logits for torch.float32 images"):
+        attack_named(name, recast, label_graph, steps=2)(images, targets)
+
+
+class Cast(nn.Module):
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.dtype)
+
+
+class ShapeUnderAutograd(nn.Module):
+    """The model, dropping its last image (``"batch"``) or label (``"labels"``) when grad is on."""
+
+    def __init__(self, inner: nn.Module, change: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.change = change
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.inner(x)
+        if not torch.is_grad_enabled():
+            return logits
+        return logits[:-1] if self.change == "batch" else logits[:, :-1]
+
+
+@pytest.mark.parametrize("change", ["batch", "labels"])
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_logits_that_change_shape_under_autograd_are_refused(
+    name: str, change: str, case: Any, label_graph: Any
+) -> None:
+    model, images, targets = case
+    attack = attack_named(name, ShapeUnderAutograd(model, change), label_graph, steps=2)
+    with pytest.raises(ValueError, match=r"change shape under autograd: \(3, 6\) under"):
+        attack(images, targets)
+
+
+def test_meta_tensors_are_refused_by_name(case: Any) -> None:
+    model, images, targets = case
+    with pytest.raises(ValueError, match="images is on the 'meta' device"):
+        MLAU(model)(images.to("meta"), targets)
+    with pytest.raises(ValueError, match="targets is on the 'meta' device"):
+        MLAU(model)(images, targets.to("meta"))
+    with pytest.raises(ValueError, match="flip_set is on the 'meta' device"):
+        MLAU(model)(images, targets, flip_set=targets.to("meta"))
+    with pytest.raises(ValueError, match="eps is on the 'meta' device"):
+        MLAU(model)(images, targets, eps=torch.full((3,), 0.1, device="meta"))
+    meta_model = copy.deepcopy(model).to("meta")
+    with pytest.raises(ValueError, match=r"model's tensor '\w+' is on the 'meta' device"):
+        MLAU(meta_model)(images, targets)
+
+
+def test_logits_on_another_device_are_refused(case: Any) -> None:
+    model, images, targets = case
+
+    class ToMeta(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return model(x).to("meta")
+
+    with pytest.raises(ValueError, match="logits on device 'meta' for images on 'cpu'"):
+        MLAU(ToMeta())(images, targets)
+
+
+def test_skip_leaves_images_without_targets_unattacked_and_says_why(case: Any) -> None:
+    model, images, targets = case
+    bad = targets.clone()
+    bad[0] = False  # no target
+    bad[1, 2] = True  # "cat" is absent on these images
+    result = MLAU(model, eps=0.3, steps=5, on_invalid="skip")(images, bad)
+    assert result.attacked.tolist() == [False, False, True]
+    assert result.skip_reasons == ("no target", "target label 2 not predicted present", "")
+    assert torch.equal(result.adv[:2], images[:2]) and result.success.tolist() == [
+        False,
+        False,
+        True,
+    ]

@@ -77,6 +77,9 @@ class AttackResult:
         nonfinite_logits: bool ``[B]``, the fresh forward pass on ``adv`` gave a NaN or infinite
             logit: such an image never counts as a success. Filled from ``adv_logits`` when not
             given.
+        skip_reasons: per image, why it was not attacked (``""`` for attacked images), e.g.
+            ``"no target"``, ``"clean logits not finite"``, ``"target label 2 not predicted
+            present"`` (``on_invalid="skip"``); several reasons are joined by ``"; "``.
     """
 
     adv: Tensor
@@ -94,10 +97,13 @@ class AttackResult:
     adv_logits: Tensor
     name: str
     nonfinite_logits: Tensor = None  # type: ignore[assignment]  # filled in __post_init__
+    skip_reasons: tuple[str, ...] = ()  # filled in __post_init__
 
     def __post_init__(self) -> None:
         if self.nonfinite_logits is None:
             self.nonfinite_logits = ~torch.isfinite(self.adv_logits).all(dim=1)
+        if not self.skip_reasons:
+            self.skip_reasons = tuple("" if a else "not attacked" for a in self.attacked.tolist())
 
 
 @dataclass(frozen=True)
@@ -238,6 +244,33 @@ def _image_seed(seed: int, image: Tensor) -> int:
     return (seed * 1_000_003 + zlib.crc32(content)) % (2**63)
 
 
+def _check_feasible(
+    adv: Tensor, images: Tensor, attacked: Tensor, problem: AttackProblem | None
+) -> None:
+    """What an attack returns lies in the ε-ball and ``[0, 1]`` (:meth:`AttackProblem.bounds`) on
+    the attacked rows and equals the clean images elsewhere, also after the fresh forward pass; a
+    ``RuntimeError`` naming the images otherwise (it would be a bug: the model only ever sees
+    copies)."""
+    outside = torch.zeros_like(attacked)
+    if problem is not None:
+        lower, upper = problem.bounds()
+        rows = adv[attacked]
+        outside[attacked] = ((rows < lower) | (rows > upper)).flatten(1).any(dim=1)
+    outside[~attacked] = (adv[~attacked] != images[~attacked]).flatten(1).any(dim=1)
+    if outside.any():
+        raise RuntimeError(
+            f"the adversarial images {_describe_rows(outside)} left the eps-ball or [0, 1] (or an "
+            "unattacked image changed); this is a bug in mlattack, please report it"
+        )
+
+
+def _refuse_meta(tensor: Tensor, what: str) -> None:
+    if tensor.is_meta:
+        raise ValueError(
+            f"{what} is on the 'meta' device (a shape without data): give a tensor with values"
+        )
+
+
 def _describe_rows(rows: Tensor, limit: int = 10) -> str:
     indices = rows.nonzero().flatten().tolist()
     shown = ", ".join(str(i) for i in indices[:limit])
@@ -268,11 +301,14 @@ def _frozen_eval(model: nn.Module) -> Iterator[None]:
 class _PreparedModel(nn.Module):
     """The attacked model as every forward pass of a call runs it (see :class:`Attack`).
 
-    Inputs go to ``channels_last`` when asked; the forward runs under ``torch.autocast`` when an
-    ``amp`` dtype is set. Half-precision logits (from autocast or a float16/bfloat16 model) come
-    back as float32, so that losses and the threshold test run in float32 whatever the model's
-    precision. Backward passes follow the dtypes autocast chose in the forward (they run outside
-    the context, as PyTorch recommends).
+    Each forward pass gets its own copy of the input: a model that writes into its input (an
+    in-place normalisation, ``x.data.clamp_()``) can then neither move an iterate or the returned
+    ``adv`` out of the ε-ball nor trip autograd on a leaf tensor. The copy is taken in
+    ``channels_last`` layout when asked; the forward runs under ``torch.autocast`` when an ``amp``
+    dtype is set. With ``upcast_half_logits`` (``amp``, or a float16/bfloat16 model), half-precision
+    logits come back as float32, so that losses and the threshold test run in float32 whatever the
+    model's precision. Backward passes follow the dtypes autocast chose in the forward (they run
+    outside the context, as PyTorch recommends).
     """
 
     def __init__(
@@ -281,22 +317,30 @@ class _PreparedModel(nn.Module):
         device_type: str,
         amp_dtype: torch.dtype | None,
         channels_last: bool,
+        upcast_half_logits: bool,
     ) -> None:
         super().__init__()
         self.inner = inner
         self.device_type = device_type
         self.amp_dtype = amp_dtype
         self.channels_last = channels_last
+        self.upcast_half_logits = upcast_half_logits
 
     def forward(self, x: Tensor) -> Any:
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        layout = (
+            torch.channels_last if self.channels_last and x.dim() == 4 else torch.preserve_format
+        )
+        x = x.clone(memory_format=layout)
         if self.amp_dtype is None:
             logits = self.inner(x)
         else:
             with torch.autocast(self.device_type, dtype=self.amp_dtype):
                 logits = self.inner(x)
-        if isinstance(logits, Tensor) and logits.dtype in (torch.float16, torch.bfloat16):
+        if (
+            self.upcast_half_logits
+            and isinstance(logits, Tensor)
+            and logits.dtype in (torch.float16, torch.bfloat16)
+        ):
             return logits.float()
         return logits
 
@@ -359,6 +403,9 @@ class Attack(abc.ABC):
     budget holds in the dtype the caller gave. The loops and the threshold test see float32 logits
     at least (half-precision logits, from ``amp`` or a float16/bfloat16 model, are upcast). NaN or
     infinite logits on an evaluated image never count as a flip (``AttackResult.nonfinite_logits``).
+    Every forward pass gives the model a copy of its input, so a model that writes into its input
+    cannot move the images or ``adv``; the returned ``adv`` is checked against the ε-ball and
+    ``[0, 1]`` after the fresh forward pass.
 
     Args:
         model: the multi-label classifier (an ``nn.Module`` returning logits).
@@ -373,8 +420,9 @@ class Attack(abc.ABC):
         direction: ``"off"``: targets are present labels to turn off; ``"on"``: absent labels to
             turn on; ``"mixed"``: both at once, as the paper defines Ω (present targets turn off,
             absent ones turn on). ``"off"`` and ``"on"`` check that every target is on that side.
-        on_invalid: ``"raise"`` a ``ValueError`` for images whose targets do not fit ``direction``
-            (or whose clean logits are not finite), or ``"skip"`` them (``attacked`` False).
+        on_invalid: ``"raise"`` a ``ValueError`` for images whose targets are empty or do not fit
+            ``direction`` (or whose clean logits are not finite), or ``"skip"`` them (``attacked``
+            False, the reason in ``AttackResult.skip_reasons``).
         amp: ``None`` (the model's own precision), ``"bf16"`` or ``"fp16"``: every forward pass of
             the model (clean, attack loop, final) runs under ``torch.autocast`` with that dtype on
             the images' device and its logits come back as float32; the backward passes follow the
@@ -393,8 +441,10 @@ class Attack(abc.ABC):
             ``random_start=1``, ``threshold=None`` or ``"0.5"``, ``seed=1.5``, non-tensor images).
         ValueError: a value out of range or inconsistent: ``eps`` outside ``(0, 1]``, an ``eps``
             list that is empty or not strictly increasing, masks of the wrong shape, images outside
-            ``[0, 1]`` or of another dtype than the model, a model that does not return float
-            logits ``[B, C]`` or returns them detached from the images, an ``amp`` the device
+            ``[0, 1]`` or of another dtype than the model, tensors or model parameters on the
+            ``meta`` device, a model that does not return float logits ``[B, C]`` on the images'
+            device in their precision (float32, or float64 for float64 images), returns them
+            detached from the images or of another shape under autograd, an ``amp`` the device
             cannot run. Every message names the argument (or the model output) at fault.
 
         Exceptions raised by the model itself propagate unchanged; the model's modes and
@@ -529,12 +579,7 @@ class Attack(abc.ABC):
             flip_set = self._check_flip_set(flip_set, targets, images)
         self._check_precision(images)
         with _frozen_eval(self._model), self._prepared_model(images.device):
-            clean_logits = self._forward(images)
-            if clean_logits.shape != targets.shape:
-                raise ValueError(
-                    f"the model returned logits of shape {tuple(clean_logits.shape)} but targets have "
-                    f"shape {tuple(targets.shape)} (expected [B, C] with B images and C labels)"
-                )
+            clean_logits = self._clean_logits(images, targets.shape)
             if clean_logits.min() >= 0 and clean_logits.max() <= 1:
                 warnings.warn(
                     "all model outputs lie in [0, 1]: the model probably returns probabilities; "
@@ -543,7 +588,7 @@ class Attack(abc.ABC):
                     stacklevel=3,
                 )
             clean_pred = clean_logits > self.logit_threshold
-            attacked = self._valid_rows(targets, clean_pred, clean_logits)
+            attacked, skip_reasons = self._valid_rows(targets, clean_pred, clean_logits)
             if flip_set is None:
                 flip_set = targets.clone()
                 if attacked.any():
@@ -552,7 +597,14 @@ class Attack(abc.ABC):
                     ).to(device=images.device, dtype=torch.bool)
             results = [
                 self._attack_with_budget(
-                    images, targets, flip_set, budget, clean_logits, clean_pred, attacked
+                    images,
+                    targets,
+                    flip_set,
+                    budget,
+                    clean_logits,
+                    clean_pred,
+                    attacked,
+                    skip_reasons,
                 )
                 for budget in budgets
             ]
@@ -567,10 +619,12 @@ class Attack(abc.ABC):
         clean_logits: Tensor,
         clean_pred: Tensor,
         attacked: Tensor,
+        skip_reasons: tuple[str, ...],
     ) -> AttackResult:
         """Run the loop on the attacked rows at budget ``eps`` (float64 ``[B]``) and score it."""
         batch = images.shape[0]
         adv = images.clone()
+        problem: AttackProblem | None = None
         iterations = torch.zeros(batch, dtype=torch.int64, device=images.device)
         failed = torch.zeros(batch, dtype=torch.bool, device=images.device)
         if attacked.any():
@@ -584,7 +638,8 @@ class Attack(abc.ABC):
             adv[attacked] = problem.project(found)
             iterations[attacked] = out.iterations.to(device=images.device, dtype=torch.int64)
             failed[attacked] = out.gradient_failed.to(device=images.device, dtype=torch.bool)
-        adv_logits = self._forward(adv)
+        adv_logits = self._forward(adv, targets.shape)
+        _check_feasible(adv, images, attacked, problem)
         nonfinite = ~torch.isfinite(adv_logits).all(dim=1)
         adv_pred = adv_logits > self.logit_threshold
         flipped = ((adv_pred != clean_pred) | ~targets).all(dim=1)
@@ -604,6 +659,7 @@ class Attack(abc.ABC):
             adv_logits=adv_logits,
             name=self.name,
             nonfinite_logits=nonfinite,
+            skip_reasons=skip_reasons,
         )
 
     def _run_loop(self, problem: AttackProblem) -> LoopOutput:
@@ -619,35 +675,78 @@ class Attack(abc.ABC):
     # ------------------------------------------------------------------ helpers
     @contextmanager
     def _prepared_model(self, device: torch.device) -> Iterator[None]:
-        """For the duration of a call, :attr:`model` runs under the precision options (and gives
-        float32 logits for a half-precision model)."""
+        """For the duration of a call, :attr:`model` runs under the precision options, on a copy
+        of its input, and gives float32 logits for a half-precision model (see
+        :class:`_PreparedModel`)."""
         half_model = any(
             param.dtype in (torch.float16, torch.bfloat16) for param in self._model.parameters()
         )
-        if self.amp is None and not self.channels_last and not self.compile and not half_model:
-            yield
-            return
         if self.channels_last:
             self._model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self.compile and self._compiled is None:
             self._compiled = torch.compile(self._model)  # type: ignore[assignment]
         inner = self._compiled if self.compile and self._compiled is not None else self._model
         amp_dtype = None if self.amp is None else AMP_DTYPES[self.amp]
-        self._prepared = _PreparedModel(inner, device.type, amp_dtype, self.channels_last)
+        self._prepared = _PreparedModel(
+            inner, device.type, amp_dtype, self.channels_last, amp_dtype is not None or half_model
+        )
         try:
             yield
         finally:
             self._prepared = None
 
-    def _forward(self, images: Tensor) -> Tensor:
+    def _clean_logits(self, images: Tensor, shape: torch.Size) -> Tensor:
+        """The clean forward pass, run with autograd on as the loops run the model, so that logits
+        the loops could not use (detached, of another shape, dtype or device) are refused here,
+        before any loop, in one line naming the problem. ``shape`` is the targets' ``[B, C]``."""
+        with torch.enable_grad():
+            logits = self.model(images.detach().requires_grad_(True))
+        if isinstance(logits, Tensor) and logits.dim() == 2 and logits.shape != shape:
+            with torch.no_grad():
+                plain = self.model(images)
+            if isinstance(plain, Tensor) and plain.shape == shape:
+                raise ValueError(
+                    f"the model's logits change shape under autograd: {tuple(plain.shape)} under "
+                    f"torch.no_grad() but {tuple(logits.shape)} with gradients enabled (the attacks "
+                    f"differentiate the model: it must return [B, C] = {tuple(shape)} either way)"
+                )
+        self._check_logits(logits, images, shape, "")
+        if not logits.requires_grad:
+            raise ValueError(_DETACHED_LOGITS)
+        return logits.detach()
+
+    def _forward(self, images: Tensor, shape: torch.Size) -> Tensor:
+        """Logits of ``images`` without autograd (the fresh forward pass on ``adv``), checked."""
         with torch.no_grad():
             logits = self.model(images)
-        if not isinstance(logits, Tensor) or logits.dim() != 2:
-            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise ValueError(f"the model must return logits of shape [B, C], got {shape}")
-        if not logits.is_floating_point():
-            raise ValueError(f"the model must return float logits, got dtype {logits.dtype}")
+        self._check_logits(logits, images, shape, " in the final forward pass (torch.no_grad())")
         return logits.detach()
+
+    def _check_logits(self, logits: Any, images: Tensor, shape: torch.Size, where: str) -> None:
+        """Float ``[B, C]`` logits on the images' device, in float32 or the images' wider dtype."""
+        if not isinstance(logits, Tensor) or logits.dim() != 2:
+            found = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(f"the model must return logits of shape [B, C], got {found}{where}")
+        if logits.device != images.device:
+            raise ValueError(
+                f"the model returned logits on device {logits.device.type!r} for images on "
+                f"{images.device.type!r}{where}: they must be on the images' device"
+            )
+        if not logits.is_floating_point():
+            raise ValueError(f"the model must return float logits, got dtype {logits.dtype}{where}")
+        if logits.shape != shape:
+            raise ValueError(
+                f"the model returned logits of shape {tuple(logits.shape)} but targets have "
+                f"shape {tuple(shape)} (expected [B, C] with B images and C labels){where}"
+            )
+        expected = torch.promote_types(images.dtype, torch.float32)
+        if logits.dtype != expected:
+            raise ValueError(
+                f"the model returned {logits.dtype} logits for {images.dtype} images{where}: the "
+                f"attacks need {expected} logits, the precision of the images (cast the model's "
+                f"output, or give images and model one dtype; amp='bf16' or 'fp16' runs a float32 "
+                f"model in half precision)"
+            )
 
     def _problem(
         self,
@@ -679,6 +778,7 @@ class Attack(abc.ABC):
                 f"images must have shape [B, 3, H, W] (rank 4), got rank {images.dim()} "
                 f"shape {tuple(images.shape)}"
             )
+        _refuse_meta(images, "images")
         if not images.is_floating_point():
             raise ValueError(f"images must be a float tensor in [0, 1], got dtype {images.dtype}")
         if images.shape[0] == 0:
@@ -697,7 +797,14 @@ class Attack(abc.ABC):
         return images.clone()
 
     def _check_precision(self, images: Tensor) -> None:
-        """Images and model dtypes that fit together (class docstring, *Numbers*), and ``amp``."""
+        """Images and model dtypes that fit together (class docstring, *Numbers*), and ``amp``;
+        a model tensor on the ``meta`` device (a shape without data) is refused by name."""
+        for name, tensor in (*self._model.named_parameters(), *self._model.named_buffers()):
+            if tensor.is_meta:
+                raise ValueError(
+                    f"the model's tensor {name!r} is on the 'meta' device (a shape without data): "
+                    "load the model's weights (e.g. to_empty() then load_state_dict()) first"
+                )
         model_dtypes = {p.dtype for p in self._model.parameters() if p.is_floating_point()}
         if self.amp is None:
             if len(model_dtypes) == 1 and images.dtype not in model_dtypes:
@@ -722,6 +829,7 @@ class Attack(abc.ABC):
     def _check_label_mask(self, mask: Tensor, what: str, images: Tensor) -> Tensor:
         if not isinstance(mask, Tensor):
             raise TypeError(f"{what} must be a torch.Tensor, got {type(mask).__name__}")
+        _refuse_meta(mask, what)
         if mask.dim() != 2:
             raise ValueError(f"{what} must have shape [B, C], got shape {tuple(mask.shape)}")
         if mask.shape[0] != images.shape[0]:
@@ -757,6 +865,7 @@ class Attack(abc.ABC):
         if not isinstance(eps, Tensor):
             value = _check_budget(eps, "eps")
             return torch.full((batch,), value, dtype=torch.float64, device=images.device)
+        _refuse_meta(eps, "eps")
         if eps.dim() == 0:
             eps = eps.expand(batch)
         if eps.shape != (batch,):
@@ -790,28 +899,33 @@ class Attack(abc.ABC):
             for value in values
         ]
 
-    def _valid_rows(self, targets: Tensor, clean_pred: Tensor, clean_logits: Tensor) -> Tensor:
-        """bool ``[B]`` of attackable images; raises (or lets them be skipped) for the others."""
+    def _valid_rows(
+        self, targets: Tensor, clean_pred: Tensor, clean_logits: Tensor
+    ) -> tuple[Tensor, tuple[str, ...]]:
+        """bool ``[B]`` of attackable images and, per image, why it is not attackable (``""``
+        for those that are); raises for the others unless ``on_invalid="skip"``."""
+        reasons: list[list[str]] = [[] for _ in range(targets.shape[0])]
+        problems: list[str] = []
         empty = ~targets.any(dim=1)
         if empty.any():
-            raise ValueError(
+            problems.append(
                 f"targets are empty (no label to flip) for images {_describe_rows(empty)}"
             )
-        problems: list[str] = []
-        invalid = torch.zeros_like(empty)
+            for i in empty.nonzero().flatten().tolist():
+                reasons[i].append("no target")
         non_finite = ~torch.isfinite(clean_logits).all(dim=1)
         if non_finite.any():
-            invalid |= non_finite
             problems.append(
                 f"the model's logits are NaN/Inf for images {_describe_rows(non_finite)}"
             )
+            for i in non_finite.nonzero().flatten().tolist():
+                reasons[i].append("clean logits not finite")
         # Turn-off targets must be predicted present; turn-on targets must be predicted absent.
         if self.direction == "mixed":
             wrong_side = torch.zeros_like(targets)
         else:
             wrong_side = targets & (~clean_pred if self.direction == "off" else clean_pred)
         if wrong_side.any():
-            invalid |= wrong_side.any(dim=1)
             state = (
                 "not predicted present" if self.direction == "off" else "already predicted present"
             )
@@ -824,6 +938,9 @@ class Attack(abc.ABC):
                 f"present targets off and absent ones on together, or on_invalid='skip' to leave "
                 f"such images unattacked)"
             )
+            for i, c in pairs:
+                reasons[i].append(f"target label {c} {state}")
         if problems and self.on_invalid == "raise":
             raise ValueError("; ".join(problems))
-        return ~invalid
+        attacked = torch.tensor([not r for r in reasons], dtype=torch.bool, device=targets.device)
+        return attacked, tuple("; ".join(r) for r in reasons)

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlattack.data.images import (
-    ImageFileDataset,
-    Transform,
-    path_inside,
-    require_dir,
-    require_file,
-)
+from mlattack._files import csv_rows
+from mlattack.data.images import ImageFileDataset, Transform, path_inside, require_dir
 from mlattack.data.labels import GraphSpec, make_label_space, resolve_graph
 
 
@@ -23,7 +17,9 @@ class ImageFolderDataset(ImageFileDataset):
     ``<path relative to root>,<label>;<label>;...`` - e.g. ``cats/001.jpg,cat;animal`` (absolute
     paths and ``..`` are refused: every image lies under ``root``). An empty
     second field means no label. An optional header row ``filename,labels`` is skipped; blank lines
-    are ignored. ``label_separator`` changes the ``;``.
+    are ignored. ``label_separator`` changes the ``;``. The CSV is UTF-8 (a byte-order mark is
+    accepted; another encoding, e.g. latin-1, is refused naming the line: save it as UTF-8). The
+    default ``root/labels.csv`` and every image must lie under ``root`` also after symlinks.
 
     Output columns are ``label_names`` when given, else the graph's labels, else every label in the
     CSV (sorted). Labels must be known to the graph (when given) or to ``label_names``; an unknown
@@ -47,24 +43,20 @@ class ImageFolderDataset(ImageFileDataset):
                 f"label_separator must be a non-empty string other than ',', got {label_separator!r}"
             )
         base = require_dir(root, "image")
-        csv_path = require_file(
-            labels_csv if labels_csv is not None else base / "labels.csv", "labels CSV"
-        )
+        csv_path = Path(labels_csv) if labels_csv is not None else base / "labels.csv"
         rows: list[tuple[int, str, list[str]]] = []
-        with csv_path.open(newline="", encoding="utf-8") as handle:
-            for line_no, row in enumerate(csv.reader(handle), start=1):
-                if not row or not any(cell.strip() for cell in row):
-                    continue
-                if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["filename", "labels"]:
-                    continue
-                if len(row) > 2:
-                    raise ValueError(
-                        f"{csv_path}:{line_no}: expected 'filename,labels', got {len(row)} fields"
-                    )
-                labels = [
-                    t.strip() for t in (row[1] if len(row) > 1 else "").split(label_separator)
-                ]
-                rows.append((line_no, row[0].strip(), [t for t in labels if t]))
+        inside = base if labels_csv is None else None  # a CSV given by path may lie anywhere
+        for line_no, row in csv_rows(csv_path, "labels CSV", inside=inside):
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["filename", "labels"]:
+                continue
+            if len(row) > 2:
+                raise ValueError(
+                    f"{csv_path}:{line_no}: expected 'filename,labels', got {len(row)} fields"
+                )
+            labels = [t.strip() for t in (row[1] if len(row) > 1 else "").split(label_separator)]
+            rows.append((line_no, row[0].strip(), [t for t in labels if t]))
         if not rows:
             raise ValueError(f"{csv_path} lists no images")
         resolved = resolve_graph(graph)
@@ -86,4 +78,5 @@ class ImageFolderDataset(ImageFileDataset):
             size=size,
             transform=transform,
             validate=validate,
+            images_root=base,
         )

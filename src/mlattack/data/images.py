@@ -8,21 +8,26 @@ every image is decoded once at construction and the unreadable ones are dropped 
 shrinks, ``num_skipped`` is final): use it for training, where a raise would end the epoch.
 
 Paths that list files name them relative to the dataset's root; :func:`path_inside` refuses absolute
-paths and ``..`` that would leave it.
+paths and ``..`` that would leave it, and every file is read through :mod:`mlattack._files`: a FIFO
+or other non-regular file is never opened for reading (an image that is one counts as unreadable),
+and a symlink whose real path leaves the dataset's root (or images folder) is refused with a
+``ValueError`` naming it.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from mlattack._files import OutsideRootError, open_regular
 from mlattack._validation import check_int
 from mlattack.data.labels import LabelSpace
 
@@ -36,18 +41,39 @@ class UnreadableImageError(OSError):
     """An image file that PIL cannot decode (or that is missing)."""
 
 
-def load_image(path: str | Path, size: int) -> torch.Tensor:
+def load_image(path: str | Path, size: int, *, root: Path | None = None) -> torch.Tensor:
     """Image file -> float tensor ``[3, size, size]`` in [0, 1] (RGB, bilinear resize to a square).
 
-    Raises :class:`UnreadableImageError` naming the file when it is missing or cannot be decoded.
+    Raises:
+        UnreadableImageError: the file is missing, not a regular file, or cannot be decoded
+            (naming it).
+        ValueError: with ``root``, the file's real path (after symlinks) leaves ``root``.
     """
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise UnreadableImageError(f"cannot read image {path}: {exc}") from exc
+    with _open_image(path, root) as opened:
+        image = opened.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+@contextmanager
+def _open_image(path: str | Path, root: Path | None) -> Iterator[Image.Image]:
+    """The decoded image at ``path`` (see :func:`load_image` for the errors)."""
+    handle = _open_image_file(path, root)
+    try:
+        with handle, Image.open(handle) as opened:
+            opened.load()  # a full decode: a truncated file fails here, not later
+            yield opened
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UnreadableImageError(f"cannot read image {path}: {exc}") from exc
+
+
+def _open_image_file(path: str | Path, root: Path | None) -> BinaryIO:
+    try:
+        return open_regular(path, "image", inside=root)
+    except OutsideRootError:
+        raise
+    except (OSError, ValueError) as exc:  # missing, not a regular file, no permission
+        raise UnreadableImageError(str(exc)) from exc
 
 
 def path_inside(root: Path, relative: str, what: str) -> Path:
@@ -68,20 +94,14 @@ def require_dir(path: str | Path, what: str) -> Path:
     return found
 
 
-def require_file(path: str | Path, what: str) -> Path:
-    found = Path(path)
-    if not found.is_file():
-        raise FileNotFoundError(f"{what} file not found: {found}")
-    return found
-
-
 class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Image files with label vectors (base of the file-backed datasets).
 
     Yields ``(image float [3, size, size] in [0, 1], labels float [C] of 0/1)``. Attributes:
     ``label_names``, ``graph`` (over ``label_names``, or None), ``labels`` (the whole float label
     matrix ``[N, C]``, e.g. for co-occurrence statistics), ``paths``, ``num_skipped``, ``skipped``
-    (the indices found unreadable so far).
+    (the indices found unreadable so far), ``images_root`` (None, or the folder every image's
+    real path must lie in).
     See the module docstring for how unreadable images are skipped.
     """
 
@@ -94,6 +114,7 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         size: int,
         transform: Transform | None = None,
         validate: bool = False,
+        images_root: Path | None = None,
     ) -> None:
         if labels.shape != (len(paths), len(space.names)):
             raise ValueError(
@@ -105,6 +126,7 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.graph: LabelGraph | None = space.graph
         self.paths: list[Path] = list(paths)
         self.labels = labels
+        self.images_root = images_root
         self._bad: set[int] = set()
         self._dropped = 0
         if validate:
@@ -129,7 +151,7 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             raise IndexError(f"index {index} out of range for a dataset of {count} images")
         index %= count
         try:
-            image = load_image(self.paths[index], self.size)
+            image = load_image(self.paths[index], self.size, root=self.images_root)
         except UnreadableImageError as exc:
             self._bad.add(index)
             raise UnreadableImageError(
@@ -144,13 +166,10 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         keep: list[int] = []
         for i, path in enumerate(self.paths):
             try:
-                with Image.open(path) as opened:
-                    opened.load()  # a full decode: verify() misses truncated JPEGs
-                keep.append(i)
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                warnings.warn(
-                    f"dropping unreadable image {path}: {exc}", RuntimeWarning, stacklevel=3
-                )
+                with _open_image(path, self.images_root):  # a full decode
+                    keep.append(i)
+            except UnreadableImageError as exc:
+                warnings.warn(f"dropping an unreadable image: {exc}", RuntimeWarning, stacklevel=3)
         if self.paths and not keep:
             raise ValueError(
                 f"none of the {len(self.paths)} images is readable (e.g. {self.paths[0]})"

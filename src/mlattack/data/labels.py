@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from mlattack._validation import check_label_name
+
 if TYPE_CHECKING:
     from mlattack.graph import LabelGraph
 
@@ -85,10 +87,14 @@ def make_label_space(
 
     Output columns are ``label_names`` when given, else the graph's labels, else ``native_names``.
     With a graph, every output label must be one of its nodes (the returned graph is the induced
-    subgraph when they are not all of them, in the order given).
+    subgraph when they are not all of them, in the order given). Every name is checked by
+    :func:`~mlattack._validation.check_label_name` (at most
+    :data:`~mlattack._validation.MAX_LABEL_NAME_LENGTH` characters, valid Unicode).
     """
+    for position, name in enumerate(native_names):
+        check_label_name(name, f"dataset label {position}")
     if label_names is not None:
-        names = tuple(str(n) for n in label_names)
+        names = tuple(check_label_name(n, f"label_names[{i}]") for i, n in enumerate(label_names))
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"label_names has duplicates: {duplicates}")

@@ -7,13 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlattack.data.images import (
-    ImageFileDataset,
-    Transform,
-    path_inside,
-    require_dir,
-    require_file,
-)
+from mlattack._files import read_text
+from mlattack.data.images import ImageFileDataset, Transform, path_inside, require_dir
 from mlattack.data.labels import GraphSpec, make_label_space, resolve_graph
 
 SPLIT_FILES = {
@@ -23,9 +18,10 @@ SPLIT_FILES = {
 }
 
 
-def _read_lines(path: Path, what: str) -> list[str]:
+def _read_lines(path: Path, what: str, root: Path | None) -> list[str]:
+    """The non-blank lines of a text file (under ``root`` after symlinks, unless None)."""
     return [
-        line.strip() for line in require_file(path, what).read_text().splitlines() if line.strip()
+        line.strip() for line in read_text(path, what, inside=root).splitlines() if line.strip()
     ]
 
 
@@ -35,8 +31,8 @@ def _image_relpath(entry: str) -> Path:
     return Path(*parts[-2:])
 
 
-def _read_column(path: Path, expected: int) -> np.ndarray:
-    values = _read_lines(path, "NUS-WIDE label")
+def _read_column(path: Path, expected: int, root: Path) -> np.ndarray:
+    values = _read_lines(path, "NUS-WIDE label", root)
     if len(values) != expected:
         raise ValueError(f"{path} has {len(values)} lines, the image list has {expected}")
     if any(v not in {"0", "1"} for v in values):
@@ -45,8 +41,9 @@ def _read_column(path: Path, expected: int) -> np.ndarray:
 
 
 def _read_matrix(path: Path, expected_rows: int, expected_cols: int) -> np.ndarray:
+    lines = read_text(path, "NUS-WIDE label matrix").splitlines()
     try:
-        matrix = np.loadtxt(require_file(path, "NUS-WIDE label matrix"), dtype=np.float32, ndmin=2)
+        matrix = np.loadtxt(lines, dtype=np.float32, ndmin=2)
     except ValueError as exc:
         raise ValueError(f"malformed NUS-WIDE label matrix {path}: {exc}") from exc
     if matrix.shape != (expected_rows, expected_cols):
@@ -70,7 +67,9 @@ class NUSWideDataset(ImageFileDataset):
     - or, instead of the per-concept files, ``labels_matrix``: a whitespace-separated 0/1 matrix with
       one row per listed image and one column per concept (in ``Concepts81.txt`` order).
 
-    ``graph``/``label_names`` as for :class:`~mlattack.data.VOCDataset`.
+    ``graph``/``label_names`` as for :class:`~mlattack.data.VOCDataset`. The lists and label files
+    must lie under ``root``, the images under their folder, also after symlinks (``labels_matrix``,
+    given by path, may lie anywhere).
     """
 
     def __init__(
@@ -90,12 +89,14 @@ class NUSWideDataset(ImageFileDataset):
             raise ValueError(f"split must be one of {sorted(SPLIT_FILES)}, got {split!r}")
         base = require_dir(root, "NUS-WIDE")
         list_name, labels_folder, pattern = SPLIT_FILES[split]
-        entries = _read_lines(base / "ImageList" / list_name, "NUS-WIDE image list")
+        entries = _read_lines(base / "ImageList" / list_name, "NUS-WIDE image list", base)
         label_dir = base / "Groundtruth" / labels_folder
         concepts_file = base / "Concepts81.txt"
-        if concepts_file.is_file():
+        has_concepts = concepts_file.exists()  # read (or refused by name) even if not regular
+        if has_concepts:
             concepts = [
-                line.split()[0] for line in _read_lines(concepts_file, "NUS-WIDE concept list")
+                line.split()[0]
+                for line in _read_lines(concepts_file, "NUS-WIDE concept list", base)
             ]
         elif labels_matrix is None:
             prefix, suffix = pattern.split("{concept}")
@@ -114,14 +115,14 @@ class NUSWideDataset(ImageFileDataset):
         else:
             present = np.stack(
                 [
-                    _read_column(label_dir / pattern.format(concept=c), len(entries))
+                    _read_column(label_dir / pattern.format(concept=c), len(entries), base)
                     for c in concepts
                 ],
                 axis=1,
             )
         space = make_label_space(concepts, label_names=label_names, graph=resolve_graph(graph))
         columns = [
-            space.index(c, source=str(concepts_file if concepts_file.is_file() else label_dir))
+            space.index(c, source=str(concepts_file if has_concepts else label_dir))
             for c in concepts
         ]
         full = np.zeros((len(entries), len(space.annotation_names)), dtype=np.float32)
@@ -142,4 +143,5 @@ class NUSWideDataset(ImageFileDataset):
             size=size,
             transform=transform,
             validate=validate,
+            images_root=folder,
         )

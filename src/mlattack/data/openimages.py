@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlattack.data.images import (
-    ImageFileDataset,
-    Transform,
-    path_inside,
-    require_dir,
-    require_file,
-)
+from mlattack._files import csv_rows
+from mlattack.data.images import ImageFileDataset, Transform, path_inside, require_dir
 from mlattack.data.labels import GraphSpec, make_label_space, resolve_graph
 
 if TYPE_CHECKING:
@@ -26,15 +20,12 @@ REQUIRED_COLUMNS = ("ImageID", "LabelName", "Confidence")
 def read_class_descriptions(path: str | Path) -> dict[str, str]:
     """``MID,display name`` rows (no header, as OpenImages ships them) -> ``{mid: name}``."""
     mapping: dict[str, str] = {}
-    with require_file(path, "OpenImages class descriptions").open(
-        newline="", encoding="utf-8"
-    ) as handle:
-        for line_no, row in enumerate(csv.reader(handle), start=1):
-            if not row:
-                continue
-            if len(row) < 2:
-                raise ValueError(f"{path}:{line_no}: expected 'MID,display name', got {row!r}")
-            mapping[row[0].strip()] = row[1].strip()
+    for line_no, row in csv_rows(path, "OpenImages class descriptions"):
+        if not row:
+            continue
+        if len(row) < 2:
+            raise ValueError(f"{path}:{line_no}: expected 'MID,display name', got {row!r}")
+        mapping[row[0].strip()] = row[1].strip()
     return mapping
 
 
@@ -94,7 +85,7 @@ class OpenImagesDataset(ImageFileDataset):
             mapping = read_class_descriptions(class_descriptions)
         else:
             mapping = (_mids_from_graph(resolved) if resolved is not None else {}) or None
-        positives = self._read_rows(require_file(labels_csv, "OpenImages labels CSV"))
+        positives = self._read_rows(Path(labels_csv))
         names_seen = sorted(
             {
                 name
@@ -140,29 +131,36 @@ class OpenImagesDataset(ImageFileDataset):
             size=size,
             transform=transform,
             validate=validate,
+            images_root=folder,
         )
 
     @staticmethod
     def _read_rows(path: Path) -> dict[str, list[str]]:
         """``{image id: [positive MIDs]}`` in file order (images with only negatives included)."""
         positives: dict[str, list[str]] = {}
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
+        rows = csv_rows(path, "OpenImages labels CSV")
+        header = next((row for _, row in rows if row), [])
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise ValueError(f"{path}: missing CSV columns {missing} (header: {header})")
+        image_col, label_col, confidence_col = (header.index(c) for c in REQUIRED_COLUMNS)
+        width = max(image_col, label_col, confidence_col) + 1
+        for line_no, row in rows:
+            if not row:
+                continue
+            if len(row) < width:
                 raise ValueError(
-                    f"{path}: missing CSV columns {missing} (header: {reader.fieldnames})"
+                    f"{path}:{line_no}: {len(row)} fields, the header names {len(header)}"
                 )
-            for line_no, row in enumerate(reader, start=2):
-                try:
-                    confidence = float(row["Confidence"])
-                except (TypeError, ValueError) as exc:
-                    raise ValueError(
-                        f"{path}:{line_no}: bad Confidence {row['Confidence']!r}"
-                    ) from exc
-                image_id = (row["ImageID"] or "").strip()
-                path_inside(path.parent, f"{image_id}.jpg", f"{path}:{line_no}: ImageID")
-                mids = positives.setdefault(image_id, [])
-                if confidence > 0.5:
-                    mids.append(row["LabelName"].strip())
+            try:
+                confidence = float(row[confidence_col])
+            except ValueError as exc:
+                raise ValueError(
+                    f"{path}:{line_no}: bad Confidence {row[confidence_col]!r}"
+                ) from exc
+            image_id = row[image_col].strip()
+            path_inside(path.parent, f"{image_id}.jpg", f"{path}:{line_no}: ImageID")
+            mids = positives.setdefault(image_id, [])
+            if confidence > 0.5:
+                mids.append(row[label_col].strip())
         return positives

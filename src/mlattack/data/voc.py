@@ -8,13 +8,8 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from mlattack.data.images import (
-    ImageFileDataset,
-    Transform,
-    path_inside,
-    require_dir,
-    require_file,
-)
+from mlattack._files import open_regular, read_text
+from mlattack.data.images import ImageFileDataset, Transform, path_inside, require_dir
 from mlattack.data.labels import GraphSpec, make_label_space, resolve_graph
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -32,12 +27,10 @@ def _year_dir(root: Path, year: str) -> Path:
     raise FileNotFoundError(f"no VOC{year} folder (with JPEGImages/ and ImageSets/) under {root}")
 
 
-def _read_ids(path: Path, images: Path) -> list[str]:
+def _read_ids(path: Path, images: Path, root: Path) -> list[str]:
     """Image ids of a list file; an id naming a file outside the ``images`` folder is refused."""
     ids = []
-    for line_no, line in enumerate(
-        require_file(path, "VOC image list").read_text().splitlines(), 1
-    ):
+    for line_no, line in enumerate(read_text(path, "VOC image list", inside=root).splitlines(), 1):
         if line.strip():
             image_id = line.split()[0]
             path_inside(images, f"{image_id}.jpg", f"{path}:{line_no}: image id")
@@ -45,10 +38,13 @@ def _read_ids(path: Path, images: Path) -> list[str]:
     return ids
 
 
-def _labels_from_xml(annotations: Path, image_id: str, include_difficult: bool) -> list[str]:
-    path = require_file(annotations / f"{image_id}.xml", "VOC annotation")
+def _labels_from_xml(
+    annotations: Path, image_id: str, include_difficult: bool, root: Path
+) -> list[str]:
+    path = annotations / f"{image_id}.xml"
     try:
-        tree = ElementTree.parse(path)
+        with open_regular(path, "VOC annotation", inside=root) as handle:
+            tree = ElementTree.parse(handle)
     except ElementTree.ParseError as exc:
         raise ValueError(f"malformed VOC annotation {path}: {exc}") from exc
     names: list[str] = []
@@ -62,14 +58,20 @@ def _labels_from_xml(annotations: Path, image_id: str, include_difficult: bool) 
 
 
 def _matrix_from_lists(
-    main: Path, split: str, ids: list[str], classes: Sequence[str], include_difficult: bool
+    main: Path,
+    split: str,
+    ids: list[str],
+    classes: Sequence[str],
+    include_difficult: bool,
+    root: Path,
 ) -> np.ndarray:
     """0/1 matrix ``[N, classes]`` from ``ImageSets/Main/<class>_<split>.txt`` (1, 0 = difficult, -1)."""
     position = {image_id: i for i, image_id in enumerate(ids)}
     present = np.zeros((len(ids), len(classes)), dtype=np.float32)
     for c, name in enumerate(classes):
-        path = require_file(main / f"{name}_{split}.txt", f"VOC class list for {name!r}")
-        for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        path = main / f"{name}_{split}.txt"
+        text = read_text(path, f"VOC class list for {name!r}", inside=root)
+        for line_no, line in enumerate(text.splitlines(), start=1):
             fields = line.split()
             if not fields:
                 continue
@@ -95,6 +97,9 @@ class VOCDataset(ImageFileDataset):
             or ``"auto"`` (XML when the ``Annotations`` folder exists).
         include_difficult: count objects marked difficult as present (default: not).
         size, transform, validate: see :class:`ImageFileDataset`.
+
+    Every list, annotation and image must lie under the ``VOC<year>`` folder (images under its
+    ``JPEGImages``) also after symlinks; one that leads elsewhere is refused by name.
     """
 
     def __init__(
@@ -114,7 +119,7 @@ class VOCDataset(ImageFileDataset):
         if source not in {"auto", "xml", "lists"}:
             raise ValueError(f"source must be 'auto', 'xml' or 'lists', got {source!r}")
         base = _year_dir(require_dir(root, "VOCdevkit"), str(year))
-        ids = _read_ids(base / "ImageSets" / "Main" / f"{split}.txt", base / "JPEGImages")
+        ids = _read_ids(base / "ImageSets" / "Main" / f"{split}.txt", base / "JPEGImages", base)
         space = make_label_space(VOC_CLASSES, label_names=label_names, graph=resolve_graph(graph))
         annotations = base / "Annotations"
         if source == "xml" or (source == "auto" and annotations.is_dir()):
@@ -122,14 +127,14 @@ class VOCDataset(ImageFileDataset):
             items = [
                 [
                     space.index(name, source=str(annotations / f"{image_id}.xml"))
-                    for name in _labels_from_xml(annotations, image_id, include_difficult)
+                    for name in _labels_from_xml(annotations, image_id, include_difficult, base)
                 ]
                 for image_id in ids
             ]
             labels = space.encode(items)
         else:
             main = base / "ImageSets" / "Main"
-            present = _matrix_from_lists(main, split, ids, VOC_CLASSES, include_difficult)
+            present = _matrix_from_lists(main, split, ids, VOC_CLASSES, include_difficult, base)
             full = np.zeros((len(ids), len(space.annotation_names)), dtype=np.float32)
             for c, name in enumerate(VOC_CLASSES):
                 if present[:, c].any():  # like XML mode: only classes that occur must be known
@@ -146,4 +151,5 @@ class VOCDataset(ImageFileDataset):
             size=size,
             transform=transform,
             validate=validate,
+            images_root=base / "JPEGImages",
         )

@@ -12,12 +12,11 @@ and of the classifiers trained on it.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlattack._io import read_json_file
+from mlattack._files import csv_rows, read_json_file
 from mlattack._validation import check_bool
 from mlattack.graph import LabelGraph
 
@@ -38,22 +37,17 @@ def read_class_descriptions(path: str | Path) -> dict[str, str]:
     path = Path(path)
     descriptions: dict[str, str] = {}
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            for line_number, row in enumerate(csv.reader(handle), start=1):
-                if not row or (line_number == 1 and row[0] == "LabelName"):
-                    continue
-                if len(row) < 2 or not row[0].startswith("/") or not row[1]:
-                    raise ValueError(
-                        f"class descriptions file {str(path)!r}, line {line_number}: "
-                        f"expected 'MID,display name', got {row!r}"
-                    )
-                descriptions[row[0]] = row[1]
+        for line_number, row in csv_rows(path, "class descriptions file"):
+            if not row or (line_number == 1 and row[0] == "LabelName"):
+                continue
+            if len(row) < 2 or not row[0].startswith("/") or not row[1]:
+                raise ValueError(
+                    f"class descriptions file {str(path)!r}, line {line_number}: "
+                    f"expected 'MID,display name', got {row!r}"
+                )
+            descriptions[row[0]] = row[1]
     except FileNotFoundError:
         raise ValueError(f"class descriptions file {str(path)!r} does not exist") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"class descriptions file {str(path)!r} is not UTF-8 text: {error}"
-        ) from None
     except OSError as error:  # a directory, no permission, ...
         raise ValueError(
             f"class descriptions file {str(path)!r} cannot be read: {error.strerror}"

@@ -82,7 +82,7 @@ def load_graph(spec: LabelGraph | str | Path, *, base_dir: str | Path | None = N
         names = folder / _OPENIMAGES_NAMES
         return load_openimages_graph(hierarchy, names if names.is_file() else None)
     path = _located(Path(text), base)
-    if not path.is_file():
+    if not path.exists():  # a FIFO or a folder is refused by name when it is read
         from mlattack.graph_sources.builtin import available_builtin
 
         hint = (
