@@ -23,9 +23,10 @@ def _row(
     nt: float | None,
     ssim: float | None,
     attacked: int = 1,
+    nonfinite: int = 0,
 ) -> tuple[Any, ...]:
     return (ts, image, "gmla", 0.1, attacked, success, semantic, nt, 0.1, 1.0, ssim, 3, 0.01, 0,
-            "[0]", EMPTY, "[0]", "[0]")  # fmt: skip
+            "[0]", EMPTY, "[0]", "[0]", nonfinite)  # fmt: skip
 
 
 def make_run(

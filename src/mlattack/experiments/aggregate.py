@@ -1,7 +1,8 @@
 """The paper's aggregates from one or more run directories.
 
 Per target set Ω (over its attacked images I, successes A and semantic successes A_G):
-``FR_N = |A|/|I|``, ``FR_S = |A_G|/|I|``, ``NT_R`` = mean NT flip fraction over A, ``SSIM`` = mean
+``FR_N = |A|/|I|`` (an image whose logits at the adversarial point are not all finite is never
+in A; ``n_nonfinite`` counts them), ``FR_S = |A_G|/|I|``, ``NT_R`` = mean NT flip fraction over A, ``SSIM`` = mean
 over A. Then mean ± std (population std, ddof=0) across the target sets of each
 (model, attack, ε, |Ω|) that have at least one attacked image (for NT_R and SSIM: at least one
 success). Target sets with no eligible image are counted and listed, never averaged in.
@@ -32,12 +33,12 @@ SELECT attack, eps, ts_id, COUNT(*), SUM(success), SUM(semantic_success),
        SUM(CASE WHEN success AND nt_flip_fraction IS NOT NULL THEN 1 ELSE 0 END),
        SUM(CASE WHEN success THEN ssim END),
        SUM(CASE WHEN success AND ssim IS NOT NULL THEN 1 ELSE 0 END),
-       SUM(linf), SUM(l2), SUM(iterations), SUM(seconds)
+       SUM(linf), SUM(l2), SUM(iterations), SUM(seconds), SUM({nonfinite})
 FROM results WHERE attacked GROUP BY attack, eps, ts_id
 """
 _SUM_FIELDS = (
     "n_images", "n_success", "n_semantic", "nt_sum", "nt_count", "ssim_sum", "ssim_count",
-    "linf_sum", "l2_sum", "iterations_sum", "seconds_sum",
+    "linf_sum", "l2_sum", "iterations_sum", "seconds_sum", "n_nonfinite",
 )  # fmt: skip
 
 
@@ -181,7 +182,10 @@ def aggregate(run_dirs: list[Path]) -> Aggregates:
         for path in run.stores:
             with ResultStore.open_readonly(path) as store:
                 result.n_rows += store.query("SELECT COUNT(*) FROM results")[0][0]
-                for attack, eps, ts_id, *values in store.iter_query(_PER_SET_SQL):
+                per_set_sql = _PER_SET_SQL.format(
+                    nonfinite=store.column_or_default("results", "nonfinite_logits")
+                )
+                for attack, eps, ts_id, *values in store.iter_query(per_set_sql):
                     sums[(attack, float(eps), int(ts_id))] += np.array(
                         [v or 0.0 for v in values], dtype=float
                     )
@@ -215,6 +219,7 @@ def _per_set_row(
         "n_images": int(n),
         "n_success": int(s["n_success"]),
         "n_semantic": int(s["n_semantic"]),
+        "n_nonfinite": int(s["n_nonfinite"]),
         "fr_naive": s["n_success"] / n,
         "fr_semantic": s["n_semantic"] / n,
         "nt_rate": s["nt_sum"] / s["nt_count"] if s["nt_count"] else math.nan,
@@ -251,6 +256,7 @@ def _summarise(per_set: list[dict[str, Any]], runs: list[Run]) -> list[dict[str,
             "n_sets": len(rows),
             "n_empty_sets": empty[(model, size)],
             "n_images": sum(r["n_images"] for r in rows),
+            "n_nonfinite": sum(r["n_nonfinite"] for r in rows),
         }
         for metric in METRICS:
             raw = np.array([r[metric] for r in rows], dtype=float)

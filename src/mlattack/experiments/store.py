@@ -54,6 +54,7 @@ RESULT_COLUMNS = (
     "adv_pred",
     "targets",
     "flip_set",
+    "nonfinite_logits",
 )
 GRADCORR_COLUMNS = ("ts_id", "image_id", "cos_mla_c", "cos_gmla")
 TRANSFER_COLUMNS = (
@@ -83,6 +84,7 @@ CREATE TABLE IF NOT EXISTS results (
     nt_flip_fraction REAL, linf REAL NOT NULL, l2 REAL NOT NULL, ssim REAL,
     iterations INTEGER NOT NULL, seconds REAL NOT NULL, gradient_failed INTEGER NOT NULL,
     clean_pred TEXT NOT NULL, adv_pred TEXT NOT NULL, targets TEXT NOT NULL, flip_set TEXT NOT NULL,
+    nonfinite_logits INTEGER NOT NULL DEFAULT 0,
     UNIQUE (ts_id, image_id, attack, eps));
 CREATE TABLE IF NOT EXISTS gradcorr (
     ts_id INTEGER NOT NULL, image_id INTEGER NOT NULL, cos_mla_c REAL, cos_gmla REAL,
@@ -96,6 +98,11 @@ CREATE TABLE IF NOT EXISTS examples (
     ts_id INTEGER NOT NULL, image_id INTEGER NOT NULL, attack TEXT NOT NULL, eps REAL NOT NULL,
     path TEXT NOT NULL, UNIQUE (ts_id, image_id, attack, eps));
 """
+# Columns added to a table after schema 1 was released: a store written before them gets them
+# (with their default) when opened for writing, and readers use the default where one lacks them.
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "results": {"nonfinite_logits": "INTEGER NOT NULL DEFAULT 0"},
+}
 
 
 class StoreError(ValueError):
@@ -214,6 +221,7 @@ class ResultStore:
             # WAL + NORMAL survives a killed process (only a power cut may lose the last commit).
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            store._add_missing_columns()
         except BaseException:
             db.close()
             raise
@@ -270,7 +278,22 @@ class ResultStore:
         if missing:
             raise StoreError(f"{self.path} is damaged: tables {missing} are missing")
 
+    def _add_missing_columns(self) -> None:
+        for table, added in ADDED_COLUMNS.items():
+            for column, declaration in added.items():
+                if not self.has_column(table, column):
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
     # -- reading -----------------------------------------------------------------------------
+    def has_column(self, table: str, column: str) -> bool:
+        return any(row[1] == column for row in self.iter_query(f"PRAGMA table_info({table})"))
+
+    def column_or_default(self, table: str, column: str) -> str:
+        """``column`` for SQL, or its default value where this store predates the column."""
+        if self.has_column(table, column):
+            return column
+        return ADDED_COLUMNS[table][column].rsplit("DEFAULT ", 1)[1]
+
     def meta(self) -> dict[str, Any]:
         rows = self.query("SELECT key, value FROM meta")
         meta: dict[str, Any] = {}

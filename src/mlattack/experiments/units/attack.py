@@ -60,6 +60,7 @@ def _records_at(
     success = to_numpy(metrics.success)
     semantic = to_numpy(metrics.semantic_success)
     nt = to_numpy(metrics.nt_flip_fraction)
+    nonfinite = to_numpy(metrics.nonfinite_logits)
     iterations = to_numpy(result.iterations)
     grad_failed = to_numpy(result.gradient_failed)
     clean, adv = to_numpy(result.clean_pred), to_numpy(result.adv_pred)
@@ -71,6 +72,7 @@ def _records_at(
             bool(semantic[b]), nan_to_none(float(nt[b])), float(linf[b]), float(l2[b]),
             nan_to_none(float(ssim[b])), int(iterations[b]), seconds, bool(grad_failed[b]),
             encode_labels(clean[b]), encode_labels(adv[b]), encode_labels(targets[b]), encode_labels(flip[b]),
+            bool(nonfinite[b]),
         )
         for b, image_id in enumerate(unit.image_ids)
     ]  # fmt: skip
