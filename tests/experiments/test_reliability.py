@@ -181,3 +181,87 @@ def test_attack_presets_and_new_options_reach_the_attack(
     assert seen[0]["name"] == "gmla"
     assert seen[0]["preset"] == "official" and seen[0]["step_size"] == 0.012
     assert seen[0]["eps"] == 0.1 and seen[0]["steps"] == 3
+
+
+def test_ranks_of_another_world_size_are_refused_while_one_runs(tmp_path: Path) -> None:
+    with lock_run_dir(tmp_path, 1, 2), lock_run_dir(tmp_path, 0, 2):  # a run of two ranks
+        for rank, world in ((0, 1), (2, 3)):
+            with (
+                pytest.raises(RunDirInUseError, match="WORLD_SIZE=2"),
+                lock_run_dir(tmp_path, rank, world),
+            ):
+                pass
+    with (
+        lock_run_dir(tmp_path, 0, 1),  # the old ranks are gone
+        pytest.raises(RunDirInUseError, match="WORLD_SIZE=1"),
+        lock_run_dir(tmp_path, 1, 2),
+    ):
+        pass
+
+
+def test_a_resume_with_another_world_size_is_refused_while_an_old_rank_runs(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    _run(out)
+    before = stored_rows(out)
+    # rank 1 of an older two-rank run still runs
+    with lock_run_dir(out, 1, 2), pytest.raises(RunDirInUseError, match="WORLD_SIZE=2"):
+        _run(out)
+    assert stored_rows(out) == before
+
+
+def test_a_copied_rank_store_is_refused_by_the_report_naming_both_files(tmp_path: Path) -> None:
+    import shutil
+
+    from mlattack.experiments import StoreError
+
+    out = _run(tmp_path / "run")
+    shutil.copy(out / "results-rank0.sqlite", out / "results-rank1.sqlite")
+    with pytest.raises(StoreError, match=r"results-rank0\.sqlite and .*results-rank1\.sqlite both"):
+        build_report(out)
+
+
+def test_the_loser_of_a_first_run_race_never_deletes_the_winners_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()  # the winner created the folder ...
+    with lock_run_dir(out):  # ... and holds it
+        (out / "winner.txt").write_text("the winner's work")
+        real_exists = Path.exists
+        # the loser looked before the winner created the folder
+        monkeypatch.setattr(
+            Path, "exists", lambda self: False if self == out else real_exists(self)
+        )
+        with pytest.raises(RunDirInUseError):
+            _run(out)
+        monkeypatch.undo()
+        assert (out / "winner.txt").read_text() == "the winner's work"
+
+
+@pytest.mark.parametrize("planted", [".lock-rank0", ".lock-world1", "config.json.partial-rank0"])
+def test_files_a_run_writes_never_follow_a_planted_link(tmp_path: Path, planted: str) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (out / planted).symlink_to(victim)
+    if planted.startswith(".lock"):
+        with pytest.raises(OSError, match="symbolic link"):
+            _run(out)
+        (out / planted).unlink()
+    _run(out)
+    assert victim.read_text() == "precious"
+    assert not (out / "config.json").is_symlink()
+
+
+def test_a_planted_examples_link_is_not_followed(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "examples").symlink_to(elsewhere)
+    with pytest.raises(OSError, match="symbolic link"):
+        _run(out)
+    assert list(elsewhere.iterdir()) == []

@@ -93,10 +93,19 @@ def open_run(run_dir: Path) -> Run:
         )
     meta: dict[str, Any] = {}
     target_sets: dict[int, dict[str, Any]] = {}
+    unit_owner: dict[str, Path] = {}
     for path in stores:
         with ResultStore.open_readonly(path) as store:
             this = store.meta()
             _check_meta(path, this)
+            for unit_id in store.done_units():
+                if unit_id in unit_owner:
+                    raise StoreError(
+                        f"{unit_owner[unit_id]} and {path} both hold unit {unit_id!r}: the same "
+                        "work written twice (a copied store, or ranks of two runs that overlapped); "
+                        "refusing to count it twice. Move one store away, or rerun with '--force'"
+                    )
+                unit_owner[unit_id] = path
             if meta and this.get("config_hash") != meta.get("config_hash"):
                 raise StoreError(
                     f"{path} belongs to another config than {stores[0]}; one run per directory"

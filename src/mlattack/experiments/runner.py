@@ -61,8 +61,12 @@ from mlattack.experiments.store import (
     encode_labels,
     find_stores,
     label_mask,
+    lock_held_elsewhere,
+    lock_path,
     lock_run_dir,
+    open_no_follow,
     rank_store_path,
+    world_lock_path,
 )
 from mlattack.experiments.units import EXAMPLES_DIR, UnitContext, configured_attack, execute
 
@@ -118,10 +122,9 @@ def run_experiment(
 
     with joined_ranks(device) as ranks:
         check_ranks_agree(ranks.gather(config.config_hash()), "the config (hash)")
-        created = not run_dir.exists()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            with lock_run_dir(run_dir, ranks.rank):
+        created = _make_run_dir(run_dir)
+        with lock_run_dir(run_dir, ranks.rank, ranks.world):
+            try:
                 if force and ranks.rank == 0:
                     _clear_run_dir(run_dir)
                 ranks.barrier()  # no rank looks at the folder before rank 0 has cleared it
@@ -131,11 +134,35 @@ def run_experiment(
                     device=device, base=base, progress=progress,
                     transfer_models=transfer_models or {},
                 )  # fmt: skip
-        except BaseException:
-            if created and not find_stores(run_dir):
-                shutil.rmtree(run_dir, ignore_errors=True)  # a first run that failed leaves nothing
-            raise
+            except BaseException:
+                if created:
+                    _remove_failed_first_run(run_dir, ranks)
+                raise
     return run_dir
+
+
+def _make_run_dir(run_dir: Path) -> bool:
+    """Create ``run_dir``; True when this process created it (of two racing, only one does)."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        if not run_dir.is_dir() or run_dir.is_symlink():
+            raise ValueError(
+                f"run directory {run_dir} is not a folder; give another '--out' directory"
+            ) from None
+        return False
+    return True
+
+
+def _remove_failed_first_run(run_dir: Path, ranks: Ranks) -> None:
+    """A first run that failed leaves nothing, unless a store exists or another process (a rank
+    of this run, or a run started since) holds a lock of the folder: never delete its files."""
+    own = {lock_path(run_dir, ranks.rank).name, world_lock_path(run_dir, ranks.world).name}
+    others = [p for p in run_dir.glob(".lock-*") if p.name not in own]
+    if find_stores(run_dir) or any(lock_held_elsewhere(p) for p in others):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _run_locked(
@@ -336,7 +363,10 @@ def _write_config_file(run_dir: Path, config: ExperimentConfig, rank: int) -> No
     """
     path = run_dir / CONFIG_FILE
     partial = path.with_name(f"{path.name}.partial-rank{rank}")
-    partial.write_text(config.canonical_json() + "\n", encoding="utf-8")
+    partial.unlink(missing_ok=True)  # a leftover, or a link planted there: removed, not followed
+    handle = open_no_follow(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(config.canonical_json() + "\n")
     partial.replace(path)
 
 

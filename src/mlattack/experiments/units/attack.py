@@ -7,17 +7,20 @@ call at that budget alone gives.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from matplotlib.image import imsave
 
 from mlattack.experiments.planning import Unit
-from mlattack.experiments.store import encode_labels, label_mask
+from mlattack.experiments.store import encode_labels, label_mask, open_no_follow
 from mlattack.experiments.units.context import Records, UnitContext, nan_to_none, to_numpy
 
 EXAMPLES_DIR = "examples"
@@ -95,6 +98,8 @@ def _save_examples(
         return []
     assert unit.attack is not None
     folder = context.run_dir / EXAMPLES_DIR
+    if folder.is_symlink():
+        raise OSError(f"{folder} is a symbolic link; refusing to write examples through it")
     folder.mkdir(exist_ok=True)
     rows = []
     keep = min(len(unit.image_ids), context.config.examples - unit.position)
@@ -113,7 +118,8 @@ def _save_examples(
             flip_set=flip[b],
         )
         adv_image = np.clip(clean_image + delta, 0.0, 1.0).transpose(1, 2, 0)
-        imsave(folder / name.replace(".npz", ".png"), adv_image)
+        with _atomic_file(folder / name.replace(".npz", ".png")) as handle:
+            imsave(handle, adv_image, format="png")
         rows.append(
             (unit.ts.ts_id, image_id, unit.attack.display_name, eps, f"{EXAMPLES_DIR}/{name}")
         )
@@ -125,7 +131,15 @@ def _slug(text: str) -> str:
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as handle:
+    with _atomic_file(path) as handle:
         np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+
+
+@contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A new file written beside ``path`` and renamed onto it; a planted link is never followed."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    with os.fdopen(open_no_follow(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as handle:
+        yield handle
     partial.replace(path)
