@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -265,3 +266,58 @@ def test_a_planted_examples_link_is_not_followed(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="symbolic link"):
         _run(out)
     assert list(elsewhere.iterdir()) == []
+
+
+class _FlakyDataset(TinyDataset):
+    """The tiny data set, but image 5 fails to read (an I/O error) the first ``failures`` times."""
+
+    def __init__(self, failures: int, transient: bool = True) -> None:
+        super().__init__()
+        self.failures = failures
+        self.transient = transient
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if index == 5 and self.failures > 0:
+            self.failures -= 1
+            from mlattack.data import UnreadableImageError
+
+            cause = OSError(errno.EIO if self.transient else errno.ENOENT, "read error")
+            raise UnreadableImageError("cannot read image 5.jpg") from cause
+        return super().__getitem__(index)
+
+
+def test_a_transient_read_error_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mlattack.experiments.reading.RETRY_PAUSE_S", 0.0)
+    out = _run(tmp_path / "run", dataset=_FlakyDataset(failures=2))
+    assert json.loads(_meta(out)["skipped_images"]) == []
+    assert stored_rows(out) == stored_rows(_run(tmp_path / "clean"))
+
+
+def test_a_resume_keeps_an_image_skipped_that_reads_again(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    flaky = _FlakyDataset(failures=10**6, transient=False)
+    with pytest.warns(RuntimeWarning, match="skipped 1 unreadable image"):
+        _run(out, dataset=flaky, examples=0)
+    before = stored_rows(out)
+    with pytest.warns(RuntimeWarning, match="1 image.* read now .*stay skipped"):
+        _run(out, dataset=TinyDataset(), examples=0)  # image 5 reads again: resumed, not refused
+    assert stored_rows(out) == before
+    assert [i for i, _ in json.loads(_meta(out)["skipped_images"])] == [5]
+
+
+def test_a_resume_that_cannot_read_an_image_it_read_before_names_it(tmp_path: Path) -> None:
+    from mlattack.experiments import StoreError
+
+    out = _run(tmp_path / "run")
+    with (
+        pytest.warns(RuntimeWarning),
+        pytest.raises(StoreError, match=r"cannot be read now \(ids \[5\]"),
+    ):
+        _run(out, dataset=_FlakyDataset(failures=10**6, transient=False))
+
+
+def _meta(run_dir: Path) -> dict[str, str]:
+    db = sqlite3.connect(run_dir / "results-rank0.sqlite")
+    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    db.close()
+    return meta

@@ -185,16 +185,18 @@ def _run_locked(
     n_scan = dataset_length(dataset)
     if config.images.max_images is not None:
         n_scan = min(n_scan, config.images.max_images)
+    stored_skips = _stored_skips(run_dir)
     scan = scan_clean(
         model, dataset, n_scan, columns, config, device, ranks,
-        progress=progress, what="clean predictions",
+        progress=progress, what="clean predictions", keep_skipped=stored_skips,
     )  # fmt: skip
     scan_hash = scan.digest()
     check_ranks_agree(ranks.gather(scan_hash), "the clean scan (hash)")
+    _refuse_newly_unreadable(run_dir, scan.skipped, stored_skips)
     target_sets = plan_target_sets(config, names, graph, outside, scan)
     transfer = plan_transfer(
         config, transfer_models, names, dataset, n_scan, columns, graph, target_sets, ranks,
-        device=device, base=base, progress=progress,
+        device=device, base=base, progress=progress, keep_skipped=stored_skips,
     )  # fmt: skip
 
     meta = {
@@ -231,6 +233,37 @@ def _run_locked(
             config, model, dataset, graph, scan, run_dir, device, target_sets, transfer
         )
         _execute_all(mine, context, store, ranks, progress=progress)
+
+
+def _stored_skips(run_dir: Path) -> dict[int, str]:
+    """The images the stores already in ``run_dir`` list as skipped (id -> reason)."""
+    skipped: dict[int, str] = {}
+    for path in find_stores(run_dir):
+        with ResultStore.open_readonly(path) as store:
+            listed = store.meta().get("skipped_images", [])
+        try:
+            skipped.update((int(image_id), str(why)) for image_id, why in listed)
+        except (TypeError, ValueError):
+            raise StoreError(
+                f"{path}: damaged metadata: 'skipped_images' is not a list of [image id, reason]"
+            ) from None
+    return skipped
+
+
+def _refuse_newly_unreadable(
+    run_dir: Path, skipped: dict[int, str], stored_skips: dict[int, str]
+) -> None:
+    """A resume whose scan cannot read an image the run read when it started would plan other
+    target sets: refuse, naming the images, rather than report a mismatched clean scan."""
+    if not find_stores(run_dir):
+        return
+    new = sorted(set(skipped) - set(stored_skips))
+    if new:
+        raise StoreError(
+            f"{run_dir}: {len(new)} image(s) read when this run started cannot be read now (ids "
+            f"{new[:10]}; e.g. {skipped[new[0]]}); make them readable again and resume, or start "
+            "over with '--force'"
+        )
 
 
 def _done_units(run_dir: Path, store: ResultStore, scan_hash: str) -> set[str]:
