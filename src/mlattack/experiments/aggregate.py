@@ -190,6 +190,7 @@ def aggregate(run_dirs: list[Path]) -> Aggregates:
         )
         for path in run.stores:
             with ResultStore.open_readonly(path) as store:
+                check_rows(store, set(run.target_sets))
                 result.n_rows += store.query("SELECT COUNT(*) FROM results")[0][0]
                 per_set_sql = _PER_SET_SQL.format(
                     nonfinite=store.column_or_default("results", "nonfinite_logits")
@@ -211,6 +212,87 @@ def aggregate(run_dirs: list[Path]) -> Aggregates:
         )
     result.summary = _summarise(result.per_set, runs)
     return result
+
+
+def _flag(column: str) -> str:
+    return f"{column} NOT IN (0, 1) OR typeof({column}) != 'integer'"
+
+
+def _fraction(column: str, low: float = 0.0) -> str:
+    return f"{column} IS NOT NULL AND NOT ({column} BETWEEN {low} AND 1)"
+
+
+# Per table: the conditions a row of an intact store never meets, and the unique key of a row.
+_DAMAGED_WHEN: dict[str, tuple[tuple[str, str], ...]] = {
+    "results": (
+        ("attacked", _flag("attacked")),
+        ("success", _flag("success")),
+        ("semantic_success", _flag("semantic_success")),
+        ("nonfinite_logits", _flag("nonfinite_logits")),
+        ("success", "success > attacked OR semantic_success > success"),
+        ("nt_flip_fraction", _fraction("nt_flip_fraction")),
+        ("ssim", _fraction("ssim", -1.0)),
+        ("eps", "typeof(eps) NOT IN ('real', 'integer') OR NOT (eps > 0)"),
+        ("linf", "typeof(linf) NOT IN ('real', 'integer') OR linf < 0"),
+        ("l2", "typeof(l2) NOT IN ('real', 'integer') OR l2 < 0"),
+        ("iterations", "typeof(iterations) != 'integer' OR iterations < 0"),
+        ("seconds", "typeof(seconds) NOT IN ('real', 'integer') OR seconds < 0"),
+    ),
+    "transfer": (
+        ("fooled", _flag("fooled")),
+        ("eligible", _flag("eligible")),
+        ("success", _flag("success")),
+        ("semantic_success", _flag("semantic_success")),
+        ("success", "success > eligible OR semantic_success > success"),
+    ),
+    "gradcorr": (
+        ("cos_mla_c", "cos_mla_c IS NOT NULL AND NOT (cos_mla_c BETWEEN -1.000001 AND 1.000001)"),
+        ("cos_gmla", "cos_gmla IS NOT NULL AND NOT (cos_gmla BETWEEN -1.000001 AND 1.000001)"),
+    ),
+}
+_KEYS = {
+    "results": ("ts_id", "image_id", "attack", "eps"),
+    "transfer": ("source", "target", "ts_id", "image_id"),
+    "gradcorr": ("ts_id", "image_id"),
+    "examples": ("ts_id", "image_id", "attack", "eps"),
+}
+
+
+def check_rows(store: ResultStore, ts_ids: set[int]) -> None:
+    """Refuse (``StoreError`` naming the store) rows an intact store never holds: flags other than
+    0/1, fractions outside their range, a row twice under its unique key, an unknown target set."""
+    for table, conditions in _DAMAGED_WHEN.items():
+        for column, condition in conditions:
+            if table == "results" and column == "nonfinite_logits":
+                condition = condition.replace(
+                    column, store.column_or_default("results", "nonfinite_logits")
+                )
+            row = store.query(
+                f"SELECT {', '.join(_KEYS[table])}, {column} FROM {table} WHERE {condition} LIMIT 1"
+            )
+            if row:
+                *key, value = row[0]
+                raise StoreError(
+                    f"{store.path} is damaged: {table} row {tuple(key)} has {column} = {value!r}, "
+                    "out of its range; refusing to report it"
+                )
+    for table, key in _KEYS.items():
+        columns = ", ".join(key)
+        row = store.query(
+            f"SELECT {columns}, COUNT(*) FROM {table} GROUP BY {columns} HAVING COUNT(*) > 1 LIMIT 1"
+        )
+        if row:
+            raise StoreError(
+                f"{store.path} is damaged: {table} holds the row {tuple(row[0][:-1])} "
+                f"{row[0][-1]} times; refusing to count it more than once"
+            )
+    for table in ("results", "transfer", "gradcorr", "examples"):
+        for (ts_id,) in store.iter_query(f"SELECT DISTINCT ts_id FROM {table}"):
+            if ts_id not in ts_ids:
+                raise StoreError(
+                    f"{store.path} is damaged: {table} rows name target set {ts_id!r}, which no "
+                    "store of the run defines"
+                )
 
 
 def _per_set_row(
