@@ -321,3 +321,29 @@ def _meta(run_dir: Path) -> dict[str, str]:
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
     db.close()
     return meta
+
+
+def test_example_files_of_distinct_rows_never_collide(tmp_path: Path) -> None:
+    import numpy as np
+
+    from mlattack.experiments.units.attack import example_file_name, file_slug
+
+    eps = [0.05, 0.0500001]  # equal to 6 significant digits
+    attacks = [
+        {"name": "mla-u", "label": "u/1", "options": {"steps": 3}},
+        {"name": "mla-u", "label": "u_1", "options": {"steps": 3}},
+    ]
+    out = _run(tmp_path / "run", eps=eps, attacks=attacks, examples=2)
+    db = sqlite3.connect(out / "results-rank0.sqlite")
+    rows = db.execute("SELECT attack, eps, path FROM examples").fetchall()
+    db.close()
+    paths = [path for _, _, path in rows]
+    assert len(rows) == 2 * 2 * 2 * 2 and len(set(paths)) == len(paths)  # sets x images x ...
+    assert len(list((out / "examples").glob("*.npz"))) == len(paths)
+    for _, budget, path in rows:
+        with np.load(out / path) as stored:
+            assert np.abs(stored["delta"]).max() <= budget + 1e-6
+    assert file_slug("u/1") != file_slug("u_1") != file_slug("u_2f_1")
+    assert example_file_name(0, 1, "x", 0.05) != example_file_name(0, 1, "x", 0.0500001)
+    long = [file_slug("a" * 300), file_slug("a" * 299 + "b")]
+    assert long[0] != long[1] and all(len(s) <= 80 for s in long)

@@ -7,6 +7,7 @@ call at that budget alone gives.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import warnings
@@ -105,7 +106,7 @@ def _save_examples(
     keep = min(len(unit.image_ids), context.config.examples - unit.position)
     for b in range(keep):
         image_id = unit.image_ids[b]
-        name = f"ts{unit.ts.ts_id}_img{image_id}_{_slug(unit.attack.display_name)}_eps{eps:g}.npz"
+        name = example_file_name(unit.ts.ts_id, image_id, unit.attack.display_name, eps)
         clean_image = to_numpy(images[b]).astype(np.float32)
         delta = to_numpy(adv_images[b]).astype(np.float32) - clean_image
         _atomic_savez(
@@ -126,8 +127,29 @@ def _save_examples(
     return rows
 
 
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+SLUG_MAX_CHARS = 80  # longer attack labels are cut and suffixed with a hash of the whole label
+
+
+def example_file_name(ts_id: int, image_id: int, attack: str, eps: float) -> str:
+    """The example file of one result row; distinct rows get distinct names.
+
+    ε is written as the shortest text that reads back as the same float (``repr``), the attack's
+    label by :func:`file_slug`.
+    """
+    return f"ts{ts_id}_img{image_id}_{file_slug(attack)}_eps{float(eps)!r}.npz"
+
+
+def file_slug(text: str) -> str:
+    """``text`` as a file-name part, injectively: ASCII letters, digits, ``-`` and ``.`` are kept,
+    any other character is written ``_<hex code>_``; a long result is cut and suffixed with a
+    hash of ``text``."""
+    slug = "".join(
+        ch if (ch.isascii() and ch.isalnum()) or ch in "-." else f"_{ord(ch):x}_" for ch in text
+    )
+    if len(slug) > SLUG_MAX_CHARS:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        slug = f"{slug[: SLUG_MAX_CHARS - 17]}~{digest}"
+    return slug
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
