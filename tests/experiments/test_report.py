@@ -304,3 +304,23 @@ def test_qualitative_lines_tell_the_flip_set_from_collateral_flips() -> None:
     # Results stored before the flip set was saved read it as Ω.
     del arrays["flip_set"]
     assert dict(_label_lines(run, graph, arrays))["  animal: on→off"] == "darkorange"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [" =1+1", "\n=cmd|'/C calc'!A0", "\r\n+1", "\u3000@SUM(A1)", "\uff1d1+1", "\uff0b1",
+     "\uff0d1", "\uff20SUM(A1)", " \t-2", "\u00a0=1"],
+)  # fmt: skip
+def test_formulas_after_white_space_or_in_fullwidth_are_escaped(text: str) -> None:
+    assert escape_cell(text) == "'" + text and unescape_cell(escape_cell(text)) == text
+
+
+def test_formula_safe_csv_file_round_trips(tmp_path: Path) -> None:
+    from mlattack.experiments.report import _write_csv
+
+    cells = [" =1+1", "\n=2", "\uff1d3", "dog", "a=b", "-"]
+    _write_csv(tmp_path / "t.csv", [{"cell": c} for c in cells])
+    with (tmp_path / "t.csv").open(encoding="utf-8", newline="") as handle:
+        read = [row["cell"] for row in csv.DictReader(handle)]
+    assert all(not c.lstrip() or c.lstrip()[0] not in "=+-@\uff1d" for c in read)
+    assert [unescape_cell(c) for c in read] == cells

@@ -2,9 +2,11 @@
 
 The report is written into a hidden temporary folder beside its target and swapped in when complete,
 so an interrupted report never leaves new CSVs next to an old page. CSV cells that a spreadsheet
-would run as a formula (text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return)
-are written with a leading ``'``, as are cells that already start with one: strip one leading ``'``
-from a text cell to recover the stored value (:func:`unescape_cell`).
+would run as a formula (text whose first character after any leading white space, newlines
+included, is ``=``, ``+``, ``-``, ``@`` or their fullwidth forms ``＝ ＋ － ＠``; or text starting
+with a tab, carriage return or newline) are written with a leading ``'``, as are cells that already
+start with one: strip one leading ``'`` from a text cell to recover the stored value
+(:func:`unescape_cell`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ REPORT_DIR = "report"
 #: The file that marks a folder as written by :func:`build_report` (JSON: runs, files written).
 MARKER_FILE = ".mlattack-report.json"
 MARKER_VERSION = 1
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+# A spreadsheet runs a cell as a formula when its text, after any leading white space (newlines
+# included), starts with one of these (ASCII or fullwidth forms)
+_FORMULA_SIGNS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")
+_ESCAPED_STARTS = ("\t", "\r", "\n", "'")  # escaped whatever follows
 
 DENOMINATORS = {
     "table1": "FR_N and FR_S: over the attacked images of each target set (images whose clean "
@@ -278,7 +283,10 @@ def _pm(mean: float, std: float) -> str:
 
 def escape_cell(value: Any) -> Any:
     """A CSV cell that no spreadsheet runs as a formula; see the module docstring."""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+    if not isinstance(value, str):
+        return value
+    stripped = value.lstrip()
+    if value.startswith(_ESCAPED_STARTS) or (stripped and stripped[0] in _FORMULA_SIGNS):
         return "'" + value
     return value
 
