@@ -334,12 +334,18 @@ def _check_attack_options(config: ExperimentConfig, model: nn.Module, graph: Lab
                 raise kind(f"{where}: {exc}") from exc
 
 
-def resolve_device(name: str) -> torch.device:
+DEVICE_KEY = "config key 'device' (or --device)"
+
+
+def resolve_device(name: str, *, what: str = DEVICE_KEY) -> torch.device:
     """The torch device a config's ``device`` names, checked to exist on this machine.
 
     ``auto`` is CUDA when present, else the CPU; ``cuda`` means this rank's GPU under torchrun
-    (``LOCAL_RANK``). A CUDA device on a machine without one is a ``ValueError`` naming the key.
+    (``LOCAL_RANK``). A device this machine lacks, or a device type other than ``cpu``, ``cuda`` and
+    ``mps``, is a ``ValueError`` naming ``what`` (the key or option).
     """
+    if not isinstance(name, str):
+        raise TypeError(f"{what}: expected a device name, got {type(name).__name__}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and "LOCAL_RANK" in os.environ:
@@ -347,22 +353,27 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(
-            f"config key 'device' (or --device): unknown device {name!r}; use auto, cpu, cuda or "
-            "cuda:N"
+            f"{what}: unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps"
         ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
-                f"config key 'device' (or --device): {name!r} asked for, but CUDA is not available "
-                "on this machine; use 'cpu' or 'auto'"
+                f"{what}: {name!r} asked for, but CUDA is not available on this machine; use "
+                "'cpu' or 'auto'"
             )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise ValueError(
-                f"config key 'device' (or --device): {name!r} asked for, but this machine has "
-                f"{count} CUDA device(s)"
+                f"{what}: {name!r} asked for, but this machine has {count} CUDA device(s)"
             )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"{what}: {name!r} asked for, but Apple's MPS is not available on this machine; use "
+            "'cpu' or 'auto'"
+        )
     return device
 
 
