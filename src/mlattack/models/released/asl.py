@@ -135,7 +135,9 @@ def asl_from_state_dict(
         head_key = "head.fc.FC.weight"
         bottleneck_key = "head.fc.embedding_generator.0.weight"
         if bottleneck_key not in state:
-            raise ValueError(f"{path}: key {bottleneck_key!r} is missing (the bottleneck head's first layer)")
+            raise ValueError(
+                f"{path}: key {bottleneck_key!r} is missing (the bottleneck head's first layer)"
+            )
         bottleneck: int | None = int(state[bottleneck_key].shape[0])
     else:
         head_key, bottleneck = "head.fc.weight", None
@@ -171,5 +173,16 @@ def asl_from_state_dict(
 
     model = build_on_meta(build)
     mapped, official = map_asl_state_dict(state, path)
-    load_released_weights(model, mapped, official, path)
+    head = "head.fc." if bottleneck is None else "head.fc.FC."
+
+    def official_name(key: str) -> str:
+        if key in official:
+            return official[key]
+        if key.startswith("backbone."):
+            return key[len("backbone.") :]
+        if key.startswith("bottleneck."):
+            return "head.fc.embedding_generator.0." + key[len("bottleneck.") :]
+        return key.replace("classifier.", head, 1)
+
+    load_released_weights(model, mapped, official_name, path)
     return model.eval()

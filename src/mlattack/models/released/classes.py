@@ -69,7 +69,9 @@ def label_names_for(
     except (TypeError, ValueError):
         raise ValueError(f"{path}: 'idx_to_class' must be keyed by output index") from None
     if [int(index) for index in order] != list(range(num_classes)):
-        raise ValueError(f"{path}: 'idx_to_class' keys are not the output indices 0..{num_classes - 1}")
+        raise ValueError(
+            f"{path}: 'idx_to_class' keys are not the output indices 0..{num_classes - 1}"
+        )
     names = [str(index_to_class[index]) for index in order]
     seen: dict[str, int] = {}
     for index, name in enumerate(names):

@@ -58,7 +58,9 @@ def read_released_state_dict(
     """
     data = read_checkpoint_file(path, "cpu")
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a {FAMILY_TITLES[family]} checkpoint (a {type(data).__name__})")
+        raise ValueError(
+            f"{path}: not a {FAMILY_TITLES[family]} checkpoint (a {type(data).__name__})"
+        )
     extras: dict[str, Any] = {}
     state: Any = data
     for wrapper in ("model", "state_dict"):
@@ -130,19 +132,19 @@ def build_on_meta(factory: Callable[[], ModelT]) -> ModelT:
 def load_released_weights(
     model: nn.Module,
     mapped: Mapping[str, Tensor],
-    official_names: Mapping[str, str],
+    official_name: Callable[[str], str],
     path: str | Path,
 ) -> None:
     """Put ``mapped`` (our names) into ``model``: strictly, by reference (``assign=True``).
 
-    Every key must be there with its shape; ``official_names`` (our name -> the file's) names
+    Every key must be there with its shape; ``official_name`` (our name -> the file's) names
     the offending key as the file spells it. Non-persistent buffers left on the meta device (the
     pixel normalisation) are made again from the model's own fields.
     """
     expected = model.state_dict()
     missing = [key for key in expected if key not in mapped]
     if missing:
-        name = official_names.get(missing[0], missing[0])
+        name = official_name(missing[0])
         raise ValueError(
             f"{path}: key {name!r} is missing ({len(missing)} keys missing in all); the "
             "architecture read from the file's tensors needs it"
@@ -150,13 +152,13 @@ def load_released_weights(
     unexpected = [key for key in mapped if key not in expected]
     if unexpected:
         raise ValueError(
-            f"{path}: unexpected key {official_names.get(unexpected[0], unexpected[0])!r} "
+            f"{path}: unexpected key {official_name(unexpected[0])!r} "
             f"({len(unexpected)} in all) for the architecture read from the file's tensors"
         )
     for key, tensor in expected.items():
         if mapped[key].shape != tensor.shape:
             raise ValueError(
-                f"{path}: key {official_names.get(key, key)!r} has shape "
+                f"{path}: key {official_name(key)!r} has shape "
                 f"{list(mapped[key].shape)} but the architecture read from the file's tensors "
                 f"needs {list(tensor.shape)}"
             )

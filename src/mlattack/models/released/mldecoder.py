@@ -82,6 +82,20 @@ def map_mldecoder_state_dict(
     return mapped, official
 
 
+def official_mldecoder_name(key: str) -> str:
+    """The official name of one of :class:`MLDecoderModel`'s keys (the inverse of the map)."""
+    if key.startswith("backbone."):
+        return key[len("backbone.") :]
+    rest = key[len("head.") :]
+    for theirs, ours in _DECODER_KEYS.items():
+        if rest == ours:
+            return "head.decoder." + theirs
+    for theirs, ours in _DECODER_PREFIXES:
+        if rest.startswith(ours):
+            return "head.decoder." + theirs + rest[len(ours) :]
+    return key
+
+
 def load_mldecoder_checkpoint(
     path: str | Path,
     *,
@@ -203,5 +217,7 @@ def mldecoder_from_state_dict(
 
     model = build_on_meta(build)
     mapped, official = map_mldecoder_state_dict(state, path)
-    load_released_weights(model, mapped, official, path)
+    load_released_weights(
+        model, mapped, lambda key: official.get(key) or official_mldecoder_name(key), path
+    )
     return model.eval()

@@ -174,7 +174,14 @@ def mlgcn_from_state_dict(
     mapped, official = map_mlgcn_state_dict(state, path)
     mapped["label_embeddings"] = embeddings
     official["label_embeddings"] = f"word vectors {word_vectors}"
-    load_released_weights(model, mapped, official, path)
+    renamed = {"gcn1.weight": "gc1.weight", "gcn2.weight": "gc2.weight", "adjacency": "A"}
+
+    def official_name(key: str) -> str:
+        if key in official:
+            return official[key]
+        return renamed.get(key, key[len("backbone.") :] if key.startswith("backbone.") else key)
+
+    load_released_weights(model, mapped, official_name, path)
     return model.eval()
 
 
