@@ -19,7 +19,7 @@ from mlattack import __version__
 # which is why ``mlattack/__init__`` loads its exports lazily.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-SUBCOMMANDS = ("demo", "run", "report", "graph", "train")
+SUBCOMMANDS = ("demo", "run", "report", "graph", "train", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:
