@@ -67,7 +67,10 @@ def test_model_rebuild_gives_the_reference_logits(reference: dict[str, Any]) -> 
     for case in range(len(reference["attack"])):
         images = torch.from_numpy(reference["x"][case])
         with torch.no_grad():
-            assert torch.equal(model(images), torch.from_numpy(reference["clean_logits"][case]))
+            # Element-wise kernels (tanh) are vectorised per CPU: equal up to the last bits.
+            logits = model(images)
+            expected = torch.from_numpy(reference["clean_logits"][case])
+            torch.testing.assert_close(logits, expected, rtol=0, atol=2e-6)
 
 
 @pytest.mark.parametrize("attack_type", sorted(ATTACKS))
@@ -121,7 +124,9 @@ def test_count_nonzero_quirk_on_the_reference_batch(reference: dict[str, Any]) -
     )
     gradients = official_gradients(model, problem, images, torch.arange(8))
     cosine = torch.mul(gradients.unit_flip, gradients.unit_other).sum(1)
-    assert torch.equal(cosine, torch.from_numpy(reference["cos"][case][:, 0]))
+    torch.testing.assert_close(
+        cosine, torch.from_numpy(reference["cos"][case][:, 0]), rtol=0, atol=1e-6
+    )
     _, projected = official_direction("gmla", gradients)
     assert projected.tolist() == reference["projected"][case][:, 0].tolist() == [False] * 8
     _, per_image = official_direction("gmla", gradients, count_nonzero_quirk=False)
