@@ -3,6 +3,9 @@ the official code's logits within the data's tolerance (1e-5 absolute)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +17,11 @@ from mlattack.models import (
     MLGCN,
     ASLModel,
     MLDecoderModel,
+    load,
     load_asl_checkpoint,
     load_mldecoder_checkpoint,
     load_mlgcn_checkpoint,
+    save,
 )
 from mlattack.models.adjacency import official_gen_a, official_propagation
 from mlattack.models.released import read_numpy_pickle
@@ -128,3 +133,39 @@ def test_mlgcn_adjacency_is_the_official_gen_adj_of_gen_a(tiny: TinyModels) -> N
             rtol=0,
             atol=1e-5,
         )
+
+
+@pytest.mark.parametrize(
+    "name", ["asl_tiny_openimages", "mldecoder_tiny_c24_gall", "mlgcn_tiny_voc"]
+)
+def test_saved_and_reloaded_as_an_mlattack_checkpoint_the_logits_stay_official(
+    name: str, tiny: TinyModels, tmp_path: Path
+) -> None:
+    again = load(save(tiny.load(name), tmp_path / "converted.pt"))
+    assert tiny.max_logit_error(name, again) <= TOLERANCE
+    assert again.input_size == tiny.index[name]["tiny_architecture"]["input_size"]
+
+
+def test_the_released_layouts_load_with_timm_and_torchvision_unimportable(
+    official_models: Path,
+) -> None:
+    # A fresh environment without the zoo extra: importing either library fails.
+    script = f"""
+import sys
+sys.modules["timm"] = None
+sys.modules["torchvision"] = None
+from pathlib import Path
+from mlattack.models import load_asl_checkpoint, load_mldecoder_checkpoint, load_mlgcn_checkpoint
+tiny = Path({str(official_models / "tiny")!r})
+load_asl_checkpoint(tiny / "asl_tiny_fc.pth", input_size=128)
+load_mldecoder_checkpoint(tiny / "mldecoder_tiny_c25_g10.pth", input_size=128)
+load_mlgcn_checkpoint(tiny / "mlgcn_tiny_voc.pth.tar", label_names=[str(i) for i in range(20)],
+                      word_vectors=tiny / "mlgcn_data" / "voc_glove_word2vec.pkl")
+print("loaded")
+"""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "loaded"

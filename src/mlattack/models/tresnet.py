@@ -63,10 +63,10 @@ class InPlaceABN(nn.Module):
     """
 
     num_batches_tracked: Tensor | None
+    running_mean: Tensor
+    running_var: Tensor
 
-    def __init__(
-        self, channels: int, *, slope: float | None, batch_counter: bool = False
-    ) -> None:
+    def __init__(self, channels: int, *, slope: float | None, batch_counter: bool = False) -> None:
         super().__init__()
         self.channels = channels
         self.slope = slope
@@ -113,9 +113,7 @@ def conv_abn(
 ) -> nn.Sequential:
     """``Sequential(Conv2d(bias=False), InPlaceABN)``: keys ``0.weight`` and ``1.*``."""
     return nn.Sequential(
-        nn.Conv2d(
-            in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False
-        ),
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
         InPlaceABN(out_channels, slope=slope, batch_counter=batch_counter),
     )
 
@@ -236,7 +234,9 @@ def _stage(
         parts: list[nn.Module] = []
         if stride == 2:
             parts.append(nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False))
-        parts.append(conv_abn(in_channels, out_channels, 1, slope=None, batch_counter=batch_counter))
+        parts.append(
+            conv_abn(in_channels, out_channels, 1, slope=None, batch_counter=batch_counter)
+        )
         shortcut = nn.Sequential(*parts)
     blocks = [
         block(in_channels, planes, stride, shortcut, use_se=use_se, batch_counter=batch_counter)

@@ -96,9 +96,9 @@ def _check_family(state: Mapping[str, Tensor], family: str, path: str | Path) ->
                 f"{path}: key {found!r} makes this an {FAMILY_TITLES[other]} checkpoint, not "
                 f"{FAMILY_TITLES[family]}; load it with {FAMILY_LOADERS[other]}"
             )
-    markers = " or ".join(repr(marker) for marker in FAMILY_MARKERS[family])
+    wanted = " or ".join(repr(marker) for marker in FAMILY_MARKERS[family])
     raise ValueError(
-        f"{path}: no key {markers}: not a {FAMILY_TITLES[family]} checkpoint (first key "
+        f"{path}: no key {wanted}: not a {FAMILY_TITLES[family]} checkpoint (first key "
         f"{next(iter(state))!r})"
     )
 
