@@ -86,17 +86,20 @@ def test_tiny_official_model_gives_the_official_logits(name: str, tiny: TinyMode
     assert tiny.max_logit_error(name, model) <= TOLERANCE
 
 
-@pytest.mark.parametrize("name", ["asl_tiny_openimages", "mldecoder_tiny_c25_g10"])
+@pytest.mark.parametrize(
+    "name", ["asl_tiny_openimages", "mldecoder_tiny_c25_g10", "mlgcn_tiny_voc"]
+)
 def test_bare_state_dict_with_module_prefix_and_other_counter_layout_load_the_same(
     name: str, tmp_path: Path, tiny: TinyModels
 ) -> None:
     data = torch.load(tiny.folder / tiny.index[name]["checkpoint"], weights_only=True)
-    counters = [key for key in data["model"] if key.endswith("num_batches_tracked")]
+    state = data["state_dict" if name.startswith("mlgcn") else "model"]
+    counters = [key for key in state if key.endswith("num_batches_tracked")]
     # what the official train.py saves: the bare state dict, here of a DataParallel model; and
     # the other inplace_abn version's layout (ML-Decoder files without the counters)
     bare = {
         f"module.{key}": value
-        for key, value in data["model"].items()
+        for key, value in state.items()
         if not key.endswith("num_batches_tracked")
     }
     path = tmp_path / "model-highest.ckpt"
@@ -104,7 +107,24 @@ def test_bare_state_dict_with_module_prefix_and_other_counter_layout_load_the_sa
     model = tiny.load(name, path)
     assert tiny.max_logit_error(name, model) <= TOLERANCE
     assert bool(counters) == (name.startswith("mldecoder"))
-    assert not any(key.endswith("num_batches_tracked") for key in model.state_dict())
+    if not name.startswith("mlgcn"):  # InPlaceABN 1.0.12's layout: no counters
+        assert not any(key.endswith("num_batches_tracked") for key in model.state_dict())
+
+
+def test_mlgcn_file_with_batchnorm_counters_loads_the_same(
+    tiny: TinyModels, tmp_path: Path
+) -> None:
+    # ML-GCN retrained on torch >= 0.4 keeps BatchNorm's num_batches_tracked
+    name = "mlgcn_tiny_synthetic12"
+    data = torch.load(tiny.folder / tiny.index[name]["checkpoint"], weights_only=True)
+    state = data["state_dict"]
+    for key in [key for key in state if key.endswith("running_var")]:
+        state[key[: -len("running_var")] + "num_batches_tracked"] = torch.tensor(7)
+    path = tmp_path / "counted.pth.tar"
+    torch.save(data, path)
+    model = tiny.load(name, path)
+    assert tiny.max_logit_error(name, model) <= TOLERANCE
+    assert model.state_dict()["backbone.features.1.num_batches_tracked"].item() == 7
 
 
 def test_mldecoder_counters_are_kept_and_read_from_the_tensors(tiny: TinyModels) -> None:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from mlattack.models.checkpoint import read_checkpoint_file
+from mlattack.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint_file
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
@@ -60,6 +60,11 @@ def read_released_state_dict(
     if not isinstance(data, dict):
         raise ValueError(
             f"{path}: not a {FAMILY_TITLES[family]} checkpoint (a {type(data).__name__})"
+        )
+    if data.get("format") == CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path}: key 'format' makes this an mlattack checkpoint already; load it with "
+            "mlattack.models.load"
         )
     extras: dict[str, Any] = {}
     state: Any = data
