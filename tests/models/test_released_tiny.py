@@ -132,6 +132,9 @@ def test_mldecoder_counters_are_kept_and_read_from_the_tensors(tiny: TinyModels)
     assert model.backbone.spec()["batch_counters"] is True
     assert model.head.num_groups == 8 and model.head.group_size == 6
     assert "backbone.body.conv1.1.num_batches_tracked" in model.state_dict()
+    # the file's tensors went in by reference, as trainable parameters on the CPU
+    assert all(parameter.requires_grad for parameter in model.parameters())
+    assert {tensor.device.type for tensor in [*model.parameters(), *model.buffers()]} == {"cpu"}
 
 
 def test_mlgcn_adjacency_is_the_official_gen_adj_of_gen_a(tiny: TinyModels) -> None:
