@@ -103,3 +103,18 @@ def test_under_ci_a_skip_fails_unless_its_reason_is_allowed(tmp_path: Path) -> N
     assert _run_pytest_on(tmp_path, None).returncode == 0
     under_ci = _run_pytest_on(tmp_path, "true")
     assert under_ci.returncode == 2 and "no_such_module_anywhere" in under_ci.stdout
+
+
+def test_no_module_assigns_pytestmark_twice() -> None:
+    # A second top-level ``pytestmark = ...`` silently replaces the first (and its slow marker).
+    twice = []
+    for path in sorted(TESTS.rglob("*.py")):
+        assigned = [
+            node.lineno
+            for node in ast.parse(path.read_text("utf-8")).body
+            if isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)
+        ]
+        if len(assigned) > 1:
+            twice.append(f"{path.relative_to(TESTS)}: lines {assigned}")
+    assert twice == []
