@@ -51,22 +51,25 @@ class CodeBlock(NamedTuple):
 
 
 def code_blocks(path: Path) -> list[CodeBlock]:
+    """Fenced blocks, also indented ones (inside list items), with their skip marker if any."""
     lines = path.read_text("utf-8").splitlines()
     blocks = []
     number = 0
     while number < len(lines):
-        opening = re.match(r"^```(\S*)\s*$", lines[number])
+        opening = re.match(r"^(\s*)```(\S*)\s*$", lines[number])
         if not opening:
             number += 1
             continue
-        end = next(i for i in range(number + 1, len(lines)) if lines[i].startswith("```"))
+        indent = opening.group(1)
+        end = next(i for i in range(number + 1, len(lines)) if lines[i].strip().startswith("```"))
         marker = SKIP_MARKER.search(lines[number - 1]) if number else None
+        code = "\n".join(line.removeprefix(indent) for line in lines[number + 1 : end]) + "\n"
         blocks.append(
             CodeBlock(
                 str(path.relative_to(ROOT)),
                 number + 1,
-                opening.group(1),
-                "\n".join(lines[number + 1 : end]) + "\n",
+                opening.group(2),
+                code,
                 marker.group(1) if marker else None,
             )
         )
