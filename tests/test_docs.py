@@ -277,6 +277,7 @@ RUNNABLE = [block for block in ALL_BLOCKS if block.language in RUN_LANGUAGES]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the README's library example attacks a real model: slow on a busy CPU
 @pytest.mark.parametrize("block", RUNNABLE, ids=[block.id for block in RUNNABLE])
 def test_code_block_runs(block: CodeBlock, workdir: Path) -> None:
     if block.skip_reason is not None:
