@@ -21,7 +21,7 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from typing import Any, ClassVar, Literal, final, overload
 
@@ -30,6 +30,8 @@ from torch import Tensor, nn
 
 from mlattack._validation import check_bool, check_int, check_number, check_seed
 from mlattack.losses import logit_threshold as probability_to_logit
+
+from .compute import PassCounter
 
 __all__ = [
     "AMP_DTYPES",
@@ -77,6 +79,13 @@ class AttackResult:
         nonfinite_logits: bool ``[B]``, the fresh forward pass on ``adv`` gave a NaN or infinite
             logit: such an image never counts as a success. Filled from ``adv_logits`` when not
             given.
+        forward_passes: int64 ``[B]``, the image's rows through the model in the attack's loop
+            and its stages (:mod:`mlattack.attacks.compute`). The base class's clean forward pass
+            and its fresh forward pass on ``adv`` (one each per image and call) are not included.
+            Zeros when not given.
+        backward_passes: int64 ``[B]``, the image's backward passes through the model (one per
+            gradient with respect to the input; a batched product of ``k`` cotangents counts
+            ``k``). Zeros when not given.
     """
 
     adv: Tensor
@@ -94,10 +103,17 @@ class AttackResult:
     adv_logits: Tensor
     name: str
     nonfinite_logits: Tensor = None  # type: ignore[assignment]  # filled in __post_init__
+    forward_passes: Tensor = None  # type: ignore[assignment]  # filled in __post_init__
+    backward_passes: Tensor = None  # type: ignore[assignment]  # filled in __post_init__
 
     def __post_init__(self) -> None:
         if self.nonfinite_logits is None:
             self.nonfinite_logits = ~torch.isfinite(self.adv_logits).all(dim=1)
+        zeros = torch.zeros(self.adv.shape[0], dtype=torch.int64, device=self.adv.device)
+        if self.forward_passes is None:
+            self.forward_passes = zeros
+        if self.backward_passes is None:
+            self.backward_passes = zeros.clone()
 
 
 @dataclass(frozen=True)
@@ -120,8 +136,57 @@ class AttackProblem:
     logit_threshold: float
     seed: int | None  # seeds random draws per image (see :meth:`random_start`); None: global RNG
     #: The module every forward pass of the loop runs: the attacked model under the call's
-    #: ``amp``, ``channels_last`` and ``compile`` options (the model itself without them).
+    #: ``amp``, ``channels_last`` and ``compile`` options (the model itself without them), in a
+    #: :class:`~mlattack.attacks.compute.PassCounter` in problems built by :class:`Attack`.
     model: nn.Module
+    #: Backward passes each image may spend (``max_backward``); ``None``: no limit.
+    max_backward: int | None = None
+
+    @contextmanager
+    def rows(self, rows: Tensor) -> Iterator[None]:
+        """Within the block, a batch through :attr:`model` is rows ``rows`` of the problem (for
+        the per-image counts, :mod:`mlattack.attacks.compute`)."""
+        if isinstance(self.model, PassCounter):
+            with self.model.rows(rows):
+                yield
+        else:
+            yield
+
+    def backward_spent(self, rows: Tensor | None = None) -> Tensor:
+        """int64 ``[n]``: backward passes spent so far by rows ``rows`` (all when ``None``)."""
+        if isinstance(self.model, PassCounter):
+            return self.model.spent(rows)
+        count = self.images.shape[0] if rows is None else rows.numel()
+        return torch.zeros(count, dtype=torch.int64, device=self.images.device)
+
+    def add_backward(self, rows: Tensor | None, count: int) -> None:
+        """Count ``count`` more backward passes for rows ``rows`` (see
+        :meth:`~mlattack.attacks.compute.PassCounter.add_backward`)."""
+        if isinstance(self.model, PassCounter):
+            self.model.add_backward(rows, count)
+
+    def within_budget(self, rows: Tensor | None, cost: Tensor | int) -> Tensor:
+        """bool ``[n]``: rows ``rows`` can spend ``cost`` more backward passes within
+        ``max_backward`` (all True without a budget)."""
+        spent = self.backward_spent(rows)
+        if self.max_backward is None:
+            return torch.ones_like(spent, dtype=torch.bool)
+        return spent + cost <= self.max_backward
+
+    def subset(self, rows: Tensor) -> AttackProblem:
+        """The sub-problem of rows ``rows`` (every per-image field indexed alike; its passes are
+        counted for the same images)."""
+        batch = self.images.shape[0]
+        picked: dict[str, Any] = {
+            field.name: value[rows]
+            for field in fields(self)
+            if isinstance(value := getattr(self, field.name), Tensor)
+            and value.dim() > 0
+            and value.shape[0] == batch
+        }
+        if isinstance(self.model, PassCounter):
+            picked["model"] = self.model.subset(rows)
+        return replace(self, **picked)
 
     def flip_set_reached(self, logits: Tensor, rows: Tensor | None = None) -> Tensor:
         """bool ``[n]``: every label of Ψ is on its desired side for ``logits`` (rows ``rows``).
@@ -390,6 +455,12 @@ class Attack(abc.ABC):
             convolutional nets on CUDA, above all under ``amp``, and can slow them on CPU.
         compile: run the model through ``torch.compile``, compiled lazily at the first call and
             kept for later ones (the first call pays for the compilation).
+        max_backward: ``None`` (no limit) or a budget ``≥ 1`` of backward passes per image
+            (``AttackResult.backward_passes``, :mod:`mlattack.attacks.compute`): an image stops
+            where its next evaluation would exceed it (as at the end of its steps: its best
+            iterate is returned), so that attacks can be compared at equal compute. The start is
+            always evaluated once, even if that alone costs more; ML-DP and MLA-LP linearise their
+            working batch together, so an image may be charged up to one more linearisation.
 
     Raises:
         TypeError: an argument of the wrong type, at construction or per call (``early_stop="false"``,
@@ -424,6 +495,7 @@ class Attack(abc.ABC):
         amp: Amp | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        max_backward: int | None = None,
     ) -> None:
         self.model = model
         self.eps = _check_budget(eps, "eps")
@@ -439,6 +511,9 @@ class Attack(abc.ABC):
         self.amp: Amp | None = None if amp is None else _check_choice(amp, "amp", ("bf16", "fp16"))
         self.channels_last = check_bool(channels_last, "channels_last")
         self.compile = check_bool(compile, "compile")
+        self.max_backward = (
+            None if max_backward is None else check_int(max_backward, "max_backward", minimum=1)
+        )
 
     def __repr__(self) -> str:
         return (
@@ -582,11 +657,16 @@ class Attack(abc.ABC):
         adv = images.clone()
         iterations = torch.zeros(batch, dtype=torch.int64, device=images.device)
         failed = torch.zeros(batch, dtype=torch.bool, device=images.device)
+        forward_passes = torch.zeros_like(iterations)
+        backward_passes = torch.zeros_like(iterations)
         if attacked.any():
             problem = self._problem(
                 images, attacked, eps, clean_logits, clean_pred, targets, flip_set
             )
             out = self._run_loop(problem)
+            assert isinstance(problem.model, PassCounter)
+            forward_passes[attacked] = problem.model.forward_passes.to(images.device)
+            backward_passes[attacked] = problem.model.backward_passes.to(images.device)
             found = out.adv.detach().to(device=images.device, dtype=images.dtype)
             # A loop must return finite iterates; any other entry falls back to the clean pixel.
             found = torch.where(torch.isfinite(found), found, problem.images)
@@ -613,6 +693,8 @@ class Attack(abc.ABC):
             adv_logits=adv_logits,
             name=self.name,
             nonfinite_logits=nonfinite,
+            forward_passes=forward_passes,
+            backward_passes=backward_passes,
         )
 
     def _run_loop(self, problem: AttackProblem) -> LoopOutput:
@@ -678,7 +760,8 @@ class Attack(abc.ABC):
             desired=clean_pred[rows] ^ flip_set[rows],
             logit_threshold=self.logit_threshold,
             seed=self.seed,
-            model=self._running_model,
+            model=PassCounter.around(self._running_model, int(rows.sum()), images.device),
+            max_backward=self.max_backward,
         )
 
     def _check_images(self, images: Tensor) -> Tensor:

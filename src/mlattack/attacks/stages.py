@@ -23,6 +23,7 @@ from mlattack._validation import check_int, check_number
 from mlattack.losses import logit_threshold as probability_to_logit
 
 from .base import Attack, AttackProblem, AttackResult, Direction, LoopOutput, _frozen_eval
+from .compute import PassCounter
 
 if TYPE_CHECKING:
     from ..graph import LabelGraph
@@ -83,7 +84,8 @@ class Repair(Stage):
     shrinks linearly from ``ε/2`` to ``ε/20`` over the image's remaining steps. An iterate replaces
     the returned one only where Ψ is still reached and fewer labels outside Ψ are flipped, so
     success is never lost and collateral flips never grow; an image stops once none is flipped.
-    One forward and one backward pass per step, counted in ``iterations``.
+    One forward and one backward pass per step, counted in ``iterations``; an image stops where
+    another step would exceed ``max_backward``.
 
     Args:
         margin: the hinge margin in logits (default 1.0, a number > 0).
@@ -111,7 +113,8 @@ class Repair(Stage):
         shape = (-1, *([1] * (x.dim() - 1)))
         for step in range(int(budget.max()) + 1):
             x = x.detach().requires_grad_(True)
-            logits = model(x)
+            with problem.rows(rows):
+                logits = model(x)
             desired = problem.desired[rows]
             flipped = (((logits.detach() > threshold) != desired) & ~problem.flip_set[rows]).sum(1)
             reached = problem.flip_set_reached(logits.detach(), rows)
@@ -122,6 +125,8 @@ class Repair(Stage):
                 adv[rows[better]] = x.detach()[better]
                 best = torch.where(better, flipped, best)
                 live = (best > 0) & (step < budget)
+            if problem.max_backward is not None:
+                live &= problem.within_budget(rows, 1)
             if not bool(live.any()):
                 break
             loss = hinge(logits, desired, torch.ones_like(desired), self.margin, threshold)
@@ -181,6 +186,8 @@ class Repair(Stage):
         attacked = result.attacked
         adv = result.adv.clone()
         iterations = result.iterations.clone()
+        forward_passes = result.forward_passes.clone()
+        backward_passes = result.backward_passes.clone()
         with _frozen_eval(model):
             if attacked.any():
                 problem = AttackProblem(
@@ -193,7 +200,7 @@ class Repair(Stage):
                     desired=result.clean_pred[attacked] ^ flip_set[attacked].bool(),
                     logit_threshold=theta,
                     seed=None,
-                    model=model,
+                    model=PassCounter.around(model, int(attacked.sum()), adv.device),
                 )
                 found = LoopOutput(
                     adv=result.adv[attacked],
@@ -204,6 +211,9 @@ class Repair(Stage):
                     out = self.refine(problem, found, steps)
                 adv[attacked] = problem.project(out.adv.detach())
                 iterations[attacked] = out.iterations
+                assert isinstance(problem.model, PassCounter)
+                forward_passes[attacked] += problem.model.forward_passes
+                backward_passes[attacked] += problem.model.backward_passes
             with torch.no_grad():
                 adv_logits = model(adv).detach()
         nonfinite = ~torch.isfinite(adv_logits).all(dim=1)
@@ -218,6 +228,8 @@ class Repair(Stage):
             success=attacked & flipped & ~nonfinite,
             nonfinite_logits=nonfinite,
             name=f"{result.name}+{self.name}",
+            forward_passes=forward_passes,
+            backward_passes=backward_passes,
         )
 
 
@@ -235,6 +247,7 @@ _SHARED = (
     "amp",
     "channels_last",
     "compile",
+    "max_backward",
 )
 
 
