@@ -27,9 +27,6 @@ from pydantic import (
     model_validator,
 )
 
-ATTACK_NAMES = ("mla-u", "mla-c", "gmla", "ml-dp", "mla-lp")
-PRESET_ATTACKS = ("mla-u", "mla-c", "gmla")  # the attacks that take ``preset: official``
-PRESETS = ("official",)
 MAX_SEED = 2**63 - 1
 MAX_IMAGE_SIZE = 8192  # pixels per side of a dataset's images
 MAX_NESTING = 32  # levels of mappings / lists in a config
@@ -99,7 +96,8 @@ class DatasetSpec(_Section):
 
 
 class AttackSpec(_Section):
-    """One attack: a registry name (``mla-u``, ``mla-c``, ``gmla``, ``ml-dp``, ``mla-lp``) + options.
+    """One attack: a name of the attack registry (``mla-u``, ``mla-c``, ``gmla``, ``ml-dp``,
+    ``mla-lp``, and any registered since: :mod:`mlattack.attacks.registry`) + options.
 
     ``flip_set: consistent`` attacks the consistent target set Ψ of Ω instead of the attack's own
     flip set ("MLA-U on Ψ"); ``repair: true`` follows the attack with the repair stage
@@ -127,8 +125,10 @@ class AttackSpec(_Section):
     @field_validator("name")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value.lower() not in ATTACK_NAMES:
-            raise ValueError(f"unknown attack {value!r}; choose from {', '.join(ATTACK_NAMES)}")
+        from mlattack.attacks.registry import REGISTRY
+
+        if value.lower() not in REGISTRY:
+            raise ValueError(f"unknown attack {value!r}; choose from {', '.join(REGISTRY)}")
         return value.lower()
 
     @field_validator("options")
@@ -147,12 +147,16 @@ class AttackSpec(_Section):
         which the runner calls once per attack before any work, naming the attack's config key."""
         if "preset" not in self.options or self.options["preset"] is None:
             return self
+        from mlattack.attacks.official import PRESETS
+        from mlattack.attacks.registry import REGISTRY
+
         preset = self.options["preset"]
         if not isinstance(preset, str) or preset not in PRESETS:
             raise ValueError(f"options.preset must be one of {list(PRESETS)}, got {preset!r}")
-        if self.name not in PRESET_ATTACKS:
+        if preset not in REGISTRY[self.name].presets:
+            takers = [name for name, entry in REGISTRY.items() if preset in entry.presets]
             raise ValueError(
-                f"options.preset is for {', '.join(PRESET_ATTACKS)}; {self.name} has no presets"
+                f"options.preset is for {', '.join(takers)}; {self.name} has no presets"
             )
         return self
 
