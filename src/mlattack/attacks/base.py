@@ -532,13 +532,7 @@ class Attack(abc.ABC):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self._model = model
-        self._prepared: _PreparedModel | None = None
         self._compiled: nn.Module | None = None
-
-    @property
-    def _running_model(self) -> nn.Module:
-        """The module the base class's own forward passes run during a call."""
-        return self._model if self._prepared is None else self._prepared
 
     @property
     def logit_threshold(self) -> float:
@@ -612,8 +606,8 @@ class Attack(abc.ABC):
         if flip_set is not None:
             flip_set = self._check_flip_set(flip_set, targets, images)
         self._check_precision(images)
-        with _frozen_eval(self._model), self._prepared_model(images.device):
-            clean_logits = self._forward(images)
+        with _frozen_eval(self._model), self._prepared_model(images.device) as running:
+            clean_logits = self._forward(running, images)
             if clean_logits.shape != targets.shape:
                 raise ValueError(
                     f"the model returned logits of shape {tuple(clean_logits.shape)} but targets have "
@@ -636,7 +630,7 @@ class Attack(abc.ABC):
                     ).to(device=images.device, dtype=torch.bool)
             results = [
                 self._attack_with_budget(
-                    images, targets, flip_set, budget, clean_logits, clean_pred, attacked
+                    running, images, targets, flip_set, budget, clean_logits, clean_pred, attacked
                 )
                 for budget in budgets
             ]
@@ -644,6 +638,7 @@ class Attack(abc.ABC):
 
     def _attack_with_budget(
         self,
+        running: nn.Module,
         images: Tensor,
         targets: Tensor,
         flip_set: Tensor,
@@ -652,7 +647,8 @@ class Attack(abc.ABC):
         clean_pred: Tensor,
         attacked: Tensor,
     ) -> AttackResult:
-        """Run the loop on the attacked rows at budget ``eps`` (float64 ``[B]``) and score it."""
+        """Run the loop on the attacked rows at budget ``eps`` (float64 ``[B]``) and score it;
+        ``running`` is the model as this call runs it (:meth:`_prepared_model`)."""
         batch = images.shape[0]
         adv = images.clone()
         iterations = torch.zeros(batch, dtype=torch.int64, device=images.device)
@@ -661,7 +657,7 @@ class Attack(abc.ABC):
         backward_passes = torch.zeros_like(iterations)
         if attacked.any():
             problem = self._problem(
-                images, attacked, eps, clean_logits, clean_pred, targets, flip_set
+                running, images, attacked, eps, clean_logits, clean_pred, targets, flip_set
             )
             out = self._run_loop(problem)
             assert isinstance(problem.model, PassCounter)
@@ -673,7 +669,7 @@ class Attack(abc.ABC):
             adv[attacked] = problem.project(found)
             iterations[attacked] = out.iterations.to(device=images.device, dtype=torch.int64)
             failed[attacked] = out.gradient_failed.to(device=images.device, dtype=torch.bool)
-        adv_logits = self._forward(adv)
+        adv_logits = self._forward(running, adv)
         nonfinite = ~torch.isfinite(adv_logits).all(dim=1)
         adv_pred = adv_logits > self.logit_threshold
         flipped = ((adv_pred != clean_pred) | ~targets).all(dim=1)
@@ -709,14 +705,14 @@ class Attack(abc.ABC):
 
     # ------------------------------------------------------------------ helpers
     @contextmanager
-    def _prepared_model(self, device: torch.device) -> Iterator[None]:
-        """For the duration of a call, :attr:`model` runs under the precision options (and gives
-        float32 logits for a half-precision model)."""
+    def _prepared_model(self, device: torch.device) -> Iterator[nn.Module]:
+        """The model as every forward pass of a call runs it: under the precision options (and
+        giving float32 logits for a half-precision model), or the model itself without them."""
         half_model = any(
             param.dtype in (torch.float16, torch.bfloat16) for param in self._model.parameters()
         )
         if self.amp is None and not self.channels_last and not self.compile and not half_model:
-            yield
+            yield self._model
             return
         if self.channels_last:
             self._model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -724,15 +720,12 @@ class Attack(abc.ABC):
             self._compiled = torch.compile(self._model)  # type: ignore[assignment]
         inner = self._compiled if self.compile and self._compiled is not None else self._model
         amp_dtype = None if self.amp is None else AMP_DTYPES[self.amp]
-        self._prepared = _PreparedModel(inner, device.type, amp_dtype, self.channels_last)
-        try:
-            yield
-        finally:
-            self._prepared = None
+        # Handed down the call, never stored: the attack object keeps nothing of a call.
+        yield _PreparedModel(inner, device.type, amp_dtype, self.channels_last)
 
-    def _forward(self, images: Tensor) -> Tensor:
+    def _forward(self, running: nn.Module, images: Tensor) -> Tensor:
         with torch.no_grad():
-            logits = self._running_model(images)
+            logits = running(images)
         if not isinstance(logits, Tensor) or logits.dim() != 2:
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ValueError(f"the model must return logits of shape [B, C], got {shape}")
@@ -742,6 +735,7 @@ class Attack(abc.ABC):
 
     def _problem(
         self,
+        running: nn.Module,
         images: Tensor,
         rows: Tensor,
         eps: Tensor,
@@ -760,7 +754,7 @@ class Attack(abc.ABC):
             desired=clean_pred[rows] ^ flip_set[rows],
             logit_threshold=self.logit_threshold,
             seed=self.seed,
-            model=PassCounter.around(self._running_model, int(rows.sum()), images.device),
+            model=PassCounter.around(running, int(rows.sum()), images.device),
             max_backward=self.max_backward,
         )
 
