@@ -124,3 +124,13 @@ def test_a_budget_that_is_not_a_positive_integer_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match="max_backward must be a positive integer"):
         build_attack(name, linear_model, max_backward=budget)
+
+
+def test_repr_shows_the_budget_and_every_shared_option_away_from_its_default(
+    linear_model: nn.Module,
+) -> None:
+    attack = MLAU(linear_model, max_backward=5, early_stop=False, amp="bf16")
+    text = repr(attack)
+    assert "max_backward=5" in text and "early_stop=False" in text and "amp='bf16'" in text
+    assert "random_start" not in text and "compile" not in text
+    assert "max_backward" not in repr(MLAU(linear_model))

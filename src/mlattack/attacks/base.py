@@ -516,10 +516,30 @@ class Attack(abc.ABC):
         )
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(eps={self.eps}, steps={self.steps}, "
-            f"threshold={self.threshold}, direction={self.direction!r})"
-        )
+        """The budget, steps, threshold and direction, and every other shared option that is not
+        at its default (each of them acts)."""
+        shown = [
+            f"eps={self.eps}",
+            f"steps={self.steps}",
+            f"threshold={self.threshold}",
+            f"direction={self.direction!r}",
+        ]
+        defaults: dict[str, Any] = {
+            "early_stop": True,
+            "random_start": False,
+            "seed": None,
+            "on_invalid": "raise",
+            "amp": None,
+            "channels_last": False,
+            "compile": False,
+            "max_backward": None,
+        }
+        shown += [
+            f"{name}={getattr(self, name)!r}"
+            for name, default in defaults.items()
+            if getattr(self, name) != default
+        ]
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @property
     def model(self) -> nn.Module:
