@@ -134,3 +134,25 @@ def test_repr_shows_the_budget_and_every_shared_option_away_from_its_default(
     assert "max_backward=5" in text and "early_stop=False" in text and "amp='bf16'" in text
     assert "random_start" not in text and "compile" not in text
     assert "max_backward" not in repr(MLAU(linear_model))
+
+
+def test_a_batched_jacobian_counts_one_backward_pass_per_label(
+    trained_hierarchy: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off the CPU ML-DP takes its Jacobian in one batched call: it must count as many passes as
+    the per-row calls the CPU makes."""
+    import mlattack.attacks.mldp as mldp
+
+    model, _, images, targets = case_of(trained_hierarchy, 4)
+    options: dict[str, Any] = {"eps": 0.02, "steps": 3, "early_stop": False}
+    per_row = MLDP(model, **options)(images, targets)
+    original = mldp.label_jacobian
+
+    def batched(*args: Any, **kwargs: Any) -> Any:
+        return original(*args, **{**kwargs, "batched": True})
+
+    monkeypatch.setattr(mldp, "label_jacobian", batched)
+    together = MLDP(model, **options)(images, targets)
+    assert torch.equal(together.backward_passes, per_row.backward_passes)
+    assert torch.equal(together.forward_passes, per_row.forward_passes)
+    assert (per_row.backward_passes > per_row.forward_passes).all()
