@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mlattack.experiments.config import attack_display_name
 from mlattack.experiments.store import ResultStore, StoreError, decode_labels, find_stores
 
 METRICS = ("fr_naive", "fr_semantic", "nt_rate", "ssim")
@@ -72,7 +73,7 @@ class Run:
     @property
     def attack_kinds(self) -> dict[str, str]:
         """Display name -> registry name of each configured attack."""
-        return {a.get("label") or a["name"]: a["name"] for a in self.meta["config"]["attacks"]}
+        return {attack_display_name(a): a["name"] for a in self.meta["config"]["attacks"]}
 
 
 @dataclass

@@ -95,6 +95,15 @@ class DatasetSpec(_Section):
         return value
 
 
+def attack_display_name(entry: dict[str, Any]) -> str:
+    """The name results carry for a config's attack entry (as stored in a run's config): its
+    label, or its name with the stages it asks for (``mla-u on psi + repair``)."""
+    if entry.get("label"):
+        return str(entry["label"])
+    on_psi = " on psi" if entry.get("flip_set", "own") == "consistent" else ""
+    return str(entry["name"]) + on_psi + (" + repair" if entry.get("repair", False) else "")
+
+
 class AttackSpec(_Section):
     """One attack: a name of the attack registry (``mla-u``, ``mla-c``, ``gmla``, ``ml-dp``,
     ``mla-lp``, and any registered since: :mod:`mlattack.attacks.registry`) + options.
@@ -173,10 +182,7 @@ class AttackSpec(_Section):
     @property
     def display_name(self) -> str:
         """The label, or the name with the stages: ``mla-u on psi + repair``."""
-        if self.label:
-            return self.label
-        on_psi = " on psi" if self.flip_set == "consistent" else ""
-        return self.name + on_psi + (" + repair" if self.repair else "")
+        return attack_display_name(self.model_dump(mode="json"))
 
 
 class TargetSetSpec(_Section):
