@@ -171,12 +171,11 @@ class Repair(Stage):
                 f"tensor, got {flip_set if flip_set is None else type(flip_set).__name__}"
             )
         check_int(steps, "steps", minimum=1)
-        budget = (
-            result.eps.double()
-            if eps is None
-            else torch.full_like(result.eps, 0, dtype=torch.float64)
-            + check_number(eps, "eps", minimum=0.0, maximum=1.0, exclusive_minimum=True)
-        )
+        if eps is None:
+            budget = result.eps.double()
+        else:
+            value = check_number(eps, "eps", minimum=0.0, maximum=1.0, exclusive_minimum=True)
+            budget = torch.full_like(result.eps, value, dtype=torch.float64)
         theta = probability_to_logit(threshold)
         if not torch.equal(result.clean_logits > theta, result.clean_pred):
             raise ValueError(
