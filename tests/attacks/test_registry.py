@@ -100,3 +100,19 @@ def test_bad_registrations_are_refused(
     with pytest.raises(error, match=message):
         register_attack(name, cls, **options)
     assert "nothing" not in REGISTRY
+
+
+def test_the_adding_an_attack_page_runs_as_written(registry_snapshot: None) -> None:
+    """The page's Python blocks, in order, in one namespace: define, register, build and run."""
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).parents[2] / "docs" / "adding-an-attack.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL)
+    assert len(blocks) == 3
+    namespace: dict[str, Any] = {"__name__": "adding_an_attack"}
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), namespace)  # noqa: S102 - the repository's own page
+    assert "sign-step" in REGISTRY
+    assert namespace["result"].name == "sign-step"
+    assert (namespace["result"].backward_passes == 1).all()
