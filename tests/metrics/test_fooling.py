@@ -259,8 +259,8 @@ def test_summarize_over_target_sets(crafted: AttackResult) -> None:
             "nt_denominator must be one of 'successful', 'attacked'",
         ),
         ({"ssim_pooling": 1}, ValueError, "ssim_pooling must be one of 'images', 'target_sets'"),
-        ({"repair": "yes"}, TypeError, "repair must be True or False"),
-        ({"repair": 1}, TypeError, "repair must be True or False"),
+        ({"official_closure": "yes"}, TypeError, "official_closure must be True or False"),
+        ({"official_closure": 1}, TypeError, "official_closure must be True or False"),
     ],
 )
 def test_unknown_options_are_named(
@@ -306,3 +306,9 @@ def test_every_logit_nan_gives_zero_fooling_rates(crafted: AttackResult) -> None
     metrics = evaluate(crafted, GRAPH)
     assert metrics.fr_naive == 0.0 and metrics.fr_semantic == 0.0 and math.isnan(metrics.nt_rate)
     assert metrics.n_nonfinite == 4  # the skipped image is not counted
+
+
+def test_the_former_repair_option_is_refused_naming_official_closure() -> None:
+    graph = LabelGraph(["a", "b"], [("a", "b")])
+    with pytest.raises(TypeError, match=r"repair=.* was renamed official_closure="):
+        evaluate(None, graph, repair=True)  # type: ignore[arg-type]

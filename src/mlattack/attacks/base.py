@@ -21,7 +21,7 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from typing import Any, ClassVar, Literal, final, overload
 
@@ -30,6 +30,8 @@ from torch import Tensor, nn
 
 from mlattack._validation import check_bool, check_int, check_number, check_seed
 from mlattack.losses import logit_threshold as probability_to_logit
+
+from .compute import PassCounter
 
 __all__ = [
     "AMP_DTYPES",
@@ -80,6 +82,13 @@ class AttackResult:
         skip_reasons: per image, why it was not attacked (``""`` for attacked images), e.g.
             ``"no target"``, ``"clean logits not finite"``, ``"target label 2 not predicted
             present"`` (``on_invalid="skip"``); several reasons are joined by ``"; "``.
+        forward_passes: int64 ``[B]``, the image's rows through the model in the attack's loop
+            and its stages (:mod:`mlattack.attacks.compute`). The base class's clean forward pass
+            and its fresh forward pass on ``adv`` (one each per image and call) are not included.
+            Zeros when not given.
+        backward_passes: int64 ``[B]``, the image's backward passes through the model (one per
+            gradient with respect to the input; a batched product of ``k`` cotangents counts
+            ``k``). Zeros when not given.
     """
 
     adv: Tensor
@@ -98,12 +107,19 @@ class AttackResult:
     name: str
     nonfinite_logits: Tensor = None  # type: ignore[assignment]  # filled in __post_init__
     skip_reasons: tuple[str, ...] = ()  # filled in __post_init__
+    forward_passes: Tensor = None  # type: ignore[assignment]  # filled in __post_init__
+    backward_passes: Tensor = None  # type: ignore[assignment]  # filled in __post_init__
 
     def __post_init__(self) -> None:
         if self.nonfinite_logits is None:
             self.nonfinite_logits = ~torch.isfinite(self.adv_logits).all(dim=1)
         if not self.skip_reasons:
             self.skip_reasons = tuple("" if a else "not attacked" for a in self.attacked.tolist())
+        zeros = torch.zeros(self.adv.shape[0], dtype=torch.int64, device=self.adv.device)
+        if self.forward_passes is None:
+            self.forward_passes = zeros
+        if self.backward_passes is None:
+            self.backward_passes = zeros.clone()
 
 
 @dataclass(frozen=True)
@@ -125,6 +141,58 @@ class AttackProblem:
     desired: Tensor  # bool [b, C]  (y*)
     logit_threshold: float
     seed: int | None  # seeds random draws per image (see :meth:`random_start`); None: global RNG
+    #: The module every forward pass of the loop runs: the attacked model under the call's
+    #: ``amp``, ``channels_last`` and ``compile`` options (the model itself without them), in a
+    #: :class:`~mlattack.attacks.compute.PassCounter` in problems built by :class:`Attack`.
+    model: nn.Module
+    #: Backward passes each image may spend (``max_backward``); ``None``: no limit.
+    max_backward: int | None = None
+
+    @contextmanager
+    def rows(self, rows: Tensor) -> Iterator[None]:
+        """Within the block, a batch through :attr:`model` is rows ``rows`` of the problem (for
+        the per-image counts, :mod:`mlattack.attacks.compute`)."""
+        if isinstance(self.model, PassCounter):
+            with self.model.rows(rows):
+                yield
+        else:
+            yield
+
+    def backward_spent(self, rows: Tensor | None = None) -> Tensor:
+        """int64 ``[n]``: backward passes spent so far by rows ``rows`` (all when ``None``)."""
+        if isinstance(self.model, PassCounter):
+            return self.model.spent(rows)
+        count = self.images.shape[0] if rows is None else rows.numel()
+        return torch.zeros(count, dtype=torch.int64, device=self.images.device)
+
+    def add_backward(self, rows: Tensor | None, count: int) -> None:
+        """Count ``count`` more backward passes for rows ``rows`` (see
+        :meth:`~mlattack.attacks.compute.PassCounter.add_backward`)."""
+        if isinstance(self.model, PassCounter):
+            self.model.add_backward(rows, count)
+
+    def within_budget(self, rows: Tensor | None, cost: Tensor | int) -> Tensor:
+        """bool ``[n]``: rows ``rows`` can spend ``cost`` more backward passes within
+        ``max_backward`` (all True without a budget)."""
+        spent = self.backward_spent(rows)
+        if self.max_backward is None:
+            return torch.ones_like(spent, dtype=torch.bool)
+        return spent + cost <= self.max_backward
+
+    def subset(self, rows: Tensor) -> AttackProblem:
+        """The sub-problem of rows ``rows`` (every per-image field indexed alike; its passes are
+        counted for the same images)."""
+        batch = self.images.shape[0]
+        picked: dict[str, Any] = {
+            field.name: value[rows]
+            for field in fields(self)
+            if isinstance(value := getattr(self, field.name), Tensor)
+            and value.dim() > 0
+            and value.shape[0] == batch
+        }
+        if isinstance(self.model, PassCounter):
+            picked["model"] = self.model.subset(rows)
+        return replace(self, **picked)
 
     def flip_set_reached(self, logits: Tensor, rows: Tensor | None = None) -> Tensor:
         """bool ``[n]``: every label of Ψ is on its desired side for ``logits`` (rows ``rows``).
@@ -436,6 +504,12 @@ class Attack(abc.ABC):
             convolutional nets on CUDA, above all under ``amp``, and can slow them on CPU.
         compile: run the model through ``torch.compile``, compiled lazily at the first call and
             kept for later ones (the first call pays for the compilation).
+        max_backward: ``None`` (no limit) or a budget ``≥ 1`` of backward passes per image
+            (``AttackResult.backward_passes``, :mod:`mlattack.attacks.compute`): an image stops
+            where its next evaluation would exceed it (as at the end of its steps: its best
+            iterate is returned), so that attacks can be compared at equal compute. The start is
+            always evaluated once, even if that alone costs more; ML-DP and MLA-LP linearise their
+            working batch together, so an image may be charged up to one more linearisation.
 
     Raises:
         TypeError: an argument of the wrong type, at construction or per call (``early_stop="false"``,
@@ -452,7 +526,8 @@ class Attack(abc.ABC):
     ``requires_grad`` flags are restored in every case.
     """
 
-    name: ClassVar[str] = "attack"
+    #: The attack's name in results (a class attribute; a composite sets its own).
+    name: str = "attack"
     default_steps: ClassVar[int] = 100
 
     def __init__(
@@ -471,6 +546,7 @@ class Attack(abc.ABC):
         amp: Amp | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        max_backward: int | None = None,
     ) -> None:
         self.model = model
         self.eps = _check_budget(eps, "eps")
@@ -486,25 +562,47 @@ class Attack(abc.ABC):
         self.amp: Amp | None = None if amp is None else _check_choice(amp, "amp", ("bf16", "fp16"))
         self.channels_last = check_bool(channels_last, "channels_last")
         self.compile = check_bool(compile, "compile")
+        self.max_backward = (
+            None if max_backward is None else check_int(max_backward, "max_backward", minimum=1)
+        )
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(eps={self.eps}, steps={self.steps}, "
-            f"threshold={self.threshold}, direction={self.direction!r})"
-        )
+        """The budget, steps, threshold and direction, and every other shared option that is not
+        at its default (each of them acts)."""
+        shown = [
+            f"eps={self.eps}",
+            f"steps={self.steps}",
+            f"threshold={self.threshold}",
+            f"direction={self.direction!r}",
+        ]
+        defaults: dict[str, Any] = {
+            "early_stop": True,
+            "random_start": False,
+            "seed": None,
+            "on_invalid": "raise",
+            "amp": None,
+            "channels_last": False,
+            "compile": False,
+            "max_backward": None,
+        }
+        shown += [
+            f"{name}={getattr(self, name)!r}"
+            for name, default in defaults.items()
+            if getattr(self, name) != default
+        ]
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @property
     def model(self) -> nn.Module:
-        """The attacked model; during a call, the module every forward pass runs (the model under
-        the ``amp``, ``channels_last`` and ``compile`` options, or the model itself without them)."""
-        return self._model if self._prepared is None else self._prepared
+        """The attacked model, as given (also during a call: a loop runs
+        :attr:`AttackProblem.model`, the model under the precision options)."""
+        return self._model
 
     @model.setter
     def model(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self._model = model
-        self._prepared: _PreparedModel | None = None
         self._compiled: nn.Module | None = None
 
     @property
@@ -579,8 +677,8 @@ class Attack(abc.ABC):
         if flip_set is not None:
             flip_set = self._check_flip_set(flip_set, targets, images)
         self._check_precision(images)
-        with _frozen_eval(self._model), self._prepared_model(images.device):
-            clean_logits = self._clean_logits(images, targets.shape)
+        with _frozen_eval(self._model), self._prepared_model(images.device) as running:
+            clean_logits = self._clean_logits(running, images, targets.shape)
             if clean_logits.min() >= 0 and clean_logits.max() <= 1:
                 warnings.warn(
                     "all model outputs lie in [0, 1]: the model probably returns probabilities; "
@@ -598,6 +696,7 @@ class Attack(abc.ABC):
                     ).to(device=images.device, dtype=torch.bool)
             results = [
                 self._attack_with_budget(
+                    running,
                     images,
                     targets,
                     flip_set,
@@ -613,6 +712,7 @@ class Attack(abc.ABC):
 
     def _attack_with_budget(
         self,
+        running: nn.Module,
         images: Tensor,
         targets: Tensor,
         flip_set: Tensor,
@@ -622,24 +722,30 @@ class Attack(abc.ABC):
         attacked: Tensor,
         skip_reasons: tuple[str, ...],
     ) -> AttackResult:
-        """Run the loop on the attacked rows at budget ``eps`` (float64 ``[B]``) and score it."""
+        """Run the loop on the attacked rows at budget ``eps`` (float64 ``[B]``) and score it;
+        ``running`` is the model as this call runs it (:meth:`_prepared_model`)."""
         batch = images.shape[0]
         adv = images.clone()
         problem: AttackProblem | None = None
         iterations = torch.zeros(batch, dtype=torch.int64, device=images.device)
         failed = torch.zeros(batch, dtype=torch.bool, device=images.device)
+        forward_passes = torch.zeros_like(iterations)
+        backward_passes = torch.zeros_like(iterations)
         if attacked.any():
             problem = self._problem(
-                images, attacked, eps, clean_logits, clean_pred, targets, flip_set
+                running, images, attacked, eps, clean_logits, clean_pred, targets, flip_set
             )
             out = self._run_loop(problem)
+            assert isinstance(problem.model, PassCounter)
+            forward_passes[attacked] = problem.model.forward_passes.to(images.device)
+            backward_passes[attacked] = problem.model.backward_passes.to(images.device)
             found = out.adv.detach().to(device=images.device, dtype=images.dtype)
             # A loop must return finite iterates; any other entry falls back to the clean pixel.
             found = torch.where(torch.isfinite(found), found, problem.images)
             adv[attacked] = problem.project(found)
             iterations[attacked] = out.iterations.to(device=images.device, dtype=torch.int64)
             failed[attacked] = out.gradient_failed.to(device=images.device, dtype=torch.bool)
-        adv_logits = self._forward(adv, targets.shape)
+        adv_logits = self._forward(running, adv, targets.shape)
         _check_feasible(adv, images, attacked, problem)
         nonfinite = ~torch.isfinite(adv_logits).all(dim=1)
         adv_pred = adv_logits > self.logit_threshold
@@ -661,6 +767,8 @@ class Attack(abc.ABC):
             name=self.name,
             nonfinite_logits=nonfinite,
             skip_reasons=skip_reasons,
+            forward_passes=forward_passes,
+            backward_passes=backward_passes,
         )
 
     def _run_loop(self, problem: AttackProblem) -> LoopOutput:
@@ -675,9 +783,9 @@ class Attack(abc.ABC):
 
     # ------------------------------------------------------------------ helpers
     @contextmanager
-    def _prepared_model(self, device: torch.device) -> Iterator[None]:
-        """For the duration of a call, :attr:`model` runs under the precision options, on a copy
-        of its input, and gives float32 logits for a half-precision model (see
+    def _prepared_model(self, device: torch.device) -> Iterator[nn.Module]:
+        """The model as every forward pass of a call runs it: under the precision options, on a
+        copy of its input, and giving float32 logits for a half-precision model (see
         :class:`_PreparedModel`)."""
         half_model = any(
             param.dtype in (torch.float16, torch.bfloat16) for param in self._model.parameters()
@@ -688,23 +796,20 @@ class Attack(abc.ABC):
             self._compiled = torch.compile(self._model)  # type: ignore[assignment]
         inner = self._compiled if self.compile and self._compiled is not None else self._model
         amp_dtype = None if self.amp is None else AMP_DTYPES[self.amp]
-        self._prepared = _PreparedModel(
+        # Handed down the call, never stored: the attack object keeps nothing of a call.
+        yield _PreparedModel(
             inner, device.type, amp_dtype, self.channels_last, amp_dtype is not None or half_model
         )
-        try:
-            yield
-        finally:
-            self._prepared = None
 
-    def _clean_logits(self, images: Tensor, shape: torch.Size) -> Tensor:
+    def _clean_logits(self, running: nn.Module, images: Tensor, shape: torch.Size) -> Tensor:
         """The clean forward pass, run with autograd on as the loops run the model, so that logits
         the loops could not use (detached, of another shape, dtype or device) are refused here,
         before any loop, in one line naming the problem. ``shape`` is the targets' ``[B, C]``."""
         with torch.enable_grad():
-            logits = self.model(images.detach().requires_grad_(True))
+            logits = running(images.detach().requires_grad_(True))
         if isinstance(logits, Tensor) and logits.dim() == 2 and logits.shape != shape:
             with torch.no_grad():
-                plain = self.model(images)
+                plain = running(images)
             if isinstance(plain, Tensor) and plain.shape == shape:
                 raise ValueError(
                     f"the model's logits change shape under autograd: {tuple(plain.shape)} under "
@@ -716,10 +821,10 @@ class Attack(abc.ABC):
             raise ValueError(_DETACHED_LOGITS)
         return logits.detach()
 
-    def _forward(self, images: Tensor, shape: torch.Size) -> Tensor:
+    def _forward(self, running: nn.Module, images: Tensor, shape: torch.Size) -> Tensor:
         """Logits of ``images`` without autograd (the fresh forward pass on ``adv``), checked."""
         with torch.no_grad():
-            logits = self.model(images)
+            logits = running(images)
         self._check_logits(logits, images, shape, " in the final forward pass (torch.no_grad())")
         return logits.detach()
 
@@ -751,6 +856,7 @@ class Attack(abc.ABC):
 
     def _problem(
         self,
+        running: nn.Module,
         images: Tensor,
         rows: Tensor,
         eps: Tensor,
@@ -769,6 +875,8 @@ class Attack(abc.ABC):
             desired=clean_pred[rows] ^ flip_set[rows],
             logit_threshold=self.logit_threshold,
             seed=self.seed,
+            model=PassCounter.around(running, int(rows.sum()), images.device),
+            max_backward=self.max_backward,
         )
 
     def _check_images(self, images: Tensor) -> Tensor:

@@ -58,6 +58,8 @@ RESULT_COLUMNS = (
     "targets",
     "flip_set",
     "nonfinite_logits",
+    "forward_passes",
+    "backward_passes",
 )
 GRADCORR_COLUMNS = ("ts_id", "image_id", "cos_mla_c", "cos_gmla")
 TRANSFER_COLUMNS = (
@@ -87,7 +89,7 @@ CREATE TABLE IF NOT EXISTS results (
     nt_flip_fraction REAL, linf REAL NOT NULL, l2 REAL NOT NULL, ssim REAL,
     iterations INTEGER NOT NULL, seconds REAL NOT NULL, gradient_failed INTEGER NOT NULL,
     clean_pred TEXT NOT NULL, adv_pred TEXT NOT NULL, targets TEXT NOT NULL, flip_set TEXT NOT NULL,
-    nonfinite_logits INTEGER NOT NULL DEFAULT 0,
+    nonfinite_logits INTEGER NOT NULL DEFAULT 0, forward_passes INTEGER, backward_passes INTEGER,
     UNIQUE (ts_id, image_id, attack, eps));
 CREATE TABLE IF NOT EXISTS gradcorr (
     ts_id INTEGER NOT NULL, image_id INTEGER NOT NULL, cos_mla_c REAL, cos_gmla REAL,
@@ -102,9 +104,14 @@ CREATE TABLE IF NOT EXISTS examples (
     path TEXT NOT NULL, UNIQUE (ts_id, image_id, attack, eps));
 """
 # Columns added to a table after schema 1 was released: a store written before them gets them
-# (with their default) when opened for writing, and readers use the default where one lacks them.
+# (with their default; NULL, "unknown", for the pass counts) when opened for writing, and readers
+# use the default where one lacks them.
 ADDED_COLUMNS: dict[str, dict[str, str]] = {
-    "results": {"nonfinite_logits": "INTEGER NOT NULL DEFAULT 0"},
+    "results": {
+        "nonfinite_logits": "INTEGER NOT NULL DEFAULT 0",
+        "forward_passes": "INTEGER",
+        "backward_passes": "INTEGER",
+    },
 }
 
 
@@ -368,7 +375,8 @@ class ResultStore:
         """``column`` for SQL, or its default value where this store predates the column."""
         if self.has_column(table, column):
             return column
-        return ADDED_COLUMNS[table][column].rsplit("DEFAULT ", 1)[1]
+        declaration = ADDED_COLUMNS[table][column]
+        return declaration.rsplit("DEFAULT ", 1)[1] if "DEFAULT " in declaration else "NULL"
 
     def meta(self) -> dict[str, Any]:
         rows = self.query("SELECT key, value FROM meta")
