@@ -151,7 +151,10 @@ def test_load_asl_checkpoint_end_to_end(tmp_path: Path, fake_timm: types.ModuleT
         for suffix in ("weight", "bias", "running_mean", "running_var"):
             key = f"{timm_prefix}.{suffix}"
             if key in timm_state:
-                official[f"{official_prefix}.{suffix}"] = torch.randn_like(timm_state[key])
+                value = torch.randn_like(timm_state[key])  # a variance is never negative
+                official[f"{official_prefix}.{suffix}"] = (
+                    value.abs() if suffix == "running_var" else value
+                )
     official["body.layer1.0.conv2.1.filt"] = torch.ones(1, 1, 3, 3)
     official["head.fc.weight"] = torch.randn(3, 8)
     official["head.fc.bias"] = torch.randn(3)
@@ -223,7 +226,10 @@ def _official_checkpoint(
         for suffix in ("weight", "bias", "running_mean", "running_var"):
             key = f"{timm_prefix}.{suffix}"
             if key in state:
-                official[f"{official_prefix}.{suffix}"] = torch.randn_like(state[key])
+                value = torch.randn_like(state[key])  # a variance is never negative
+                official[f"{official_prefix}.{suffix}"] = (
+                    value.abs() if suffix == "running_var" else value
+                )
     official["head.fc.weight"] = torch.randn(num_classes, 8)
     official["head.fc.bias"] = torch.randn(num_classes)
     torch.save({"model": official, "num_classes": num_classes, **extra}, path)
