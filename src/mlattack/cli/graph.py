@@ -219,8 +219,8 @@ def _build(args: argparse.Namespace) -> int:
 def _load_graph(spec: str) -> LabelGraph:
     from mlattack.graph_sources.builtin import available_builtin, load_builtin
 
-    if Path(spec).is_file():
-        return LabelGraph.load(spec)
+    if Path(spec).exists():
+        return LabelGraph.load(spec)  # refuses a FIFO or a directory by name
     if spec in available_builtin():
         return load_builtin(spec)
     raise FileNotFoundError(
