@@ -273,7 +273,8 @@ def synthetic_part(
 
 
 def photo_part(args: argparse.Namespace) -> dict[str, Cell]:
-    from mlattack.models import ImageNetHierarchyModel, sample_photos
+    from mlattack.data import sample_photos
+    from mlattack.models import ImageNetHierarchyModel
 
     # The demo's photo model: the "objects" label set, one crop.
     model = ImageNetHierarchyModel("objects", crops=1).eval()

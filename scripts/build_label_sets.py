@@ -1,4 +1,4 @@
-"""Build the ImageNet label sets shipped in ``src/mlattack/models/label_sets/``.
+"""Build the ImageNet label sets shipped in ``src/mlattack/graph_sources/label_sets/``.
 
 ``ImageNetHierarchyModel`` reads an ImageNet-1k classifier as a multi-label model: a label's
 probability is the softmax mass of the ImageNet classes assigned to it.  This script decides, with
@@ -50,7 +50,9 @@ import numpy as np
 SCHEMA = "mlattack.imagenet_label_set"
 SCHEMA_VERSION = 1
 NUM_IMAGENET_CLASSES = 1000
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "mlattack" / "models" / "label_sets"
+DEFAULT_OUT = (
+    Path(__file__).resolve().parents[1] / "src" / "mlattack" / "graph_sources" / "label_sets"
+)
 
 # The VOC categories as unions of WordNet synsets (all ImageNet classes below them belong to the
 # category).  ImageNet has few classes for some of them (one for cow, horse, sheep, sofa, potted

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# The only place the version is written: pyproject.toml reads it from here (see CHANGELOG.md).
 __version__ = "0.1.0"
 
 _EXPORTS = {

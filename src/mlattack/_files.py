@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import codecs
 import csv
+import json
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-__all__ = ["NotRegularFileError", "OutsideRootError", "csv_rows", "open_regular", "read_text"]
+__all__ = [
+    "NotRegularFileError",
+    "OutsideRootError",
+    "csv_rows",
+    "open_regular",
+    "read_json_file",
+    "read_text",
+]
 
 
 class NotRegularFileError(ValueError):
@@ -150,3 +159,26 @@ def csv_rows(
                     f"{what} {os.fspath(path)!r}, line {reader.line_num}: {problem}"
                 ) from None
             yield reader.line_num, row
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """Parse the JSON file ``path``; a missing, non-regular (a FIFO, a directory), malformed or
+    too deeply nested file raises ``ValueError`` naming it.
+
+    ``what`` says what the file is, e.g. ``"label graph file"``, for the message.
+    """
+    try:
+        text = read_text(path, what)
+    except FileNotFoundError:
+        raise ValueError(f"{what} {str(path)!r} does not exist") from None
+    except OSError as error:  # an I/O error while reading
+        raise ValueError(f"{what} {str(path)!r} cannot be read: {error.strerror}") from None
+    try:
+        return json.loads(text)
+    except ValueError as error:  # malformed, or an integer beyond Python's digit limit
+        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {error}") from None
+    except RecursionError:  # the parser recurses once per nesting level
+        raise ValueError(
+            f"{what} {str(path)!r} is nested too deeply to be parsed (more than about "
+            f"{sys.getrecursionlimit()} levels)"
+        ) from None

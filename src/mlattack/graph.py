@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from collections.abc import Iterable, Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +28,7 @@ import torch
 from scipy import sparse
 from scipy.sparse import csgraph
 
-from mlattack._files import read_text
+from mlattack._files import read_json_file
 from mlattack._validation import check_bool, check_label_name
 
 __all__ = ["DIRECTIONS", "JSON_SCHEMA", "JSON_VERSION", "LabelGraph"]
@@ -80,29 +79,6 @@ class _BatchIO:
             return result
         # ascontiguousarray turns a 0-d answer ([C] in -> scalar out) into shape [1]; keep it 0-d
         return torch.from_numpy(np.ascontiguousarray(result).reshape(result.shape)).to(self.device)
-
-
-def read_json_file(path: Path, what: str) -> Any:
-    """Parse the JSON file ``path``; a missing, non-regular (a FIFO, a directory), malformed or
-    too deeply nested file raises ``ValueError`` naming it.
-
-    ``what`` says what the file is, e.g. ``"label graph file"``, for the message.
-    """
-    try:
-        text = read_text(path, what)
-    except FileNotFoundError:
-        raise ValueError(f"{what} {str(path)!r} does not exist") from None
-    except OSError as error:  # an I/O error while reading
-        raise ValueError(f"{what} {str(path)!r} cannot be read: {error.strerror}") from None
-    try:
-        return json.loads(text)
-    except ValueError as error:  # malformed, or an integer beyond Python's digit limit
-        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {error}") from None
-    except RecursionError:  # the parser recurses once per nesting level
-        raise ValueError(
-            f"{what} {str(path)!r} is nested too deeply to be parsed (more than about "
-            f"{sys.getrecursionlimit()} levels)"
-        ) from None
 
 
 def _check_json_metadata(metadata: Mapping[Any, Any]) -> None:
@@ -985,36 +961,3 @@ class LabelGraph:
             return cls.from_json(data)
         except (ValueError, TypeError) as error:
             raise ValueError(f"label graph file {str(path)!r}: {error}") from None
-
-    # ------------------------------------------------------------------ sources
-    @classmethod
-    def from_openimages(
-        cls,
-        hierarchy_json: str | Path,
-        class_descriptions_csv: str | Path | None = None,
-        *,
-        include_parts: bool = False,
-    ) -> LabelGraph:
-        """The OpenImages box hierarchy; see
-        :func:`mlattack.graph_sources.openimages.load_openimages_graph`."""
-        from mlattack.graph_sources.openimages import load_openimages_graph
-
-        return load_openimages_graph(
-            hierarchy_json, class_descriptions_csv, include_parts=include_parts
-        )
-
-    @classmethod
-    def from_wordnet(cls, labels: Sequence[str], **kwargs: Any) -> LabelGraph:
-        """A WordNet hierarchy over ``labels``; see
-        :func:`mlattack.graph_sources.wordnet.build_wordnet_graph`."""
-        from mlattack.graph_sources.wordnet import build_wordnet_graph
-
-        return build_wordnet_graph(labels, **kwargs)
-
-    @classmethod
-    def builtin(cls, name: str) -> LabelGraph:
-        """A packaged graph (``"voc"``, ``"nus-wide"``); see
-        :func:`mlattack.graph_sources.builtin.load_builtin`."""
-        from mlattack.graph_sources.builtin import load_builtin
-
-        return load_builtin(name)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from mlattack.attacks.base import AttackProblem
+from mlattack.graph import LabelGraph
 
 
 @pytest.fixture(autouse=True)
@@ -130,8 +131,7 @@ def tiny_model(
 
 @pytest.fixture(scope="session")
 def label_graph() -> Any:
-    graph_module = pytest.importorskip("mlattack.graph")
-    return graph_module.LabelGraph(LABEL_NAMES, LABEL_EDGES)
+    return LabelGraph(LABEL_NAMES, LABEL_EDGES)
 
 
 def present_targets(model: nn.Module, images: Tensor, threshold: float = 0.0) -> Tensor:
@@ -253,9 +253,8 @@ def _synthetic_scenes(n: int, generator: torch.Generator) -> tuple[Tensor, Tenso
 def trained_hierarchy(
     single_thread: Callable[[], AbstractContextManager[None]],
 ) -> TrainedHierarchy:
-    graph_module = pytest.importorskip("mlattack.graph")
     with single_thread():
-        return build_trained_hierarchy(graph_module.LabelGraph)
+        return build_trained_hierarchy(LabelGraph)
 
 
 def build_trained_hierarchy(graph_class: Any) -> TrainedHierarchy:

@@ -42,6 +42,7 @@ def assert_in_ball(adv: Tensor, images: Tensor, eps: float) -> None:
     assert adv.min() >= 0 and adv.max() <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_bf16_keeps_the_budget_and_agrees_with_float32(name: str, trained_hierarchy: Any) -> None:
     model, graph = trained_hierarchy.model, trained_hierarchy.graph

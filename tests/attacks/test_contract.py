@@ -49,6 +49,7 @@ def assert_in_ball(adv: Tensor, images: Tensor, eps: float | Tensor) -> None:
     assert adv.min() >= 0 and adv.max() <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_result_respects_budget_box_and_fresh_forward(
     name: str, tiny_model: nn.Module, make_case: Callable[..., Any], attack_factory: Any
@@ -115,6 +116,7 @@ def test_inputs_model_mode_and_requires_grad_untouched(
     assert all(p.grad is None for p in conv_model.parameters()), "parameter gradients accumulated"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ATTACK_NAMES)
 @pytest.mark.parametrize("random_start", [False, True])
 def test_image_alone_or_in_batch_gives_same_result(

@@ -222,6 +222,7 @@ def _near_threshold_images(model: nn.Module) -> tuple[Tensor, Tensor]:
     return images, targets
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_float32_success_does_not_depend_on_the_batch(
     name: str, linear_model: nn.Module, mlp_model: nn.Module, make_case: Any, label_graph: Any
@@ -241,6 +242,7 @@ def test_float32_success_does_not_depend_on_the_batch(
         assert batch.success.any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ATTACK_NAMES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_images_keep_the_budget_exactly(

@@ -11,15 +11,15 @@ An input is either accepted, and then every result keeps the contract (ε-ball e
 dtype, ``[0, 1]``, ``success`` exactly when a fresh forward pass flips every target with finite
 logits, ``nonfinite_logits`` exactly where they are not finite), or refused with a ``TypeError`` or
 ``ValueError`` whose message names the faulty part. A model's own exception propagates unchanged.
-Anything else fails. Outcomes are counted and printed by the last test (``pytest -s``). Runs under
-the deterministic hypothesis profile of ``tests/conftest.py``.
+Anything else fails. Each fuzzer checks at its end that it saw accepted and refused inputs and
+prints the counts (``pytest -s``). Runs under the deterministic hypothesis profile of
+``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
 import inspect
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +30,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
+from fuzz_outcomes import FuzzOutcomes
 from mlattack.attacks import ATTACKS, AttackResult, build_attack
 from mlattack.graph import LabelGraph
 
-OUTCOMES: Counter[tuple[str, str]] = Counter()
+OUTCOMES = FuzzOutcomes("attacks")
+record = OUTCOMES.record
 ATTACK_NAMES = sorted(ATTACKS)
 NUM_LABELS = 6
 SHAPE = (3, 4, 4)
@@ -42,10 +44,6 @@ SHAPE = (3, 4, 4)
 SUPPRESSED = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 # No shrinking: an example is one small attack call, and a failure names its case already.
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate]
-
-
-def record(test: str, outcome: str) -> None:
-    OUTCOMES[(test, outcome)] += 1
 
 
 class Linear(nn.Module):
@@ -205,6 +203,8 @@ def make(name: str, model: nn.Module, options: dict[str, Any]) -> Any:
     return build_attack(name, model, graph=FLAT_GRAPH if takes_graph else None, **options)
 
 
+@pytest.mark.slow
+@OUTCOMES.checked("constructor")
 @settings(max_examples=200, suppress_health_check=SUPPRESSED, phases=PHASES)
 @given(
     name=st.sampled_from(ATTACK_NAMES),
@@ -251,6 +251,8 @@ def check_result(
     assert not (result.success & ~result.attacked).any()
 
 
+@pytest.mark.slow
+@OUTCOMES.checked("call/")
 @settings(max_examples=300, suppress_health_check=SUPPRESSED, phases=PHASES)
 @given(
     name=st.sampled_from(ATTACK_NAMES),
@@ -410,13 +412,3 @@ def test_fuzz_calls(
         if model_kind == "nan everywhere":
             assert not result.attacked.any()
     record(f"call/{case.area}", "accepted")
-
-
-def test_fuzz_outcomes_are_counted() -> None:
-    """Prints the outcome counts (``pytest -s``); runs after the fuzz tests of this file."""
-    if not OUTCOMES:
-        pytest.skip("run together with the fuzz tests of this file")
-    for (test, outcome), count in sorted(OUTCOMES.items()):
-        print(f"fuzz attacks {test:<16} {outcome:<24} {count}")
-    outcomes = {outcome for _, outcome in OUTCOMES}
-    assert "accepted" in outcomes and any(o.startswith("refused") for o in outcomes)

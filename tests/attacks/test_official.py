@@ -1,4 +1,4 @@
-"""``preset="official"`` against outputs of the authors' code (``../shared/data/official-reference``).
+"""``preset="official"`` against outputs of the authors' code (``tests/reference_data/official_reference``).
 
 The reference README describes the data: a tiny model given by a formula, and 36 runs of the
 authors' ``attack_single_run`` (MLA-U, MLA-C, GMLA; targets {dog}, {car}; ε 0.05, 0.1, 0.2;
@@ -29,7 +29,6 @@ from mlattack.attacks import GMLA, MLAC, MLAU, gmla_direction
 from mlattack.attacks.apgd import official_direction, official_gradients
 from mlattack.attacks.base import AttackProblem
 
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "official-reference"
 ATTACKS = {"mlaalpha": MLAU, "mlabeta": MLAC, "gmla": GMLA}
 
 
@@ -47,12 +46,10 @@ class FormulaModel(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def reference() -> dict[str, Any]:
-    if not (REFERENCE / "apgd_cases.npz").exists():
-        pytest.skip(f"official reference data not found under {REFERENCE}")
-    with np.load(REFERENCE / "tiny_model.npz") as weights:
+def reference(official_reference_dir: Path) -> dict[str, Any]:
+    with np.load(official_reference_dir / "tiny_model.npz") as weights:
         model = FormulaModel(weights).eval()
-    with np.load(REFERENCE / "apgd_cases.npz") as cases:
+    with np.load(official_reference_dir / "apgd_cases.npz") as cases:
         data = {name: cases[name] for name in cases.files}
     return {"model": model, **data}
 
@@ -70,7 +67,10 @@ def test_model_rebuild_gives_the_reference_logits(reference: dict[str, Any]) -> 
     for case in range(len(reference["attack"])):
         images = torch.from_numpy(reference["x"][case])
         with torch.no_grad():
-            assert torch.equal(model(images), torch.from_numpy(reference["clean_logits"][case]))
+            # Element-wise kernels (tanh) are vectorised per CPU: equal up to the last bits.
+            logits = model(images)
+            expected = torch.from_numpy(reference["clean_logits"][case])
+            torch.testing.assert_close(logits, expected, rtol=0, atol=2e-6)
 
 
 @pytest.mark.parametrize("attack_type", sorted(ATTACKS))
@@ -124,7 +124,9 @@ def test_count_nonzero_quirk_on_the_reference_batch(reference: dict[str, Any]) -
     )
     gradients = official_gradients(model, problem, images, torch.arange(8))
     cosine = torch.mul(gradients.unit_flip, gradients.unit_other).sum(1)
-    assert torch.equal(cosine, torch.from_numpy(reference["cos"][case][:, 0]))
+    torch.testing.assert_close(
+        cosine, torch.from_numpy(reference["cos"][case][:, 0]), rtol=0, atol=1e-6
+    )
     _, projected = official_direction("gmla", gradients)
     assert projected.tolist() == reference["projected"][case][:, 0].tolist() == [False] * 8
     _, per_image = official_direction("gmla", gradients, count_nonzero_quirk=False)

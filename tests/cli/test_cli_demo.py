@@ -13,6 +13,8 @@ import pytest
 
 from mlattack.cli import main
 
+pytestmark = pytest.mark.slow  # runs the reduced demo once (about 30 s)
+
 ATTACKS = ("mla-u", "mla-c", "gmla")
 
 

@@ -36,6 +36,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 # ------------------------------------------------------------------------------------- build
+@pytest.mark.slow
 def test_build_from_wordnet_labels(wordnet: Any, tmp_path: Path, capsys: Any) -> None:
     out = tmp_path / "animals.json"
     code, stdout, _ = run(
@@ -103,7 +104,7 @@ def test_show_prints_multi_parent_nodes_under_each_parent(diamond: Path, capsys:
 
 
 def test_show_builtin_voc_indents_by_depth(capsys: Any) -> None:
-    code, stdout, _ = run(capsys, "show", "voc")
+    code, stdout, _ = run(capsys, "show", "builtin:voc")
     assert code == 0
     lines = stdout.splitlines()
     chain = ["organism", "animal", "mammal", "carnivore", "dog"]
@@ -156,7 +157,7 @@ def test_target_set_prints_psi(
 
 def test_target_set_on_builtin_voc_climbs_the_chain(capsys: Any) -> None:
     code, stdout, _ = run(
-        capsys, "target-set", "voc", "--on", "dog", "carnivore", "mammal", "animal",
+        capsys, "target-set", "builtin:voc", "--on", "dog", "carnivore", "mammal", "animal",
         "organism", "person", "--targets", "dog",
     )  # fmt: skip
     assert code == 0
@@ -172,6 +173,9 @@ def test_target_set_on_builtin_voc_climbs_the_chain(capsys: Any) -> None:
         (["target-set", "{vehicles}", "--on", "vehicle", "--targets", "car"], "car"),
         (["show", "{tmp}/missing.json"], "missing.json"),
         (["show", "{tmp}/broken.json"], "broken.json"),
+        (["show", "voc"], "the built-in graph is named 'builtin:voc'"),
+        (["show", "builtin:coco"], "available: voc, nus-wide"),
+        (["show", "label-set:coco"], "available: voc-imagenet, imagenet-auto, objects"),
         (["show", "{vehicles}", "--max-depth", "-1"], "--max-depth"),
         (["build", "--builtin", "coco"], "available: voc, nus-wide"),
         (["build", "--wordnet", "dog", "--synset", "dog"], "LABEL=SYNSET"),
@@ -277,7 +281,9 @@ def test_target_set_repair_and_bad_options(vehicles: Path, capsys: Any) -> None:
 
 @pytest.mark.timeout(20)
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-def test_a_fifo_labels_or_graph_file_is_refused_without_blocking(tmp_path: Path, capsys: Any) -> None:
+def test_a_fifo_labels_or_graph_file_is_refused_without_blocking(
+    tmp_path: Path, capsys: Any
+) -> None:
     fifo = tmp_path / "labels.txt"
     os.mkfifo(fifo)
     code, _, stderr = run(capsys, "build", "--labels-file", str(fifo))

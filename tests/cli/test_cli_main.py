@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
 
+import mlattack
 from mlattack import cli
 
 
@@ -84,3 +86,23 @@ def test_ctrl_c_while_starting_up_is_one_line(
     monkeypatch.setattr(cli, "build_parser", lambda: _parser_failing_with(KeyboardInterrupt()))
     assert cli.main(["boom"]) == 130
     assert capsys.readouterr().err.strip() == "mlattack boom: interrupted"
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"mlattack {mlattack.__version__}\n"
+
+
+def test_the_version_is_written_in_one_place() -> None:
+    root = Path(__file__).resolve().parents[2]
+    pyproject = (root / "pyproject.toml").read_text("utf-8")
+    # no literal version anywhere in pyproject.toml: setuptools reads mlattack.__version__
+    assert re.findall(r"(?m)^version\s*=.*$", pyproject) == [
+        'version = { attr = "mlattack.__version__" }'
+    ]
+    assert '\ndynamic = ["version"]\n' in pyproject
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+)?", mlattack.__version__)
+    changelog = (root / "CHANGELOG.md").read_text("utf-8")
+    assert f"## [{mlattack.__version__}]" in changelog

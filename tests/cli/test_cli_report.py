@@ -68,3 +68,24 @@ def test_damaged_stores_are_one_line_exit_2(
     err = capsys.readouterr().err
     assert err.startswith("mlattack report: error: ") and err.count("\n") == 1
     assert re.search(message, err), err
+
+
+def test_report_out_refuses_a_folder_it_did_not_write_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = run_tiny(
+        tmp_path / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"},
+        attacks=[{"name": "mla-u", "options": {"steps": 2}}], examples=0,
+    )  # fmt: skip
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("my page")
+    (mine / "paper.tex").write_text("precious")
+    assert main(["report", str(run_dir), "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlattack report: error: ") and err.count("\n") == 1
+    assert "not an mlattack report folder" in err
+    assert {p.name: p.read_text() for p in mine.iterdir()} == {
+        "report.html": "my page",
+        "paper.tex": "precious",
+    }

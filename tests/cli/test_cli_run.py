@@ -94,7 +94,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], command: str = "run") ->
     return err
 
 
-@pytest.mark.parametrize("device", ["cuda", "gpu", "cuda:7"])
+@pytest.mark.parametrize("device", ["cuda", "gpu", "cuda:7", "mps", "meta", "xpu"])
 def test_unusable_devices_are_one_line_before_the_folder(
     checkpoint_dir: Path,
     tmp_path: Path,
@@ -103,6 +103,7 @@ def test_unusable_devices_are_one_line_before_the_folder(
     device: str,
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     out = tmp_path / "run"
     config = _config(checkpoint_dir)
     assert main(["run", str(config), "--out", str(out), "--device", device, "--no-progress"]) == 2

@@ -23,9 +23,10 @@ def _row(
     nt: float | None,
     ssim: float | None,
     attacked: int = 1,
+    nonfinite: int = 0,
 ) -> tuple[Any, ...]:
     return (ts, image, "gmla", 0.1, attacked, success, semantic, nt, 0.1, 1.0, ssim, 3, 0.01, 0,
-            "[0]", EMPTY, "[0]", "[0]")  # fmt: skip
+            "[0]", EMPTY, "[0]", "[0]", nonfinite)  # fmt: skip
 
 
 def make_run(
@@ -117,3 +118,40 @@ def test_transfer_matrix_uses_source_fooled_images() -> None:
     assert matrix[0, 0] == pytest.approx((0.25 + 1.0) / 2)  # ts2 fooled nothing: left out
     _, _, semantic = transfer_matrix(rows, semantic=True)
     assert semantic[0, 0] == pytest.approx(0.25)
+
+
+_WITHOUT_UNIQUE_KEY = """
+CREATE TABLE plain AS SELECT * FROM results; DROP TABLE results; ALTER TABLE plain RENAME TO results;
+INSERT INTO results SELECT * FROM results WHERE ts_id = 1 AND image_id = 0;
+"""
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("UPDATE results SET success = 2 WHERE image_id = 0", r"\(0, 0, 'gmla', 0.1\) has success = 2"),
+        ("UPDATE results SET nt_flip_fraction = 5 WHERE ts_id = 1", "nt_flip_fraction = 5.0"),
+        ("UPDATE results SET ssim = -3 WHERE ts_id = 1", "ssim = -3.0"),
+        ("UPDATE results SET semantic_success = 1, success = 0 WHERE ts_id = 1", "success = 0"),
+        ("UPDATE results SET attacked = 'yes'", "attacked = 'yes'"),
+        ("UPDATE results SET nonfinite_logits = 7", "nonfinite_logits = 7"),
+        ("UPDATE results SET ts_id = 9 WHERE ts_id = 1", "target set 9"),
+        (_WITHOUT_UNIQUE_KEY, r"holds the row \(1, 0, 'gmla', 0.1\) 2 times"),
+    ],
+    ids=["success-2", "nt-5", "ssim", "semantic-without-success", "text-flag", "nonfinite",
+         "unknown-set", "duplicate-row"],
+)  # fmt: skip
+def test_damaged_rows_are_refused_naming_the_store(
+    tmp_path: Path, damage: str, message: str
+) -> None:
+    import sqlite3
+
+    from mlattack.experiments import StoreError
+
+    make_run(tmp_path / "run", [RANK0], TARGET_SETS)
+    db = sqlite3.connect(tmp_path / "run" / "results-rank0.sqlite")
+    db.executescript(damage)
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match=r"results-rank0\.sqlite is damaged: .*" + message):
+        aggregate([tmp_path / "run"])

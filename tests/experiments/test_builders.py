@@ -74,8 +74,9 @@ def test_unknown_model_and_dataset_options_name_their_config_key() -> None:
         build_dataset_from_spec(DatasetSpec(name="synthetic", options={"shade": 1}), TinyModel())
 
 
+@pytest.mark.slow
 def test_sample_photos_carry_their_labels_on_request() -> None:
-    from mlattack.models.imagenet import label_set_graph
+    from mlattack.graph_sources.label_sets import label_set_graph
 
     names = tuple(label_set_graph("objects").names)
     model = TinyModel(names)
@@ -94,7 +95,7 @@ def test_sample_photos_carry_their_labels_on_request() -> None:
 
 
 def test_sample_photo_labels_need_the_manifests_vocabulary_and_a_strict_bool() -> None:
-    from mlattack.models.imagenet import label_set_graph
+    from mlattack.graph_sources.label_sets import label_set_graph
 
     voc = TinyModel(tuple(label_set_graph("voc-imagenet").names))
     with pytest.raises(ValueError, match="aeroplane"):

@@ -185,6 +185,7 @@ def test_yaml_alias_bomb_is_refused_before_expansion(tmp_path: Path) -> None:
     assert time.perf_counter() - started < 1.0
 
 
+@pytest.mark.slow
 def test_deep_nesting_is_refused_with_its_key(tmp_path: Path) -> None:
     nested: object = 1
     for _ in range(40):

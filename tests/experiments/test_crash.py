@@ -26,6 +26,8 @@ from exp_fixtures import run_tiny_with_report, stored_rows, tiny_config
 
 from mlattack.experiments import build_report
 
+pytestmark = pytest.mark.slow  # kills and resumes runs in subprocesses (about 30 s)
+
 TABLES = ("results", "units", "examples", "target_sets", "gradcorr", "transfer", "meta")
 CONFIG = tiny_config(
     attacks=[{"name": "mla-u", "options": {"steps": 2}}],

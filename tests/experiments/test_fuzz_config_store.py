@@ -144,6 +144,7 @@ def _names_the_key(message: str, path: tuple[Any, ...]) -> bool:
     return any(f"'{d}" in message or f" {d}" in message for d in dotted)
 
 
+@pytest.mark.slow
 @settings(max_examples=200)  # cheap inputs: more of them
 @given(data=st.data())
 def test_configs_with_wrong_types_unknown_or_missing_keys(data: st.DataObject) -> None:
@@ -171,6 +172,7 @@ def test_configs_with_wrong_types_unknown_or_missing_keys(data: st.DataObject) -
     _check_accepted(accepted)
 
 
+@pytest.mark.slow
 @settings(max_examples=150)
 @given(data=st.data())
 def test_yaml_truncations_aliases_and_duplicates(data: st.DataObject) -> None:
@@ -217,6 +219,7 @@ def _checkpoint_bytes() -> bytes:
         return save(model, Path(folder) / "m.pt").read_bytes()
 
 
+@pytest.mark.slow
 @given(data=st.data())
 def test_damaged_checkpoints(data: st.DataObject) -> None:
     content = bytearray(_checkpoint_bytes())
@@ -276,6 +279,7 @@ SQL_VALUES = st.sampled_from(
 )  # fmt: skip
 
 
+@pytest.mark.slow
 @given(data=st.data())
 def test_damaged_stores(data: st.DataObject) -> None:
     source = _stored_run()
@@ -322,6 +326,7 @@ def test_damaged_stores(data: st.DataObject) -> None:
         assert row["n_images"] >= 0
 
 
+@pytest.mark.slow
 @given(data=st.data())
 def test_checkpoints_with_damaged_metadata(data: st.DataObject) -> None:
     import io

@@ -23,9 +23,11 @@ from PIL import Image
 from mlattack.cli import main
 from mlattack.data.openimages import OpenImagesDataset
 from mlattack.graph import LabelGraph
-from mlattack.graph_sources.openimages import read_class_descriptions
+from mlattack.graph_sources.openimages import load_openimages_graph, read_class_descriptions
 from mlattack.models import ASLModel, save
 from mlattack.models.classlist import names_for_mids
+
+pytestmark = pytest.mark.slow  # a run over a 9,600-label model (about 30 s)
 
 NUM_OUTPUTS = 9_605
 IMAGE_SIZE = 16
@@ -66,7 +68,7 @@ def _write_labels(path: Path, rows: list[tuple[str, str, float]]) -> None:
 
 def _active_mids(folder: Path, mids: list[str]) -> tuple[list[str], list[str]]:
     """A few hierarchy leaves (the hierarchy's "Human leg" among them) and a few outside MIDs."""
-    graph = LabelGraph.from_openimages(
+    graph = load_openimages_graph(
         folder / "bbox_labels_600_hierarchy.json", folder / "class-descriptions-boxable.csv"
     )
     node_mid = graph.metadata["mids"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from exp_fixtures import run_tiny, stored_rows
 
 SMALL = {
@@ -15,6 +16,7 @@ SMALL = {
 }
 
 
+@pytest.mark.slow
 def test_one_call_at_every_eps_equals_one_run_per_eps(tmp_path: Path) -> None:
     both = run_tiny(tmp_path / "both", eps=[0.2, 0.05], **SMALL)  # not increasing: config order
     alone = [run_tiny(tmp_path / f"eps{eps}", eps=[eps], **SMALL) for eps in (0.2, 0.05)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -111,6 +112,7 @@ def _write_image(path: Path, value: int) -> None:
     Image.fromarray(pixels).save(path)
 
 
+@pytest.mark.slow
 def test_unreadable_images_are_skipped_counted_and_reported_never_replaced(
     tmp_path: Path,
 ) -> None:
@@ -154,6 +156,7 @@ def test_unreadable_images_are_skipped_counted_and_reported_never_replaced(
     assert [i for i, _ in payload["skipped_images"]["tiny"]] == [1, 3]
 
 
+@pytest.mark.slow
 def test_leftover_partial_store_is_replaced(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
@@ -181,3 +184,168 @@ def test_attack_presets_and_new_options_reach_the_attack(
     assert seen[0]["name"] == "gmla"
     assert seen[0]["preset"] == "official" and seen[0]["step_size"] == 0.012
     assert seen[0]["eps"] == 0.1 and seen[0]["steps"] == 3
+
+
+def test_ranks_of_another_world_size_are_refused_while_one_runs(tmp_path: Path) -> None:
+    with lock_run_dir(tmp_path, 1, 2), lock_run_dir(tmp_path, 0, 2):  # a run of two ranks
+        for rank, world in ((0, 1), (2, 3)):
+            with (
+                pytest.raises(RunDirInUseError, match="WORLD_SIZE=2"),
+                lock_run_dir(tmp_path, rank, world),
+            ):
+                pass
+    with (
+        lock_run_dir(tmp_path, 0, 1),  # the old ranks are gone
+        pytest.raises(RunDirInUseError, match="WORLD_SIZE=1"),
+        lock_run_dir(tmp_path, 1, 2),
+    ):
+        pass
+
+
+def test_a_resume_with_another_world_size_is_refused_while_an_old_rank_runs(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    _run(out)
+    before = stored_rows(out)
+    # rank 1 of an older two-rank run still runs
+    with lock_run_dir(out, 1, 2), pytest.raises(RunDirInUseError, match="WORLD_SIZE=2"):
+        _run(out)
+    assert stored_rows(out) == before
+
+
+def test_a_copied_rank_store_is_refused_by_the_report_naming_both_files(tmp_path: Path) -> None:
+    import shutil
+
+    from mlattack.experiments import StoreError
+
+    out = _run(tmp_path / "run")
+    shutil.copy(out / "results-rank0.sqlite", out / "results-rank1.sqlite")
+    with pytest.raises(StoreError, match=r"results-rank0\.sqlite and .*results-rank1\.sqlite both"):
+        build_report(out)
+
+
+def test_the_loser_of_a_first_run_race_never_deletes_the_winners_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()  # the winner created the folder ...
+    with lock_run_dir(out):  # ... and holds it
+        (out / "winner.txt").write_text("the winner's work")
+        real_exists = Path.exists
+        # the loser looked before the winner created the folder
+        monkeypatch.setattr(
+            Path, "exists", lambda self: False if self == out else real_exists(self)
+        )
+        with pytest.raises(RunDirInUseError):
+            _run(out)
+        monkeypatch.undo()
+        assert (out / "winner.txt").read_text() == "the winner's work"
+
+
+@pytest.mark.parametrize("planted", [".lock-rank0", ".lock-world1", "config.json.partial-rank0"])
+def test_files_a_run_writes_never_follow_a_planted_link(tmp_path: Path, planted: str) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (out / planted).symlink_to(victim)
+    if planted.startswith(".lock"):
+        with pytest.raises(OSError, match="symbolic link"):
+            _run(out)
+        (out / planted).unlink()
+    _run(out)
+    assert victim.read_text() == "precious"
+    assert not (out / "config.json").is_symlink()
+
+
+def test_a_planted_examples_link_is_not_followed(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "examples").symlink_to(elsewhere)
+    with pytest.raises(OSError, match="symbolic link"):
+        _run(out)
+    assert list(elsewhere.iterdir()) == []
+
+
+class _FlakyDataset(TinyDataset):
+    """The tiny data set, but image 5 fails to read (an I/O error) the first ``failures`` times."""
+
+    def __init__(self, failures: int, transient: bool = True) -> None:
+        super().__init__()
+        self.failures = failures
+        self.transient = transient
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if index == 5 and self.failures > 0:
+            self.failures -= 1
+            from mlattack.data import UnreadableImageError
+
+            cause = OSError(errno.EIO if self.transient else errno.ENOENT, "read error")
+            raise UnreadableImageError("cannot read image 5.jpg") from cause
+        return super().__getitem__(index)
+
+
+def test_a_transient_read_error_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mlattack.experiments.reading.RETRY_PAUSE_S", 0.0)
+    out = _run(tmp_path / "run", dataset=_FlakyDataset(failures=2))
+    assert json.loads(_meta(out)["skipped_images"]) == []
+    assert stored_rows(out) == stored_rows(_run(tmp_path / "clean"))
+
+
+def test_a_resume_keeps_an_image_skipped_that_reads_again(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    flaky = _FlakyDataset(failures=10**6, transient=False)
+    with pytest.warns(RuntimeWarning, match="skipped 1 unreadable image"):
+        _run(out, dataset=flaky, examples=0)
+    before = stored_rows(out)
+    with pytest.warns(RuntimeWarning, match="1 image.* read now .*stay skipped"):
+        _run(out, dataset=TinyDataset(), examples=0)  # image 5 reads again: resumed, not refused
+    assert stored_rows(out) == before
+    assert [i for i, _ in json.loads(_meta(out)["skipped_images"])] == [5]
+
+
+def test_a_resume_that_cannot_read_an_image_it_read_before_names_it(tmp_path: Path) -> None:
+    from mlattack.experiments import StoreError
+
+    out = _run(tmp_path / "run")
+    with (
+        pytest.warns(RuntimeWarning),
+        pytest.raises(StoreError, match=r"cannot be read now \(ids \[5\]"),
+    ):
+        _run(out, dataset=_FlakyDataset(failures=10**6, transient=False))
+
+
+def _meta(run_dir: Path) -> dict[str, str]:
+    db = sqlite3.connect(run_dir / "results-rank0.sqlite")
+    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    db.close()
+    return meta
+
+
+def test_example_files_of_distinct_rows_never_collide(tmp_path: Path) -> None:
+    import numpy as np
+
+    from mlattack.experiments.units.attack import example_file_name, file_slug
+
+    eps = [0.05, 0.0500001]  # equal to 6 significant digits
+    attacks = [
+        {"name": "mla-u", "label": "u/1", "options": {"steps": 3}},
+        {"name": "mla-u", "label": "u_1", "options": {"steps": 3}},
+    ]
+    out = _run(tmp_path / "run", eps=eps, attacks=attacks, examples=2)
+    db = sqlite3.connect(out / "results-rank0.sqlite")
+    rows = db.execute("SELECT attack, eps, path FROM examples").fetchall()
+    db.close()
+    paths = [path for _, _, path in rows]
+    assert len(rows) == 2 * 2 * 2 * 2 and len(set(paths)) == len(paths)  # sets x images x ...
+    assert len(list((out / "examples").glob("*.npz"))) == len(paths)
+    for _, budget, path in rows:
+        with np.load(out / path) as stored:
+            assert np.abs(stored["delta"]).max() <= budget + 1e-6
+    assert file_slug("u/1") != file_slug("u_1") != file_slug("u_2f_1")
+    assert example_file_name(0, 1, "x", 0.05) != example_file_name(0, 1, "x", 0.0500001)
+    long = [file_slug("a" * 300), file_slug("a" * 299 + "b")]
+    assert long[0] != long[1] and all(len(s) <= 80 for s in long)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +16,12 @@ from exp_fixtures import LABELS, TinyDataset, TinyModel, run_tiny, tiny_config
 
 from mlattack.experiments import ExperimentConfig, StoreError, build_report, run_experiment
 from mlattack.experiments import report as report_module
-from mlattack.experiments.report import escape_cell, unescape_cell
+from mlattack.experiments.report import MARKER_FILE, escape_cell, unescape_cell
 
 FIGURES = ("fig5_eps.png", "fig6_sizes.png", "fig7_transfer.png", "fig8_gradcorr.png",
            "fig9_qualitative.png", "fig10_perturbations.png")  # fmt: skip
+pytestmark = pytest.mark.slow  # runs experiments and draws every figure (about a minute in all)
+
 TRANSFER = {"attack": {"name": "gmla", "options": {"steps": 5}}, "eps": 0.1,
             "models": [{"name": "tiny", "label": "m0"}, {"name": "tiny", "label": "m1"}]}  # fmt: skip
 
@@ -183,6 +188,72 @@ def test_out_folder_that_is_not_a_report_is_not_replaced(tmp_path: Path) -> None
     assert (mine / "thesis.tex").read_text() == "precious"
     page = build_report(run_dir, out_dir=tmp_path / "new")
     assert build_report(run_dir, out_dir=page.parent) == page  # an earlier report is replaced
+    assert build_report(run_dir) == run_dir / "report" / "report.html"
+    assert build_report(run_dir) == run_dir / "report" / "report.html"  # the default, again
+
+
+@pytest.mark.parametrize("planted", ["report.html", "report.json"])
+def test_a_folder_holding_a_file_named_like_a_report_is_not_replaced(
+    tmp_path: Path, planted: str
+) -> None:
+    run_dir = run_tiny(
+        tmp_path / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"}
+    )
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / planted).write_text("my own page")
+    (mine / "data.csv").write_text("precious")
+    with pytest.raises(ValueError, match="not an mlattack report folder"):
+        build_report(run_dir, out_dir=mine)
+    assert sorted(p.name for p in mine.iterdir()) == sorted([planted, "data.csv"])
+    assert (mine / "data.csv").read_text() == "precious"
+
+
+def test_a_report_folder_is_replaced_only_by_a_report_of_the_same_runs_and_files(
+    tmp_path: Path,
+) -> None:
+    first = run_tiny(
+        tmp_path / "first", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"}
+    )
+    out = build_report(first, out_dir=tmp_path / "out").parent
+    marker = json.loads((out / MARKER_FILE).read_text(encoding="utf-8"))
+    assert marker["runs"] == [str(first.resolve())] and "report.html" in marker["files"]
+    second = tmp_path / "second"
+    shutil.copytree(first, second, ignore=shutil.ignore_patterns("report"))
+    with pytest.raises(ValueError, match="holds the report of other runs"):
+        build_report(second, out_dir=out)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds files mlattack did not write \(notes\.txt\)"):
+        build_report(first, out_dir=out)
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    build_report(first, out_dir=out)
+
+
+def test_only_leftovers_of_dead_report_processes_are_removed(tmp_path: Path) -> None:
+    run_dir = run_tiny(
+        tmp_path / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"}
+    )
+    users = tmp_path / ".out.old-12"  # named like a leftover, but no marker: the user's
+    users.mkdir()
+    (users / "keep.txt").write_text("mine")
+    running = tmp_path / f".out.partial-{os.getppid()}"  # a live process's report in progress
+    running.mkdir()
+    (running / MARKER_FILE).write_text(
+        json.dumps({"mlattack_report": 1, "runs": [], "files": []}), encoding="utf-8"
+    )
+    stale = tmp_path / f".out.partial-{_pid_of_ended_process()}"  # an interrupted report's
+    stale.mkdir()
+    (stale / MARKER_FILE).write_text(running.joinpath(MARKER_FILE).read_text(), encoding="utf-8")
+    build_report(run_dir, out_dir=tmp_path / "out")
+    assert (users / "keep.txt").read_text() == "mine" and running.is_dir()
+    assert not stale.exists()
+
+
+def _pid_of_ended_process() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 @pytest.mark.parametrize("stored", ["../../outside.npz", "/etc/passwd", "examples/../../x.npz"])
@@ -235,3 +306,23 @@ def test_qualitative_lines_tell_the_flip_set_from_collateral_flips() -> None:
     # Results stored before the flip set was saved read it as Ω.
     del arrays["flip_set"]
     assert dict(_label_lines(run, graph, arrays))["  animal: on→off"] == "darkorange"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [" =1+1", "\n=cmd|'/C calc'!A0", "\r\n+1", "\u3000@SUM(A1)", "\uff1d1+1", "\uff0b1",
+     "\uff0d1", "\uff20SUM(A1)", " \t-2", "\u00a0=1"],
+)  # fmt: skip
+def test_formulas_after_white_space_or_in_fullwidth_are_escaped(text: str) -> None:
+    assert escape_cell(text) == "'" + text and unescape_cell(escape_cell(text)) == text
+
+
+def test_formula_safe_csv_file_round_trips(tmp_path: Path) -> None:
+    from mlattack.experiments.report import _write_csv
+
+    cells = [" =1+1", "\n=2", "\uff1d3", "dog", "a=b", "-"]
+    _write_csv(tmp_path / "t.csv", [{"cell": c} for c in cells])
+    with (tmp_path / "t.csv").open(encoding="utf-8", newline="") as handle:
+        read = [row["cell"] for row in csv.DictReader(handle)]
+    assert all(not c.lstrip() or c.lstrip()[0] not in "=+-@\uff1d" for c in read)
+    assert [unescape_cell(c) for c in read] == cells

@@ -25,6 +25,7 @@ def _db(run_dir: Path, rank: int = 0) -> sqlite3.Connection:
     return sqlite3.connect(run_dir / f"results-rank{rank}.sqlite")
 
 
+@pytest.mark.slow
 def test_one_row_per_target_set_image_attack_eps(tmp_path: Path) -> None:
     run_dir = run_tiny(tmp_path / "run", **SMALL)
     db = _db(run_dir)
@@ -43,12 +44,14 @@ def test_one_row_per_target_set_image_attack_eps(tmp_path: Path) -> None:
     assert ExperimentConfig.from_dict(tiny_config(**SMALL)).config_hash() in config
 
 
+@pytest.mark.slow
 def test_deterministic_and_rerun_adds_nothing(tmp_path: Path) -> None:
     first = stored_rows(run_tiny(tmp_path / "a", **SMALL))
     assert first == stored_rows(run_tiny(tmp_path / "b", **SMALL))
     assert first == stored_rows(run_tiny(tmp_path / "a", **SMALL))  # completed run: nothing to do
 
 
+@pytest.mark.slow
 def test_other_config_in_out_dir_is_refused_until_forced(tmp_path: Path) -> None:
     run_tiny(tmp_path / "run", **SMALL)
     with pytest.raises(StoreError, match="different config.*--force"):
@@ -71,6 +74,7 @@ def test_target_set_size_larger_than_label_set(tmp_path: Path) -> None:
         run_tiny(tmp_path / "run", target_sets={"sizes": [7]})
 
 
+@pytest.mark.slow
 def test_zero_eligible_target_set_is_recorded(tmp_path: Path) -> None:
     # All 6 labels together are never predicted at once: that set has no eligible image.
     run_dir = run_tiny(
@@ -88,6 +92,7 @@ def test_zero_eligible_target_set_is_recorded(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_require_consistent_keeps_consistent_clean_predictions(tmp_path: Path) -> None:
     images = {"per_target_set": 6, "require_consistent": True}
     run_dir = run_tiny(tmp_path / "run", **{**SMALL, "images": images})
@@ -102,6 +107,7 @@ def test_require_consistent_keeps_consistent_clean_predictions(tmp_path: Path) -
         assert graph.is_consistent(pred, around=around)
 
 
+@pytest.mark.slow
 def test_sharded_run_equals_single_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     single = run_tiny(tmp_path / "single", **SMALL)
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -163,6 +169,7 @@ class _InterruptingDataset(TinyDataset):
         return super().__getitem__(index)
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     config = ExperimentConfig.from_dict(tiny_config(**SMALL))
     reference = run_tiny(tmp_path / "reference", **SMALL)

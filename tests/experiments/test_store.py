@@ -64,3 +64,18 @@ def test_foreign_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"not a database at all" * 10)
     with pytest.raises(StoreError, match="not an mlattack results store"):
         ResultStore.open_readonly(path)
+
+
+def test_a_store_written_before_the_nonfinite_column_is_read_and_resumed(tmp_path: Path) -> None:
+    path = tmp_path / "results-rank0.sqlite"
+    ResultStore.create_or_open(path, META).close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE results DROP COLUMN nonfinite_logits")  # as schema 1 first shipped
+    db.commit()
+    db.close()
+    with ResultStore.open_readonly(path) as store:
+        assert not store.has_column("results", "nonfinite_logits")
+        assert store.column_or_default("results", "nonfinite_logits") == "0"
+        assert store.query("SELECT SUM(0) FROM results") == [(None,)]
+    with ResultStore.create_or_open(path, META) as store:  # a writer adds it, with its default
+        assert store.column_or_default("results", "nonfinite_logits") == "nonfinite_logits"

@@ -81,3 +81,24 @@ def test_choose_images_is_seeded_sorted_and_bounded() -> None:
     assert chosen == choose_images(candidates, 10, seed=0, ts_id=2)
     assert chosen != choose_images(candidates, 10, seed=0, ts_id=3)
     assert choose_images(np.array([5, 7]), 10, seed=0, ts_id=0) == (5, 7)
+
+
+def test_a_plan_over_the_cap_is_refused_before_it_is_built() -> None:
+    import time
+
+    from mlattack.experiments.config import MAX_TARGET_SETS
+
+    names = [f"l{i}" for i in range(44)]
+    present = np.ones(44, dtype=bool)
+    started = time.perf_counter()
+    spec = TargetSetSpec(sizes=[8], mode="combinations")  # C(44, 8) = 177,232,627 sets
+    with pytest.raises(ValueError, match=r"'target_sets.max_sets'.* 177,232,627 target sets"):
+        draw_target_sets(spec, names, present=present)
+    spec = TargetSetSpec(sizes=[3, 4], mode="random", draws=MAX_TARGET_SETS)
+    with pytest.raises(ValueError, match=r"'target_sets.draws'.* more than the cap of 20,000"):
+        draw_target_sets(spec, names, present=present)
+    assert time.perf_counter() - started < 1.0
+    with pytest.raises(ValueError, match="draws"):
+        TargetSetSpec(draws=10**9)
+    spec = TargetSetSpec(sizes=[8], mode="combinations", max_sets=5)
+    assert len(draw_target_sets(spec, names, present=present)) == 5

@@ -66,6 +66,7 @@ def _meta_value(path: Path, key: str) -> str:
         return str(db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
 
+@pytest.mark.slow
 def test_two_joined_ranks_equal_one_rank_row_for_row(tmp_path: Path) -> None:
     single = run_tiny(tmp_path / "single", **SMALL)
     _run_joined(tmp_path / "joined", [SMALL, SMALL])

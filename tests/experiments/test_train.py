@@ -94,6 +94,7 @@ def test_correlation_report_counts() -> None:
         correlation_report(predicted, truth, names, [("a", "z")])
 
 
+@pytest.mark.slow
 def test_train_model_end_to_end_tiny() -> None:
     train = SyntheticScenes(96, size=16, seed=0, split="train")
     val = SyntheticScenes(48, size=16, seed=0, split="test")
@@ -126,6 +127,7 @@ def test_train_model_end_to_end_tiny() -> None:
     assert as_dict["final_map"] == report.final_map and len(as_dict["epochs"]) == 2
 
 
+@pytest.mark.slow
 def test_training_is_seeded() -> None:
     train = SyntheticScenes(64, size=16, split="train")
     val = SyntheticScenes(32, size=16, split="test")
@@ -142,7 +144,6 @@ def test_training_is_seeded() -> None:
 
 
 def test_asl_loss_trains() -> None:
-    pytest.importorskip("mlattack.models.asl")
     train = SyntheticScenes(32, size=16, split="train")
     val = SyntheticScenes(32, size=16, split="test")
     report = train_model(TinyNet(train.label_names), train, val, epochs=1, lr=1e-2, batch_size=16, loss="asl",

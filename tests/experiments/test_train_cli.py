@@ -9,15 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+from mlattack import models
 from mlattack.cli import main
-
-models = pytest.importorskip("mlattack.models")
-if not hasattr(models, "build_model"):  # pragma: no cover - while MODELS is unfinished
-    pytest.skip("mlattack.models.build_model is not available yet", allow_module_level=True)
 
 TINY_MODEL = '{"backbone": {"name": "small-cnn", "widths": [8, 16]}, "input_size": 16}'
 
 
+@pytest.mark.slow
 def test_train_synthetic_saves_a_loadable_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -132,3 +130,21 @@ def test_train_on_only_unreadable_images_exits_2_naming_a_file(
     assert code == 2
     assert "readable" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps", "gpu"])
+def test_a_device_this_machine_lacks_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, device: str
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    out = tmp_path / "model.pt"
+    code = main(
+        ["train", "--model", "small-cnn", "--dataset", "synthetic", "--n-train", "8", "--n-val", "4",
+         "--image-size", "16", "--model-options", TINY_MODEL, "--epochs", "1", "--device", device,
+         "--no-progress", "--out", str(out)]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 2 and not out.exists() and "training" not in captured.out
+    assert captured.err.startswith("mlattack train: error: --device: ")
+    assert captured.err.count("\n") == 1 and repr(device) in captured.err

@@ -1,12 +1,12 @@
 """Fuzzing the graph surface (issue 9): ``LabelGraph(...)``, ``LabelGraph.load`` on JSON files and
-``LabelGraph.from_openimages`` on structurally mutated copies of the real OpenImages hierarchy.
+``load_openimages_graph`` on structurally mutated copies of the real OpenImages hierarchy.
 
 Every input must either be accepted, and then give a graph whose invariants hold (names as given
 and unique, acyclic, consistent target sets that contain the targets and keep the prediction
 consistent), or be refused with a ``TypeError``/``ValueError`` whose message names the bad part
 (the argument or item for the constructor, the file for a file).  Anything else (another
-exception, a hang, a silently wrong graph) fails.  Outcomes are counted and printed by the last
-test (``pytest -s``).  Runs under the deterministic hypothesis profile of ``tests/conftest.py``.
+exception, a hang, a silently wrong graph) fails.  Each fuzzer checks at its end that it saw both
+outcomes and prints their counts (``pytest -s``).  Runs under the deterministic hypothesis profile of ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import copy
 import itertools
 import json
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fuzz_outcomes import FuzzOutcomes
 from mlattack.graph import LabelGraph
+from mlattack.graph_sources.openimages import load_openimages_graph
 
-OUTCOMES: Counter[tuple[str, str]] = Counter()
+OUTCOMES = FuzzOutcomes("graph")
+record = OUTCOMES.record
 _file_numbers = itertools.count()
 
 
@@ -53,10 +55,6 @@ def check_invariants(graph: LabelGraph, rng: np.random.Generator) -> None:
         psi = graph.consistent_target_set(pred, targets, repair=repair)
         assert (psi | ~targets).all() and not (psi & ~pred).any()
         assert np.asarray(graph.is_consistent(pred & ~psi, around=targets)).all()
-
-
-def record(test: str, outcome: str) -> None:
-    OUTCOMES[(test, outcome)] += 1
 
 
 # ----------------------------------------------------------------------------- constructor
@@ -139,6 +137,8 @@ constructor_arguments = st.one_of(
 )
 
 
+@pytest.mark.slow
+@OUTCOMES.checked("constructor")
 @given(constructor_arguments, st.integers(0, 2**32 - 1))
 def test_constructor_accepts_or_names_the_bad_argument(
     arguments: tuple[Any, Any], seed: int
@@ -209,6 +209,8 @@ def _write(folder: Path, stem: str, text: str) -> Path:
     return path
 
 
+@pytest.mark.slow
+@OUTCOMES.checked("load")
 @given(graph_documents(), st.integers(0, 2**32 - 1))
 def test_load_accepts_or_names_the_file(fuzz_dir: Path, text: str, seed: int) -> None:
     path = _write(fuzz_dir, "graph", text)
@@ -282,6 +284,8 @@ def hierarchy_text(openimages_dir: Path) -> str:
     return Hierarchy((openimages_dir / "bbox_labels_600_hierarchy.json").read_text("utf-8"))
 
 
+@pytest.mark.slow
+@OUTCOMES.checked("openimages")
 @given(st.sampled_from(MUTATIONS), st.data())
 def test_mutated_openimages_hierarchy(
     fuzz_dir: Path, hierarchy_text: str, mutation: str, data: st.DataObject
@@ -328,7 +332,7 @@ def test_mutated_openimages_hierarchy(
         include_parts or not in_part or mutation in ("truncate", "top level not an object", "deep")
     )
     try:
-        graph = LabelGraph.from_openimages(path, include_parts=include_parts)
+        graph = load_openimages_graph(path, include_parts=include_parts)
     except (TypeError, ValueError) as error:
         record("openimages", type(error).__name__)
         assert path.name in str(error), str(error)
@@ -340,13 +344,3 @@ def test_mutated_openimages_hierarchy(
     assert not must_refuse, f"{mutation} was accepted"
     assert graph.metadata["include_parts"] is include_parts
     check_invariants(graph, np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))))
-
-
-def test_every_fuzzer_saw_both_outcomes() -> None:
-    """Prints the counts; each fuzzer must have produced accepted and refused inputs."""
-    if not OUTCOMES:
-        pytest.skip("run together with the fuzz tests above")
-    for test in sorted({test for test, _ in OUTCOMES}):
-        counts = {outcome: n for (name, outcome), n in sorted(OUTCOMES.items()) if name == test}
-        print(f"fuzz {test}: {counts}")
-        assert counts.get("accepted", 0) > 0 and sum(counts.values()) > counts["accepted"]

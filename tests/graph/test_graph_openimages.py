@@ -20,7 +20,7 @@ def multi_parent_count(graph: LabelGraph) -> int:
 
 
 def test_real_hierarchy_601_classes_45_multi_parent(openimages_dir: Path) -> None:
-    graph = LabelGraph.from_openimages(openimages_dir / HIERARCHY, openimages_dir / BOXABLE)
+    graph = load_openimages_graph(openimages_dir / HIERARCHY, openimages_dir / BOXABLE)
     assert len(graph) == 601
     assert multi_parent_count(graph) == 45
     assert "Entity" not in graph.names and ENTITY_MID not in graph.metadata["mids"].values()
@@ -124,7 +124,7 @@ def test_bad_files_are_named(tmp_path: Path) -> None:
 def test_real_hierarchy_target_sets(openimages_dir: Path) -> None:
     """One leaf and its ancestors on: turning the leaf off takes every on label along, and
     turning it on from nothing needs exactly those ancestors."""
-    graph = LabelGraph.from_openimages(openimages_dir / HIERARCHY)
+    graph = load_openimages_graph(openimages_dir / HIERARCHY)
     leaves = graph.leaves
     pred = np.zeros((leaves.size, len(graph)), dtype=bool)
     targets = np.zeros_like(pred)
@@ -144,13 +144,13 @@ def test_strict_options_and_deep_or_cyclic_files(tmp_path: Path) -> None:
         with pytest.raises(TypeError, match="include_parts must be True or False"):
             load_openimages_graph(hierarchy, include_parts=bad)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="include_parts"):
-            LabelGraph.from_openimages(hierarchy, include_parts=bad)  # type: ignore[arg-type]
+            load_openimages_graph(hierarchy, include_parts=bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="hierarchy_json must be a path"):
         load_openimages_graph(3)  # type: ignore[arg-type]
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ValueError, match="deep.json.*nested too deeply"):
-        LabelGraph.from_openimages(deep)
+        load_openimages_graph(deep)
     cyclic = tmp_path / "cyclic.json"
     loop = {"LabelName": "/m/b", "Subcategory": [{"LabelName": "/m/a"}]}
     cyclic.write_text(json.dumps({"LabelName": "/m/a", "Subcategory": [loop]}))

@@ -4,6 +4,7 @@ of the definitions, and the invariances the closure must have."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from graph_reference import (
     closure_region,
     neighbour_sets,
@@ -65,6 +66,7 @@ def consistent_pred(n: int, edges: list[tuple[int, int]], leaf_choice: list[bool
     return on
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(cases())
 def test_violations_match_reference(case: tuple) -> None:
@@ -74,6 +76,7 @@ def test_violations_match_reference(case: tuple) -> None:
         assert got[row].tolist() == reference_violations(len(graph), edges, pred[row].tolist())
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(cases())
 def test_turn_off_matches_reference_and_basic_properties(case: tuple) -> None:
@@ -132,6 +135,7 @@ def test_turning_psi_on_keeps_local_consistency(dag: tuple, data: st.DataObject)
     assert graph.is_consistent(pred | psi, around=targets)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(cases(), st.data())
 def test_independent_of_label_order(case: tuple, data: st.DataObject) -> None:
@@ -155,6 +159,7 @@ def test_independent_of_label_order(case: tuple, data: st.DataObject) -> None:
     assert np.array_equal(on_permuted, on_psi[:, perm])
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(cases(batch=5), st.permutations(range(5)))
 def test_independent_of_batch_composition(case: tuple, order: list[int]) -> None:
@@ -167,6 +172,7 @@ def test_independent_of_batch_composition(case: tuple, order: list[int]) -> None
     assert np.array_equal(graph.consistent_target_set(pred[:2], targets[:2]), psi[:2])
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(cases())
 def test_local_consistency_matches_reference_region(case: tuple) -> None:
@@ -183,6 +189,7 @@ def test_local_consistency_matches_reference_region(case: tuple) -> None:
 # ----------------------------------------------------------------------------- repair=True
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(cases())
 def test_repair_matches_reference_and_is_dag_safe(case: tuple) -> None:
@@ -208,6 +215,7 @@ def test_repair_matches_reference_and_is_dag_safe(case: tuple) -> None:
     assert (psi | ~graph.consistent_target_set(pred, targets)).all(), "repair only adds labels"
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(dags(), st.data())
 def test_repair_is_the_minimal_set_on_consistent_predictions(
@@ -228,6 +236,7 @@ def test_repair_is_the_minimal_set_on_consistent_predictions(
 # ----------------------------------------------------------------------------- mixed targets
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(dags(), st.data())
 def test_mixed_targets_give_a_consistent_superset(dag: tuple, data: st.DataObject) -> None:

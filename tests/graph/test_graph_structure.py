@@ -233,11 +233,10 @@ def test_subgraph_errors(graph: LabelGraph) -> None:
         graph.subgraph("dog")
 
 
-def test_source_classmethods_delegate() -> None:
-    builtin = pytest.importorskip("mlattack.graph_sources.builtin")
-    voc = LabelGraph.builtin("voc")
-    assert voc == builtin.load_builtin("voc")
-    assert voc.is_consistent(np.zeros(len(voc), dtype=bool))
+def test_the_graph_module_knows_no_source() -> None:
+    # Sources live in mlattack.graph_sources, which imports mlattack.graph, never the reverse.
+    for shortcut in ("builtin", "from_openimages", "from_wordnet"):
+        assert not hasattr(LabelGraph, shortcut)
 
 
 @pytest.mark.parametrize(

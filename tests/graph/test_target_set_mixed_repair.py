@@ -1,7 +1,9 @@
 """Mixed target sets and ``repair=True`` on hand-made graphs with known answers, and against the
-authors' ``compute_tree_off_loss`` (``../shared/data/official-reference/target_sets.npz``)."""
+authors' ``compute_tree_off_loss`` (``tests/reference_data/official_reference/target_sets.npz``)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import torch
 from graph_reference import ZOO, mask, named
 
 from mlattack.graph import LabelGraph
+from mlattack.graph_sources.builtin import load_builtin
 
 # root -> mid -> {x, y}
 FORK = LabelGraph(["root", "mid", "x", "y"], [("root", "mid"), ("mid", "x"), ("mid", "y")])
@@ -155,21 +158,15 @@ def test_repair_only_changes_the_turn_off_half() -> None:
 
 
 @pytest.fixture(scope="module")
-def official_target_sets(pytestconfig: pytest.Config) -> dict[str, np.ndarray]:
-    # ../shared/data beside the project root, as SHARED_DATA in tests/conftest.py
-    path = (
-        pytestconfig.rootpath.parent / "shared" / "data" / "official-reference" / "target_sets.npz"
-    )
-    if not path.exists():
-        pytest.skip(f"official reference data not found at {path}")
-    with np.load(path) as data:
+def official_target_sets(official_reference_dir: Path) -> dict[str, np.ndarray]:
+    with np.load(official_reference_dir / "target_sets.npz") as data:
         return {name: data[name] for name in data.files}
 
 
 def test_repair_reproduces_the_authors_target_sets(official_target_sets: dict) -> None:
     data = official_target_sets
     graph = LabelGraph([str(name) for name in data["label_names"]], data["edges"].tolist())
-    assert graph == LabelGraph.builtin(str(data["graph"]))
+    assert graph == load_builtin(str(data["graph"]))
     psi = graph.consistent_target_set(data["pred"], data["targets"], repair=True)
     assert len(psi) == 300
     mismatched = np.flatnonzero((psi != data["psi"]).any(axis=1))
@@ -213,7 +210,7 @@ def _one_wrong_label_cases(graph: LabelGraph) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_repair_leaves_no_local_inconsistency_with_one_wrong_clean_label() -> None:
-    graph = LabelGraph.builtin("voc")
+    graph = load_builtin("voc")
     pred, targets = _one_wrong_label_cases(graph)
     plain = graph.consistent_target_set(pred, targets)
     repaired = graph.consistent_target_set(pred, targets, repair=True)

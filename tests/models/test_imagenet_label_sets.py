@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from mlattack.graph import LabelGraph
-from mlattack.models.imagenet import BUILTIN_LABEL_SETS, LABEL_SET_DIR, load_label_set
+from mlattack.graph_sources.builtin import load_builtin
+from mlattack.graph_sources.label_sets import BUILTIN_LABEL_SETS, LABEL_SET_DIR, load_label_set
 
 GENERATOR = Path(__file__).resolve().parents[2] / "scripts" / "build_label_sets.py"
 VOC_CATEGORIES = [
@@ -132,7 +133,8 @@ def test_dumps_writes_the_same_json(generator: ModuleType, name: str) -> None:
 
 @pytest.mark.slow
 def test_shipped_files_match_the_generator_output(generator: ModuleType) -> None:
-    wordnet_module = pytest.importorskip("mlattack.graph_sources.wordnet")
+    from mlattack.graph_sources import wordnet as wordnet_module
+
     try:
         wordnet = wordnet_module.get_wordnet()
     except (LookupError, OSError) as error:
@@ -207,9 +209,7 @@ def test_tree_coverage_counts_a_category_class_only_along_its_own_chain(
 def test_the_imagenet_voc_label_set_has_its_own_name() -> None:
     # builtin:voc is the WordNet graph of the VOC dataset (35 labels); this label set (34) is
     # another graph, so it does not share the name.
-    from mlattack.graph import LabelGraph
-
     assert load_label_set("voc-imagenet")["name"] == "voc-imagenet"
-    assert len(load_label_set("voc-imagenet")["labels"]) != len(LabelGraph.builtin("voc"))
+    assert len(load_label_set("voc-imagenet")["labels"]) != len(load_builtin("voc"))
     with pytest.raises(ValueError, match="label set 'voc' was renamed 'voc-imagenet'"):
         load_label_set("voc")

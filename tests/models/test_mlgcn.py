@@ -186,3 +186,33 @@ def test_placeholder_names_are_not_embedded_silently(monkeypatch: pytest.MonkeyP
     with pytest.warns(UserWarning, match="placeholder names"):
         build_model("ml-gcn", num_labels=2, adjacency=np.eye(2), hidden_dim=4)
     assert seen == [["label_0", "label_1"]]
+
+
+def test_official_adjacency_style_is_gen_adj_of_gen_a_with_edges_the_other_way() -> None:
+    # gen_A at t = 0.4: P(j|i) >= 0.4 for 0->1, 1->0, 1->2, 2->0, 2->1 (the diagonal is not
+    # counted); column sums 2, 2, 1; A = binary * 0.25 / (column sum + 1e-6) + I.
+    binary = np.array([[0, 1, 0], [1, 0, 1], [1, 1, 0]], dtype=np.float64)
+    a = binary * 0.25 / (np.array([2.0, 2.0, 1.0]) + 1e-6) + np.eye(3)
+    d = np.diag(a.sum(1) ** -0.5)
+    expected = d @ a.T @ d  # gen_adj: (A D)^T D
+    official = cooccurrence_adjacency(LABELS, tau=0.4, style="official")
+    np.testing.assert_allclose(official, expected, atol=1e-6)
+    paper = cooccurrence_adjacency(LABELS, tau=0.4)
+    # 2 implies 0 (P(0|2) = 1/2) but 0 does not imply 2 (P(2|0) = 1/3): the paper's label 2
+    # gathers from 0, the official code's label 0 gathers from 2.
+    assert paper[2, 0] > 0 and paper[0, 2] == 0
+    assert official[0, 2] > 0 and official[2, 0] == 0
+    with pytest.raises(ValueError, match="style must be one of"):
+        cooccurrence_adjacency(LABELS, style="released")  # type: ignore[arg-type]
+
+
+def test_training_like_the_paper_records_which_adjacency_it_uses() -> None:
+    options = {"label_embeddings": torch.randn(3, 4), "train_labels": LABELS, "hidden_dim": 8}
+    paper = build_model("ml-gcn", num_labels=3, **options)
+    assert paper.config()["adjacency_style"] == "paper" and paper.config()["p"] == 0.2
+    np.testing.assert_allclose(paper.adjacency.numpy(), cooccurrence_adjacency(LABELS))
+    official = build_model("ml-gcn", num_labels=3, adjacency_style="official", **options)
+    assert official.config()["adjacency_style"] == "official" and official.config()["p"] == 0.25
+    np.testing.assert_allclose(
+        official.adjacency.numpy(), cooccurrence_adjacency(LABELS, style="official")
+    )

@@ -12,12 +12,14 @@ import os
 import sys
 from collections.abc import Sequence
 
+from mlattack import __version__
+
 # Idle OpenMP threads sleep instead of spinning: on a shared or oversubscribed CPU, spinning made
 # two-thread attacks and training several times slower. Only effective before torch is imported,
 # which is why ``mlattack/__init__`` loads its exports lazily.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-SUBCOMMANDS = ("demo", "run", "report", "graph", "train")
+SUBCOMMANDS = ("demo", "run", "report", "graph", "train", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mlattack",
         description="Semantic-aware adversarial attacks on multi-label image classifiers.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in SUBCOMMANDS:

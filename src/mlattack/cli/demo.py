@@ -1,6 +1,6 @@
 """`mlattack demo`: GMLA against MLA-U and MLA-C on real photos and dense synthetic scenes.
 
-No download, no GPU. Part 1 attacks the packaged real photos (see ``mlattack/models/photos.json``)
+No download, no GPU. Part 1 attacks the packaged real photos (see ``mlattack/data/photos.json``)
 through the offline ImageNet-WordNet model (EfficientNet-Lite0 read as a multi-label model over the
 ``objects`` label set), with their hand-written labels as ground truth: every concrete label that
 a photo shows and the model predicts is a target set Ω (|Ω| = 1); the perturbations MLA-U finds on
@@ -211,8 +211,8 @@ def _photo_model_spec(backbone: str, budget: Budget) -> dict[str, Any]:
 
 
 def _photos_part(args: argparse.Namespace, budget: Budget, pages: dict[str, Path]) -> None:
+    from mlattack.data.photos import PhotoDataset
     from mlattack.models.imagenet import ImageNetHierarchyModel
-    from mlattack.models.photos import PhotoDataset
 
     models = {
         backbone: ImageNetHierarchyModel(

@@ -3,9 +3,9 @@
 mlattack graph build --wordnet dog cat car bicycle -o animals.json
 mlattack graph build --labels-file labels.txt --synset tvmonitor=television_receiver.n.01 -o g.json
 mlattack graph build --openimages bbox_labels_600_hierarchy.json --names classes.csv -o oi.json
-mlattack graph show voc
-mlattack graph target-set voc --on dog carnivore mammal animal organism --targets dog
-mlattack graph target-set voc --on dog carnivore --targets dog cat --direction mixed --repair
+mlattack graph show builtin:voc
+mlattack graph target-set builtin:voc --on dog carnivore mammal animal organism --targets dog
+mlattack graph target-set builtin:voc --on dog carnivore --targets dog cat --direction mixed --repair
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import numpy as np
 
 from mlattack._files import read_text
 from mlattack.graph import DIRECTIONS, LabelGraph
-
-_GRAPH_HELP = "a label graph JSON file, or a built-in graph name (voc, nus-wide)"
+from mlattack.graph_sources import GRAPH_SPEC_HELP, load_graph
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -86,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print a graph as an indented tree (a node with several parents appears "
         "under each of them, marked) followed by its statistics.",
     )
-    show.add_argument("graph", metavar="GRAPH", help=_GRAPH_HELP)
+    show.add_argument("graph", metavar="GRAPH", help=GRAPH_SPEC_HELP)
     show.add_argument(
         "--max-depth", type=int, metavar="D", help="print the tree only down to depth D"
     )
@@ -99,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Grow the targets (Omega) into the least consistent target set (Psi) "
         "for a prediction given as the labels predicted present.",
     )
-    target_set.add_argument("graph", metavar="GRAPH", help=_GRAPH_HELP)
+    target_set.add_argument("graph", metavar="GRAPH", help=GRAPH_SPEC_HELP)
     target_set.add_argument(
         "--on", nargs="*", default=[], metavar="LABEL", help="labels predicted present"
     )
@@ -178,9 +177,9 @@ def _build_graph(args: argparse.Namespace) -> LabelGraph:
         for path in (args.openimages, args.names):
             if path is not None and not path.is_file():
                 raise FileNotFoundError(f"OpenImages file {str(path)!r} does not exist")
-        return LabelGraph.from_openimages(
-            args.openimages, args.names, include_parts=args.include_parts
-        )
+        from mlattack.graph_sources.openimages import load_openimages_graph
+
+        return load_openimages_graph(args.openimages, args.names, include_parts=args.include_parts)
     if args.builtin is not None:
         _reject_options("--builtin", {**wordnet_only, **openimages_only})
         from mlattack.graph_sources.builtin import load_builtin
@@ -216,19 +215,6 @@ def _build(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------- show
-def _load_graph(spec: str) -> LabelGraph:
-    from mlattack.graph_sources.builtin import available_builtin, load_builtin
-
-    if Path(spec).exists():
-        return LabelGraph.load(spec)  # refuses a FIFO or a directory by name
-    if spec in available_builtin():
-        return load_builtin(spec)
-    raise FileNotFoundError(
-        f"graph file {spec!r} does not exist (nor is it a built-in graph: "
-        f"{', '.join(available_builtin())})"
-    )
-
-
 def _tree_lines(graph: LabelGraph, max_depth: int | None) -> list[str]:
     names = graph.names
     parent_lists = [graph.parents(i).tolist() for i in range(len(graph))]
@@ -270,7 +256,7 @@ def _stats_line(graph: LabelGraph) -> str:
 def _show(args: argparse.Namespace) -> int:
     if args.max_depth is not None and args.max_depth < 0:
         raise ValueError(f"--max-depth must be >= 0, got {args.max_depth}")
-    graph = _load_graph(args.graph)
+    graph = load_graph(args.graph)
     if not args.stats_only:
         for line in _tree_lines(graph, args.max_depth):
             print(line)
@@ -305,7 +291,7 @@ def _logit_values(graph: LabelGraph, items: list[str]) -> np.ndarray:
 
 
 def _target_set(args: argparse.Namespace) -> int:
-    graph = _load_graph(args.graph)
+    graph = load_graph(args.graph)
     pred = _label_mask(graph, args.on, "--on")
     targets = _label_mask(graph, args.targets, "--targets")
     logits = _logit_values(graph, args.logits) if args.logits else None

@@ -93,7 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--batch-size", type=int, default=64)
     fit.add_argument("--loss", choices=("bce", "asl"), default="bce")
     fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--device", default="cpu")
+    fit.add_argument(
+        "--device", default="cpu", help="cpu (default), auto (CUDA when present), cuda, cuda:N, mps"
+    )
     fit.add_argument("--threads", type=int, help="torch CPU threads")
     fit.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint path to write")
@@ -190,8 +192,10 @@ def build_training_model(args: argparse.Namespace, train: Dataset[Any]) -> torch
 
 def run_train(args: argparse.Namespace) -> int:
     from mlattack import models
+    from mlattack.experiments.runner import resolve_device
     from mlattack.experiments.train import train_model
 
+    device = resolve_device(args.device, what="--device")  # before any data is read
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
@@ -214,7 +218,7 @@ def run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         loss=args.loss,
         seed=args.seed,
-        device=args.device,
+        device=device,
         progress=not args.no_progress,
         # with a progress bar the trainer writes through tqdm (None); else plain lines
         log=None if not args.no_progress else lambda line: print(line, flush=True),

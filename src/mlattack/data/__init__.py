@@ -1,4 +1,5 @@
-"""Datasets: PASCAL VOC, NUS-WIDE, OpenImages, image folders, and synthetic hierarchical scenes.
+"""Datasets: PASCAL VOC, NUS-WIDE, OpenImages, image folders, synthetic hierarchical scenes, and
+the real photos that ship inside installed packages (:class:`PhotoDataset`, :func:`sample_photos`).
 
 Every dataset yields ``(image float [3, S, S] in [0, 1], labels float [C] of 0/1)`` and has
 ``label_names``, ``graph`` (a LabelGraph over ``label_names``, or None), ``labels`` (the label matrix)
@@ -13,6 +14,7 @@ from mlattack.data.images import ImageFileDataset, UnreadableImageError, load_im
 from mlattack.data.labels import LabelSpace, make_label_space, resolve_graph
 from mlattack.data.nuswide import NUSWideDataset
 from mlattack.data.openimages import OpenImagesDataset, read_class_descriptions
+from mlattack.data.photos import PhotoDataset, load_photo_manifest, sample_photos
 from mlattack.data.registry import DATASETS, build_dataset
 from mlattack.data.subset import LabelledSubset, split_dataset
 from mlattack.data.synthetic import SyntheticScenes
@@ -27,13 +29,16 @@ __all__ = [
     "LabelledSubset",
     "NUSWideDataset",
     "OpenImagesDataset",
+    "PhotoDataset",
     "SyntheticScenes",
     "UnreadableImageError",
     "VOCDataset",
     "build_dataset",
     "load_image",
+    "load_photo_manifest",
     "make_label_space",
     "read_class_descriptions",
     "resolve_graph",
+    "sample_photos",
     "split_dataset",
 ]

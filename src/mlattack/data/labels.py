@@ -20,24 +20,13 @@ GraphSpec = Union["LabelGraph", str, Path, None]
 
 
 def resolve_graph(graph: GraphSpec) -> LabelGraph | None:
-    """A :class:`LabelGraph` from itself, ``"builtin:NAME"``, or the path of a graph JSON file."""
+    """None, or the graph :func:`mlattack.graph_sources.load_graph` reads from ``graph`` (a
+    LabelGraph, ``"builtin:NAME"``, ``"label-set:NAME"``, ``"openimages:DIR"`` or a JSON path)."""
     if graph is None:
         return None
-    if isinstance(graph, str | Path):
-        from mlattack.graph import LabelGraph
+    from mlattack.graph_sources import load_graph
 
-        text = str(graph)
-        if text.startswith("builtin:"):
-            return LabelGraph.builtin(text.removeprefix("builtin:"))
-        path = Path(text)
-        if not path.exists():
-            raise FileNotFoundError(f"label graph file not found: {path}")
-        return LabelGraph.load(path)  # refuses a FIFO or a directory by name
-    if not hasattr(graph, "names") or not hasattr(graph, "ancestors"):
-        raise TypeError(
-            f"graph must be a LabelGraph, 'builtin:NAME' or a path, got {type(graph).__name__}"
-        )
-    return graph
+    return load_graph(graph)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The paper's aggregates from one or more run directories.
 
 Per target set Ω (over its attacked images I, successes A and semantic successes A_G):
-``FR_N = |A|/|I|``, ``FR_S = |A_G|/|I|``, ``NT_R`` = mean NT flip fraction over A, ``SSIM`` = mean
+``FR_N = |A|/|I|`` (an image whose logits at the adversarial point are not all finite is never
+in A; ``n_nonfinite`` counts them), ``FR_S = |A_G|/|I|``, ``NT_R`` = mean NT flip fraction over A, ``SSIM`` = mean
 over A. Then mean ± std (population std, ddof=0) across the target sets of each
 (model, attack, ε, |Ω|) that have at least one attacked image (for NT_R and SSIM: at least one
 success). Target sets with no eligible image are counted and listed, never averaged in.
@@ -32,12 +33,12 @@ SELECT attack, eps, ts_id, COUNT(*), SUM(success), SUM(semantic_success),
        SUM(CASE WHEN success AND nt_flip_fraction IS NOT NULL THEN 1 ELSE 0 END),
        SUM(CASE WHEN success THEN ssim END),
        SUM(CASE WHEN success AND ssim IS NOT NULL THEN 1 ELSE 0 END),
-       SUM(linf), SUM(l2), SUM(iterations), SUM(seconds)
+       SUM(linf), SUM(l2), SUM(iterations), SUM(seconds), SUM({nonfinite})
 FROM results WHERE attacked GROUP BY attack, eps, ts_id
 """
 _SUM_FIELDS = (
     "n_images", "n_success", "n_semantic", "nt_sum", "nt_count", "ssim_sum", "ssim_count",
-    "linf_sum", "l2_sum", "iterations_sum", "seconds_sum",
+    "linf_sum", "l2_sum", "iterations_sum", "seconds_sum", "n_nonfinite",
 )  # fmt: skip
 
 
@@ -92,10 +93,19 @@ def open_run(run_dir: Path) -> Run:
         )
     meta: dict[str, Any] = {}
     target_sets: dict[int, dict[str, Any]] = {}
+    unit_owner: dict[str, Path] = {}
     for path in stores:
         with ResultStore.open_readonly(path) as store:
             this = store.meta()
             _check_meta(path, this)
+            for unit_id in store.done_units():
+                if unit_id in unit_owner:
+                    raise StoreError(
+                        f"{unit_owner[unit_id]} and {path} both hold unit {unit_id!r}: the same "
+                        "work written twice (a copied store, or ranks of two runs that overlapped); "
+                        "refusing to count it twice. Move one store away, or rerun with '--force'"
+                    )
+                unit_owner[unit_id] = path
             if meta and this.get("config_hash") != meta.get("config_hash"):
                 raise StoreError(
                     f"{path} belongs to another config than {stores[0]}; one run per directory"
@@ -180,8 +190,12 @@ def aggregate(run_dirs: list[Path]) -> Aggregates:
         )
         for path in run.stores:
             with ResultStore.open_readonly(path) as store:
+                check_rows(store, set(run.target_sets))
                 result.n_rows += store.query("SELECT COUNT(*) FROM results")[0][0]
-                for attack, eps, ts_id, *values in store.iter_query(_PER_SET_SQL):
+                per_set_sql = _PER_SET_SQL.format(
+                    nonfinite=store.column_or_default("results", "nonfinite_logits")
+                )
+                for attack, eps, ts_id, *values in store.iter_query(per_set_sql):
                     sums[(attack, float(eps), int(ts_id))] += np.array(
                         [v or 0.0 for v in values], dtype=float
                     )
@@ -200,6 +214,87 @@ def aggregate(run_dirs: list[Path]) -> Aggregates:
     return result
 
 
+def _flag(column: str) -> str:
+    return f"{column} NOT IN (0, 1) OR typeof({column}) != 'integer'"
+
+
+def _fraction(column: str, low: float = 0.0) -> str:
+    return f"{column} IS NOT NULL AND NOT ({column} BETWEEN {low} AND 1)"
+
+
+# Per table: the conditions a row of an intact store never meets, and the unique key of a row.
+_DAMAGED_WHEN: dict[str, tuple[tuple[str, str], ...]] = {
+    "results": (
+        ("attacked", _flag("attacked")),
+        ("success", _flag("success")),
+        ("semantic_success", _flag("semantic_success")),
+        ("nonfinite_logits", _flag("nonfinite_logits")),
+        ("success", "success > attacked OR semantic_success > success"),
+        ("nt_flip_fraction", _fraction("nt_flip_fraction")),
+        ("ssim", _fraction("ssim", -1.0)),
+        ("eps", "typeof(eps) NOT IN ('real', 'integer') OR NOT (eps > 0)"),
+        ("linf", "typeof(linf) NOT IN ('real', 'integer') OR linf < 0"),
+        ("l2", "typeof(l2) NOT IN ('real', 'integer') OR l2 < 0"),
+        ("iterations", "typeof(iterations) != 'integer' OR iterations < 0"),
+        ("seconds", "typeof(seconds) NOT IN ('real', 'integer') OR seconds < 0"),
+    ),
+    "transfer": (
+        ("fooled", _flag("fooled")),
+        ("eligible", _flag("eligible")),
+        ("success", _flag("success")),
+        ("semantic_success", _flag("semantic_success")),
+        ("success", "success > eligible OR semantic_success > success"),
+    ),
+    "gradcorr": (
+        ("cos_mla_c", "cos_mla_c IS NOT NULL AND NOT (cos_mla_c BETWEEN -1.000001 AND 1.000001)"),
+        ("cos_gmla", "cos_gmla IS NOT NULL AND NOT (cos_gmla BETWEEN -1.000001 AND 1.000001)"),
+    ),
+}
+_KEYS = {
+    "results": ("ts_id", "image_id", "attack", "eps"),
+    "transfer": ("source", "target", "ts_id", "image_id"),
+    "gradcorr": ("ts_id", "image_id"),
+    "examples": ("ts_id", "image_id", "attack", "eps"),
+}
+
+
+def check_rows(store: ResultStore, ts_ids: set[int]) -> None:
+    """Refuse (``StoreError`` naming the store) rows an intact store never holds: flags other than
+    0/1, fractions outside their range, a row twice under its unique key, an unknown target set."""
+    for table, conditions in _DAMAGED_WHEN.items():
+        for column, condition in conditions:
+            if table == "results" and column == "nonfinite_logits":
+                condition = condition.replace(
+                    column, store.column_or_default("results", "nonfinite_logits")
+                )
+            row = store.query(
+                f"SELECT {', '.join(_KEYS[table])}, {column} FROM {table} WHERE {condition} LIMIT 1"
+            )
+            if row:
+                *key, value = row[0]
+                raise StoreError(
+                    f"{store.path} is damaged: {table} row {tuple(key)} has {column} = {value!r}, "
+                    "out of its range; refusing to report it"
+                )
+    for table, key in _KEYS.items():
+        columns = ", ".join(key)
+        row = store.query(
+            f"SELECT {columns}, COUNT(*) FROM {table} GROUP BY {columns} HAVING COUNT(*) > 1 LIMIT 1"
+        )
+        if row:
+            raise StoreError(
+                f"{store.path} is damaged: {table} holds the row {tuple(row[0][:-1])} "
+                f"{row[0][-1]} times; refusing to count it more than once"
+            )
+    for table in ("results", "transfer", "gradcorr", "examples"):
+        for (ts_id,) in store.iter_query(f"SELECT DISTINCT ts_id FROM {table}"):
+            if ts_id not in ts_ids:
+                raise StoreError(
+                    f"{store.path} is damaged: {table} rows name target set {ts_id!r}, which no "
+                    "store of the run defines"
+                )
+
+
 def _per_set_row(
     run: Run, attack: str, eps: float, ts_id: int, s: dict[str, float]
 ) -> dict[str, Any]:
@@ -215,6 +310,7 @@ def _per_set_row(
         "n_images": int(n),
         "n_success": int(s["n_success"]),
         "n_semantic": int(s["n_semantic"]),
+        "n_nonfinite": int(s["n_nonfinite"]),
         "fr_naive": s["n_success"] / n,
         "fr_semantic": s["n_semantic"] / n,
         "nt_rate": s["nt_sum"] / s["nt_count"] if s["nt_count"] else math.nan,
@@ -251,6 +347,7 @@ def _summarise(per_set: list[dict[str, Any]], runs: list[Run]) -> list[dict[str,
             "n_sets": len(rows),
             "n_empty_sets": empty[(model, size)],
             "n_images": sum(r["n_images"] for r in rows),
+            "n_nonfinite": sum(r["n_nonfinite"] for r in rows),
         }
         for metric in METRICS:
             raw = np.array([r[metric] for r in rows], dtype=float)

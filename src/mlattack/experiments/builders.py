@@ -89,7 +89,7 @@ class SamplePhotos(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         size: int = SAMPLE_PHOTO_SIZE,
         names: list[str] | None = None,
     ):
-        from mlattack.models.imagenet import sample_photos
+        from mlattack.data.photos import sample_photos
 
         photos = sample_photos(size)
         chosen = names if names is not None else sorted(photos)
@@ -132,11 +132,11 @@ def sample_photo_dataset(
     **options: Any,
 ) -> Dataset[Any]:
     """The ``sample-photos`` dataset: with ``ground_truth=True`` the photos' hand-written labels
-    (:class:`~mlattack.models.photos.PhotoDataset`, closed upward through the graph of the
+    (:class:`~mlattack.data.photos.PhotoDataset`, closed upward through the graph of the
     manifest's label vocabulary; every model label must belong to it), else :class:`SamplePhotos`
     (no ground truth: target sets come from the clean predictions alone)."""
     from mlattack._validation import check_bool
-    from mlattack.models.photos import PhotoDataset
+    from mlattack.data.photos import PhotoDataset
 
     if check_bool(ground_truth, "ground_truth"):
         return PhotoDataset(label_names, size=size, **options)
@@ -148,14 +148,17 @@ def resolve_graph(
 ) -> tuple[LabelGraph, tuple[str, ...]]:
     """The graph named by ``spec``, aligned to the model's label order.
 
-    ``spec``: ``model`` / ``dataset`` (their ``.graph``), ``builtin:NAME``, ``openimages:DIR`` (the
-    600-class hierarchy files in DIR) or the path of a LabelGraph JSON file.
+    ``spec``: ``model`` / ``dataset`` (their ``.graph``), or what
+    :func:`mlattack.graph_sources.load_graph` reads (``builtin:NAME``, ``label-set:NAME``,
+    ``openimages:DIR``, the path of a LabelGraph JSON file; relative to ``base_dir`` when not found
+    as given). An OpenImages hierarchy is matched to the model's outputs by MID when the model
+    knows its outputs' MIDs.
 
     Returns ``(graph, outside)``: ``graph`` has exactly the model's labels in output order; labels the
     source graph does not know become isolated nodes and are listed in ``outside`` (the OpenImages
     rule draws part of each target set among them).
     """
-    from mlattack.graph import LabelGraph
+    from mlattack.graph_sources import load_graph
     from mlattack.models.classlist import model_mids, relabel_graph_by_mid
 
     if spec == "model":
@@ -164,30 +167,12 @@ def resolve_graph(
     elif spec == "dataset":
         source = getattr(dataset, "graph", None)
         what = "the dataset"
-    elif spec.startswith("builtin:"):
-        source = LabelGraph.builtin(spec.removeprefix("builtin:"))
+    else:
+        source = load_graph(spec, base_dir=base_dir)
         what = spec
-    elif spec.startswith("openimages:"):
-        folder = _existing(Path(spec.removeprefix("openimages:")), base_dir)
-        hierarchy = folder / "bbox_labels_600_hierarchy.json"
-        if not hierarchy.is_file():
-            raise FileNotFoundError(
-                f"config key 'graph': OpenImages hierarchy not found: {hierarchy}"
-            )
-        descriptions = folder / "class-descriptions-boxable.csv"
-        source = LabelGraph.from_openimages(
-            hierarchy, descriptions if descriptions.is_file() else None
-        )
-        mid_to_label = model_mids(model)
+        mid_to_label = model_mids(model) if spec.startswith("openimages:") else None
         if mid_to_label is not None:  # match hierarchy nodes to outputs by MID, not by name
             source = relabel_graph_by_mid(source, mid_to_label)
-        what = spec
-    else:
-        path = _existing(Path(spec), base_dir)
-        if not path.is_file():
-            raise FileNotFoundError(f"graph file not found: {spec}")
-        source = LabelGraph.load(path)
-        what = str(path)
     if source is None:
         raise ValueError(f"config key 'graph': {what} has no label graph; name one explicitly")
     return align_graph(source, label_names_of(model), what=what)

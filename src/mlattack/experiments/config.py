@@ -153,6 +153,10 @@ class AttackSpec(_Section):
         return self.label or self.name
 
 
+#: The most target sets one plan may hold (every size together): more is refused, naming the key.
+MAX_TARGET_SETS = 20_000
+
+
 class TargetSetSpec(_Section):
     """How target sets Ω are drawn.
 
@@ -164,12 +168,16 @@ class TargetSetSpec(_Section):
         graph's leaves and the rest among the labels outside the graph, ``draws`` sets per size.
     With ``only_present`` (default), candidates are labels that are present (clean prediction and
     ground truth) in at least one scanned image, so few sets end up with no image.
+
+    A plan holds at most :data:`MAX_TARGET_SETS` target sets over all sizes: ``draws`` above it is
+    refused when the config is read, and a larger plan (e.g. every combination of 8 of 44 labels)
+    is refused, naming the key, before any set is built.
     """
 
     sizes: list[int] = Field(default_factory=lambda: [1])
     mode: Literal["combinations", "random", "openimages"] = "random"
     labels: list[str] | None = None
-    draws: int = Field(default=20, ge=1)
+    draws: int = Field(default=20, ge=1, le=MAX_TARGET_SETS)
     max_sets: int | None = Field(default=None, ge=1)
     leaf_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     only_present: bool = True

@@ -26,6 +26,7 @@ from mlattack.data.images import UnreadableImageError
 from mlattack.experiments.builders import build_model_from_spec, label_names_of
 from mlattack.experiments.config import AttackSpec, ExperimentConfig
 from mlattack.experiments.distributed import Ranks
+from mlattack.experiments.reading import read_item
 from mlattack.experiments.store import fault_point
 from mlattack.experiments.targets import (
     TargetSet,
@@ -99,6 +100,7 @@ class _ScanShard:
     clean: np.ndarray
     truth: np.ndarray | None
     skipped: dict[int, str]
+    read_now: list[int]  # images of ``keep_skipped`` that read this time
 
 
 def scan_clean(
@@ -112,26 +114,43 @@ def scan_clean(
     *,
     progress: bool,
     what: str,
+    keep_skipped: dict[int, str] | None = None,
 ) -> CleanScan:
     """The clean predictions of the first ``n_images``: joined ranks each scan a contiguous share
-    of the batches (the same batches a single rank scans, so the same numbers) and gather them."""
+    of the batches (the same batches a single rank scans, so the same numbers) and gather them.
+
+    Every image is read (transient errors retried, :func:`.reading.read_item`); one that still
+    cannot be read is skipped. ``keep_skipped`` (image id -> reason) lists the images a resumed
+    run skipped when it started: they stay skipped with that reason even where they read now
+    (with a warning), so that the resume plans the same target sets and images."""
     starts = range(0, n_images, config.batch_size)
     share = ranks.share(len(starts)) if ranks.joined else range(len(starts))
     first = starts[share.start] if len(share) else n_images
     stop = min(starts[share.stop - 1] + config.batch_size, n_images) if len(share) else n_images
     shard = _scan_range(
-        model, dataset, first, stop, columns, config, device, progress=progress, what=what
-    )
+        model, dataset, first, stop, columns, config, device, progress=progress, what=what,
+        keep_skipped=keep_skipped or {},
+    )  # fmt: skip
     num_labels = len(label_names_of(model))
     clean = np.zeros((n_images, num_labels), dtype=bool)
     truth = None if columns is None else np.zeros((n_images, num_labels), dtype=bool)
     skipped: dict[int, str] = {}
+    read_now: list[int] = []
     for part in ranks.gather(shard):
         rows = slice(part.first, part.stop)
         clean[rows] = np.unpackbits(part.clean, axis=1, count=num_labels).astype(bool)
         if truth is not None and part.truth is not None:
             truth[rows] = np.unpackbits(part.truth, axis=1, count=num_labels).astype(bool)
         skipped.update(part.skipped)
+        read_now += part.read_now
+    if read_now:
+        warnings.warn(
+            f"{what}: {len(read_now)} image(s) skipped as unreadable when this run started read "
+            f"now (ids {sorted(read_now)[:10]}); they stay skipped so that the resume attacks the "
+            "same images (start over with '--force' to include them)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if skipped:
         warnings.warn(
             f"{what}: skipped {len(skipped)} unreadable image(s) of {n_images} "
@@ -153,21 +172,29 @@ def _scan_range(
     *,
     progress: bool,
     what: str,
+    keep_skipped: dict[int, str],
 ) -> _ScanShard:
     logit_cut = logit_threshold(config.threshold)
     num_labels = len(label_names_of(model))
     clean = np.zeros((stop - first, num_labels), dtype=bool)
     truth = None if columns is None else np.zeros((stop - first, num_labels), dtype=bool)
     skipped: dict[int, str] = {}
+    read_now: list[int] = []
     batches = range(first, stop, config.batch_size)
     for start in tqdm(batches, desc=what, disable=not progress, unit="batch"):
         fault_point("scan")
         items: dict[int, tuple[Any, Any]] = {}
         for i in range(start, min(start + config.batch_size, stop)):
             try:
-                items[i] = dataset[i]
+                item = read_item(dataset, i)
             except UnreadableImageError as exc:
                 skipped[i] = str(exc)  # left all False: never eligible, never attacked
+                continue
+            if i in keep_skipped:  # skipped when the run started: stays skipped, the plan with it
+                skipped[i] = keep_skipped[i]
+                read_now.append(i)
+                continue
+            items[i] = item
         if not items:
             continue
         rows = [i - first for i in items]
@@ -180,7 +207,7 @@ def _scan_range(
             padded = torch.cat([labels, torch.zeros(len(rows), 1, dtype=torch.bool)], dim=1)
             truth[rows] = padded[:, columns].numpy()  # column -1 = the all-False pad
     packed_truth = None if truth is None else np.packbits(truth, axis=1)
-    return _ScanShard(first, stop, np.packbits(clean, axis=1), packed_truth, skipped)
+    return _ScanShard(first, stop, np.packbits(clean, axis=1), packed_truth, skipped, read_now)
 
 
 def plan_target_sets(
@@ -244,6 +271,7 @@ def plan_transfer(
     device: torch.device,
     base: Path | None,
     progress: bool,
+    keep_skipped: dict[int, str] | None = None,
 ) -> TransferPlan:
     plan = TransferPlan({}, {}, {})
     if config.transfer is None:
@@ -260,7 +288,7 @@ def plan_transfer(
         plan.models[name] = other
         scan = scan_clean(
             other, dataset, n_scan, columns, config, device, ranks,
-            progress=progress, what=f"clean predictions ({name})",
+            progress=progress, what=f"clean predictions ({name})", keep_skipped=keep_skipped,
         )  # fmt: skip
         plan.clean_preds[name] = scan.clean_pred
         plan.images[name] = [

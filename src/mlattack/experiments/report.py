@@ -2,9 +2,11 @@
 
 The report is written into a hidden temporary folder beside its target and swapped in when complete,
 so an interrupted report never leaves new CSVs next to an old page. CSV cells that a spreadsheet
-would run as a formula (text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return)
-are written with a leading ``'``, as are cells that already start with one: strip one leading ``'``
-from a text cell to recover the stored value (:func:`unescape_cell`).
+would run as a formula (text whose first character after any leading white space, newlines
+included, is ``=``, ``+``, ``-``, ``@`` or their fullwidth forms ``＝ ＋ － ＠``; or text starting
+with a tab, carriage return or newline) are written with a leading ``'``, as are cells that already
+start with one: strip one leading ``'`` from a text cell to recover the stored value
+(:func:`unescape_cell`).
 """
 
 from __future__ import annotations
@@ -41,12 +43,18 @@ from mlattack.experiments.figures import (
 from mlattack.experiments.store import fault_point
 
 REPORT_DIR = "report"
-REPORT_FILES = ("report.html", "report.json")  # a folder holding one of these is a report folder
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+#: The file that marks a folder as written by :func:`build_report` (JSON: runs, files written).
+MARKER_FILE = ".mlattack-report.json"
+MARKER_VERSION = 1
+# A spreadsheet runs a cell as a formula when its text, after any leading white space (newlines
+# included), starts with one of these (ASCII or fullwidth forms)
+_FORMULA_SIGNS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")
+_ESCAPED_STARTS = ("\t", "\r", "\n", "'")  # escaped whatever follows
 
 DENOMINATORS = {
     "table1": "FR_N and FR_S: over the attacked images of each target set (images whose clean "
-    "prediction and ground truth contain Ω); NT_R and SSIM: over the images where every label of Ω "
+    "prediction and ground truth contain Ω); an image whose logits at the adversarial point are not "
+    "all finite (column 'non-finite') is never a success. NT_R and SSIM: over the images where every label of Ω "
     "flipped. Then mean ± std (population) across target sets; n_sets counts the target sets averaged.",
     "table2": "NT_R per target set over its successful images (Ψ̄ = labels outside the consistent "
     "target set of Ω on the clean prediction), then mean ± std across target sets.",
@@ -73,18 +81,24 @@ def build_report(
     ``note`` is a line shown under the page's title (e.g. where a related report is).
 
     Files go to ``out_dir`` (default ``RUN_DIR/report``): ``table1.csv``, ``table2.csv``,
-    ``per_target_set.csv``, ``transfer.csv``, ``report.json``, ``fig*.png`` and ``report.html``.
+    ``per_target_set.csv``, ``transfer.csv``, ``report.json``, ``fig*.png``, ``report.html`` and
+    the marker :data:`MARKER_FILE`, which names the runs and the files written. An existing
+    ``out_dir`` is replaced only when it is empty, or when its marker names the same runs and it
+    holds nothing but the files that marker lists; anything else is a ``ValueError`` and nothing
+    is deleted.
     """
     run_dirs = [Path(run_dir), *(Path(d) for d in more_runs)]
     agg = aggregate(run_dirs)
     final = Path(out_dir) if out_dir is not None else run_dirs[0] / REPORT_DIR
-    if out_dir is not None:  # RUN_DIR/report is always mlattack's own
-        _check_replaceable(final)
+    runs = _identity(agg)
+    _check_replaceable(final, runs)
     target = final.with_name(f".{final.name}.partial-{os.getpid()}")
     _remove_leftovers(final)
     target.mkdir(parents=True)
     try:
+        _write_marker(target, runs)  # first: an interrupted report's leftovers are recognisable
         _write_report(agg, target, note)
+        _write_marker(target, runs)
         fault_point("report")
         _swap_in(target, final)
     except BaseException:
@@ -93,27 +107,100 @@ def build_report(
     return final / "report.html"
 
 
-def _check_replaceable(final: Path) -> None:
-    """Only an empty folder or an earlier report may be replaced by a report."""
+def _identity(agg: Aggregates) -> list[str]:
+    """The runs a report is of: their folders' real paths, in the order given."""
+    return [str(run.run_dir.resolve()) for run in agg.runs]
+
+
+def _write_marker(folder: Path, runs: list[str]) -> None:
+    files = sorted(p.name for p in folder.iterdir() if p.name != MARKER_FILE)
+    payload = {"mlattack_report": MARKER_VERSION, "runs": runs, "files": files}
+    (folder / MARKER_FILE).write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+
+
+def _read_marker(folder: Path) -> dict[str, Any] | None:
+    """The marker of a folder this module wrote, or None (missing, not a file, damaged)."""
+    path = folder / MARKER_FILE
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not (
+        isinstance(payload, dict)
+        and payload.get("mlattack_report") == MARKER_VERSION
+        and isinstance(payload.get("runs"), list)
+        and all(isinstance(r, str) for r in payload["runs"])
+        and isinstance(payload.get("files"), list)
+        and all(isinstance(f, str) for f in payload["files"])
+    ):
+        return None
+    return payload
+
+
+def _check_replaceable(final: Path, runs: list[str]) -> None:
+    """Refuse (``ValueError``) to replace anything but an empty folder or this report's own."""
+    if final.is_symlink():
+        raise ValueError(f"report folder {final} is a symbolic link; give a real folder as '--out'")
     if final.exists() and not final.is_dir():
         raise ValueError(f"report folder {final} is a file; give another '--out'")
-    if (
-        final.is_dir()
-        and any(final.iterdir())
-        and not any((final / f).is_file() for f in REPORT_FILES)
-    ):
+    if not final.is_dir() or not any(final.iterdir()):
+        return
+    marker = _read_marker(final)
+    if marker is None:
         raise ValueError(
-            f"{final} exists and is not an mlattack report folder; refusing to replace it "
-            "(give another '--out')"
+            f"{final} exists and is not an mlattack report folder (no valid {MARKER_FILE}); "
+            "refusing to replace it (give another '--out')"
+        )
+    if marker["runs"] != runs:
+        raise ValueError(
+            f"{final} holds the report of other runs ({', '.join(marker['runs'])}); refusing to "
+            "replace it (give another '--out')"
+        )
+    ours = set(marker["files"]) | {MARKER_FILE}
+    foreign = sorted(
+        p.name for p in final.iterdir() if p.name not in ours or p.is_symlink() or not p.is_file()
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise ValueError(
+            f"{final} holds files mlattack did not write ({shown}); refusing to replace it "
+            "(move them away or give another '--out')"
         )
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _remove_leftovers(final: Path) -> None:
-    """Folders left by interrupted reports into ``final`` (temporary or swapped out)."""
-    if final.parent.is_dir():
-        for prefix in (f".{final.name}.partial-", f".{final.name}.old-"):
-            for stale in final.parent.glob(prefix + "*"):
-                shutil.rmtree(stale, ignore_errors=True)
+    """Folders left by interrupted reports into ``final`` (temporary or swapped out).
+
+    Only folders holding this module's marker, written by a process that no longer runs.
+    """
+    if not final.parent.is_dir():
+        return
+    for prefix in (f".{final.name}.partial-", f".{final.name}.old-"):
+        for stale in final.parent.glob(prefix + "*"):
+            pid = stale.name[len(prefix) :]
+            if (
+                not pid.isdigit()
+                or stale.is_symlink()
+                or not stale.is_dir()
+                or _read_marker(stale) is None
+                or (int(pid) != os.getpid() and _process_alive(int(pid)))
+            ):
+                continue
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _swap_in(new: Path, final: Path) -> None:
@@ -196,7 +283,10 @@ def _pm(mean: float, std: float) -> str:
 
 def escape_cell(value: Any) -> Any:
     """A CSV cell that no spreadsheet runs as a formula; see the module docstring."""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+    if not isinstance(value, str):
+        return value
+    stripped = value.lstrip()
+    if value.startswith(_ESCAPED_STARTS) or (stripped and stripped[0] in _FORMULA_SIGNS):
         return "'" + value
     return value
 
@@ -295,6 +385,18 @@ def _skipped_html(agg: Aggregates) -> str:
     )
 
 
+def _nonfinite_html(agg: Aggregates) -> str:
+    """Attacked images whose model output at the adversarial point was NaN or infinite."""
+    count = sum(r["n_nonfinite"] for r in agg.per_set)
+    if not count:
+        return "<p class='note'>Results with non-finite logits at the adversarial point: 0.</p>"
+    return (
+        f"<p class='missing'>Results with non-finite logits at the adversarial point: {count} "
+        "(NaN or infinite on some label; never counted as a success; per attack, ε and |Ω| in "
+        "Table 1's 'non-finite' column).</p>"
+    )
+
+
 def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], note: str = "") -> str:
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>mlattack report</title>",
@@ -316,6 +418,7 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], not
     )
     parts.append(f"<p class='note'>{agg.n_rows} stored result rows.</p>")
     parts.append(_skipped_html(agg))
+    parts.append(_nonfinite_html(agg))
 
     parts.append("<h2>Table 1 — FR_N, FR_S, NT_R, SSIM per model × attack × |Ω|</h2>")
     parts.append(f"<p class='note'>Denominators: {_e(DENOMINATORS['table1'])}</p>")
@@ -328,6 +431,7 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], not
             r["n_sets"],
             r["n_empty_sets"],
             r["n_images"],
+            r["n_nonfinite"],
         ]
         + [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS]
         for r in agg.summary
@@ -342,6 +446,7 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], not
                 "sets",
                 "empty sets",
                 "images",
+                "non-finite",
                 *(METRIC_TITLES[m] for m in METRICS),
             ],
             rows,

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-import mlattack
+from mlattack import __version__
 from mlattack.experiments.builders import (
     build_dataset_from_spec,
     build_model_from_spec,
@@ -61,8 +61,12 @@ from mlattack.experiments.store import (
     encode_labels,
     find_stores,
     label_mask,
+    lock_held_elsewhere,
+    lock_path,
     lock_run_dir,
+    open_no_follow,
     rank_store_path,
+    world_lock_path,
 )
 from mlattack.experiments.units import EXAMPLES_DIR, UnitContext, configured_attack, execute
 
@@ -118,10 +122,9 @@ def run_experiment(
 
     with joined_ranks(device) as ranks:
         check_ranks_agree(ranks.gather(config.config_hash()), "the config (hash)")
-        created = not run_dir.exists()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            with lock_run_dir(run_dir, ranks.rank):
+        created = _make_run_dir(run_dir)
+        with lock_run_dir(run_dir, ranks.rank, ranks.world):
+            try:
                 if force and ranks.rank == 0:
                     _clear_run_dir(run_dir)
                 ranks.barrier()  # no rank looks at the folder before rank 0 has cleared it
@@ -131,11 +134,35 @@ def run_experiment(
                     device=device, base=base, progress=progress,
                     transfer_models=transfer_models or {},
                 )  # fmt: skip
-        except BaseException:
-            if created and not find_stores(run_dir):
-                shutil.rmtree(run_dir, ignore_errors=True)  # a first run that failed leaves nothing
-            raise
+            except BaseException:
+                if created:
+                    _remove_failed_first_run(run_dir, ranks)
+                raise
     return run_dir
+
+
+def _make_run_dir(run_dir: Path) -> bool:
+    """Create ``run_dir``; True when this process created it (of two racing, only one does)."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        if not run_dir.is_dir() or run_dir.is_symlink():
+            raise ValueError(
+                f"run directory {run_dir} is not a folder; give another '--out' directory"
+            ) from None
+        return False
+    return True
+
+
+def _remove_failed_first_run(run_dir: Path, ranks: Ranks) -> None:
+    """A first run that failed leaves nothing, unless a store exists or another process (a rank
+    of this run, or a run started since) holds a lock of the folder: never delete its files."""
+    own = {lock_path(run_dir, ranks.rank).name, world_lock_path(run_dir, ranks.world).name}
+    others = [p for p in run_dir.glob(".lock-*") if p.name not in own]
+    if find_stores(run_dir) or any(lock_held_elsewhere(p) for p in others):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _run_locked(
@@ -158,16 +185,18 @@ def _run_locked(
     n_scan = dataset_length(dataset)
     if config.images.max_images is not None:
         n_scan = min(n_scan, config.images.max_images)
+    stored_skips = _stored_skips(run_dir)
     scan = scan_clean(
         model, dataset, n_scan, columns, config, device, ranks,
-        progress=progress, what="clean predictions",
+        progress=progress, what="clean predictions", keep_skipped=stored_skips,
     )  # fmt: skip
     scan_hash = scan.digest()
     check_ranks_agree(ranks.gather(scan_hash), "the clean scan (hash)")
+    _refuse_newly_unreadable(run_dir, scan.skipped, stored_skips)
     target_sets = plan_target_sets(config, names, graph, outside, scan)
     transfer = plan_transfer(
         config, transfer_models, names, dataset, n_scan, columns, graph, target_sets, ranks,
-        device=device, base=base, progress=progress,
+        device=device, base=base, progress=progress, keep_skipped=stored_skips,
     )  # fmt: skip
 
     meta = {
@@ -182,7 +211,7 @@ def _run_locked(
         "skipped_images": [[image_id, why] for image_id, why in scan.skipped.items()],
         SCAN_HASH_KEY: scan_hash,
         "world_size": ranks.world,
-        "mlattack_version": mlattack.__version__,
+        "mlattack_version": __version__,
     }
     units = work_list(config, target_sets, transfer.images)
     with ResultStore.create_or_open(rank_store_path(run_dir, ranks.rank), meta) as store:
@@ -204,6 +233,37 @@ def _run_locked(
             config, model, dataset, graph, scan, run_dir, device, target_sets, transfer
         )
         _execute_all(mine, context, store, ranks, progress=progress)
+
+
+def _stored_skips(run_dir: Path) -> dict[int, str]:
+    """The images the stores already in ``run_dir`` list as skipped (id -> reason)."""
+    skipped: dict[int, str] = {}
+    for path in find_stores(run_dir):
+        with ResultStore.open_readonly(path) as store:
+            listed = store.meta().get("skipped_images", [])
+        try:
+            skipped.update((int(image_id), str(why)) for image_id, why in listed)
+        except (TypeError, ValueError):
+            raise StoreError(
+                f"{path}: damaged metadata: 'skipped_images' is not a list of [image id, reason]"
+            ) from None
+    return skipped
+
+
+def _refuse_newly_unreadable(
+    run_dir: Path, skipped: dict[int, str], stored_skips: dict[int, str]
+) -> None:
+    """A resume whose scan cannot read an image the run read when it started would plan other
+    target sets: refuse, naming the images, rather than report a mismatched clean scan."""
+    if not find_stores(run_dir):
+        return
+    new = sorted(set(skipped) - set(stored_skips))
+    if new:
+        raise StoreError(
+            f"{run_dir}: {len(new)} image(s) read when this run started cannot be read now (ids "
+            f"{new[:10]}; e.g. {skipped[new[0]]}); make them readable again and resume, or start "
+            "over with '--force'"
+        )
 
 
 def _done_units(run_dir: Path, store: ResultStore, scan_hash: str) -> set[str]:
@@ -274,12 +334,18 @@ def _check_attack_options(config: ExperimentConfig, model: nn.Module, graph: Lab
                 raise kind(f"{where}: {exc}") from exc
 
 
-def resolve_device(name: str) -> torch.device:
+DEVICE_KEY = "config key 'device' (or --device)"
+
+
+def resolve_device(name: str, *, what: str = DEVICE_KEY) -> torch.device:
     """The torch device a config's ``device`` names, checked to exist on this machine.
 
     ``auto`` is CUDA when present, else the CPU; ``cuda`` means this rank's GPU under torchrun
-    (``LOCAL_RANK``). A CUDA device on a machine without one is a ``ValueError`` naming the key.
+    (``LOCAL_RANK``). A device this machine lacks, or a device type other than ``cpu``, ``cuda`` and
+    ``mps``, is a ``ValueError`` naming ``what`` (the key or option).
     """
+    if not isinstance(name, str):
+        raise TypeError(f"{what}: expected a device name, got {type(name).__name__}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and "LOCAL_RANK" in os.environ:
@@ -287,22 +353,27 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(
-            f"config key 'device' (or --device): unknown device {name!r}; use auto, cpu, cuda or "
-            "cuda:N"
+            f"{what}: unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps"
         ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
-                f"config key 'device' (or --device): {name!r} asked for, but CUDA is not available "
-                "on this machine; use 'cpu' or 'auto'"
+                f"{what}: {name!r} asked for, but CUDA is not available on this machine; use "
+                "'cpu' or 'auto'"
             )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise ValueError(
-                f"config key 'device' (or --device): {name!r} asked for, but this machine has "
-                f"{count} CUDA device(s)"
+                f"{what}: {name!r} asked for, but this machine has {count} CUDA device(s)"
             )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"{what}: {name!r} asked for, but Apple's MPS is not available on this machine; use "
+            "'cpu' or 'auto'"
+        )
     return device
 
 
@@ -336,7 +407,10 @@ def _write_config_file(run_dir: Path, config: ExperimentConfig, rank: int) -> No
     """
     path = run_dir / CONFIG_FILE
     partial = path.with_name(f"{path.name}.partial-rank{rank}")
-    partial.write_text(config.canonical_json() + "\n", encoding="utf-8")
+    partial.unlink(missing_ok=True)  # a leftover, or a link planted there: removed, not followed
+    handle = open_no_follow(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(config.canonical_json() + "\n")
     partial.replace(path)
 
 

@@ -6,7 +6,8 @@ fully present or absent, so a run killed at any point resumes by skipping the un
 UNIQUE keys on every record table make a duplicate a loud error rather than a silent double count.
 A store is created under a temporary name and renamed into place once its schema and metadata are
 committed, so an interruption leaves either no store or a complete one. One process at a time
-writes a rank's store: :func:`lock_run_dir` holds an ``fcntl.flock`` on a lock file beside it.
+writes a rank's store, and ranks of one world size at a time write a run folder: :func:`lock_run_dir`
+holds ``fcntl.flock`` locks on lock files beside the stores.
 
 Label sets (predictions, targets, flip sets) are stored as JSON lists of label indices: compact for
 the few labels on per image, and readable with any SQLite client.
@@ -20,6 +21,7 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +35,7 @@ PARTIAL_SUFFIX = ".partial"  # a store being created; never matched by STORE_GLO
 # Testing hook: "POINT" or "POINT:N" kills this process with SIGKILL the N-th time (default 1st) it
 # reaches the named fault point (see docs/experiments.md). Used by tests/experiments/test_crash.py.
 FAULT_ENV = "MLATTACK_KILL_AT"
+WORLD_LOCK_PREFIX = ".lock-world"  # + the world size: held shared by every rank of a run
 REQUIRED_TABLES = ("meta", "units", "target_sets", "results", "gradcorr", "transfer", "examples")
 
 RESULT_COLUMNS = (
@@ -54,6 +57,7 @@ RESULT_COLUMNS = (
     "adv_pred",
     "targets",
     "flip_set",
+    "nonfinite_logits",
 )
 GRADCORR_COLUMNS = ("ts_id", "image_id", "cos_mla_c", "cos_gmla")
 TRANSFER_COLUMNS = (
@@ -83,6 +87,7 @@ CREATE TABLE IF NOT EXISTS results (
     nt_flip_fraction REAL, linf REAL NOT NULL, l2 REAL NOT NULL, ssim REAL,
     iterations INTEGER NOT NULL, seconds REAL NOT NULL, gradient_failed INTEGER NOT NULL,
     clean_pred TEXT NOT NULL, adv_pred TEXT NOT NULL, targets TEXT NOT NULL, flip_set TEXT NOT NULL,
+    nonfinite_logits INTEGER NOT NULL DEFAULT 0,
     UNIQUE (ts_id, image_id, attack, eps));
 CREATE TABLE IF NOT EXISTS gradcorr (
     ts_id INTEGER NOT NULL, image_id INTEGER NOT NULL, cos_mla_c REAL, cos_gmla REAL,
@@ -96,6 +101,11 @@ CREATE TABLE IF NOT EXISTS examples (
     ts_id INTEGER NOT NULL, image_id INTEGER NOT NULL, attack TEXT NOT NULL, eps REAL NOT NULL,
     path TEXT NOT NULL, UNIQUE (ts_id, image_id, attack, eps));
 """
+# Columns added to a table after schema 1 was released: a store written before them gets them
+# (with their default) when opened for writing, and readers use the default where one lacks them.
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "results": {"nonfinite_logits": "INTEGER NOT NULL DEFAULT 0"},
+}
 
 
 class StoreError(ValueError):
@@ -129,31 +139,102 @@ def lock_path(run_dir: Path, rank: int) -> Path:
     return Path(run_dir) / f".lock-rank{rank}"
 
 
-@contextmanager
-def lock_run_dir(run_dir: Path, rank: int = 0) -> Iterator[None]:
-    """Hold the writer lock of ``run_dir`` (rank ``rank``) for the ``with`` block.
+def world_lock_path(run_dir: Path, world: int) -> Path:
+    return Path(run_dir) / f"{WORLD_LOCK_PREFIX}{world}"
 
-    Raises :class:`RunDirInUseError` naming the holder's PID when another process holds it. The
-    lock is released by the kernel when the holder dies, so a killed run never blocks a resume.
+
+def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that refuses a symbolic link or anything but a regular file at ``path``.
+
+    A link planted in a run folder must not make a run write (or lock) the file it points to.
     """
-    path = lock_path(run_dir, rank)
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        handle = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(
+                errno.ELOOP, f"{path} is a symbolic link; refusing to follow it (delete it)"
+            ) from None
+        raise
+    if not stat.S_ISREG(os.fstat(handle).st_mode):
+        os.close(handle)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file; refusing to use it (delete it)")
+    return handle
+
+
+@contextmanager
+def _flocked(path: Path, *, shared: bool) -> Iterator[int | None]:
+    """Hold ``flock`` on ``path`` (created if absent) for the ``with`` block; ``None`` if busy."""
+    handle = open_no_follow(path, os.O_RDWR | os.O_CREAT)
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            holder = os.pread(handle, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise RunDirInUseError(
-                f"{run_dir}: folder in use by PID {holder} (another 'mlattack run' writes rank "
-                f"{rank} there); wait for it to finish or give another '--out'"
-            ) from None
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, f"{os.getpid()}\n".encode("ascii"), 0)
-        yield
+            yield None
+            return
+        yield handle
     finally:
         os.close(handle)  # closing releases the lock
+
+
+def lock_held_elsewhere(path: Path) -> bool:
+    """Whether another open file holds an ``flock`` on the lock file ``path`` (absent: no)."""
+    try:
+        handle = open_no_follow(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        return True
+    finally:
+        os.close(handle)
+    return False
+
+
+@contextmanager
+def lock_run_dir(run_dir: Path, rank: int = 0, world: int = 1) -> Iterator[None]:
+    """Hold the locks of ``run_dir`` for rank ``rank`` of ``world`` ranks for the ``with`` block.
+
+    Two locks: the folder's *world* lock, shared by the ranks of one world size and refused while
+    a process of another world size holds its own (so that ranks dealt the work in two different
+    ways never run at once on one folder), and the rank's exclusive writer lock. Raises
+    :class:`RunDirInUseError` (naming the holder's PID where one rank holds it) when the folder is
+    busy. The kernel releases the locks when the holder dies, so a killed run never blocks a
+    resume. Lock files are never followed through a symbolic link.
+    """
+    run_dir = Path(run_dir)
+    with _flocked(world_lock_path(run_dir, world), shared=True) as world_handle:
+        if world_handle is None:
+            raise RunDirInUseError(_busy_with_other_world(run_dir, world))
+        for other in sorted(run_dir.glob(WORLD_LOCK_PREFIX + "*")):
+            if other.name != world_lock_path(run_dir, world).name and lock_held_elsewhere(other):
+                raise RunDirInUseError(
+                    _busy_with_other_world(run_dir, int(other.name[len(WORLD_LOCK_PREFIX) :]))
+                )
+        path = lock_path(run_dir, rank)
+        with _flocked(path, shared=False) as handle:
+            if handle is None:
+                holder = path.read_bytes()[:32].decode("ascii", "replace").strip() or "unknown"
+                raise RunDirInUseError(
+                    f"{run_dir}: folder in use by PID {holder} (another 'mlattack run' writes "
+                    f"rank {rank} there); wait for it to finish or give another '--out'"
+                )
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, f"{os.getpid()}\n".encode("ascii"), 0)
+            yield
+
+
+def _busy_with_other_world(run_dir: Path, other: int | str) -> str:
+    return (
+        f"{run_dir}: folder in use by a run of {other} rank(s) (WORLD_SIZE={other}); ranks "
+        "dealt the work another way must not run at once on one folder: wait for it to finish "
+        "or give another '--out'"
+    )
 
 
 def encode_labels(mask: np.ndarray) -> str:
@@ -197,6 +278,8 @@ class ResultStore:
         A new store is built as ``path + ".partial"`` and renamed into place when complete.
         """
         path = Path(path)
+        if path.is_symlink():
+            raise StoreError(f"{path} is a symbolic link; refusing to write through it (delete it)")
         if not path.exists():
             _create_atomically(path, meta)
         db = sqlite3.connect(path, isolation_level=None, timeout=60.0)
@@ -214,6 +297,7 @@ class ResultStore:
             # WAL + NORMAL survives a killed process (only a power cut may lose the last commit).
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            store._add_missing_columns()
         except BaseException:
             db.close()
             raise
@@ -270,7 +354,22 @@ class ResultStore:
         if missing:
             raise StoreError(f"{self.path} is damaged: tables {missing} are missing")
 
+    def _add_missing_columns(self) -> None:
+        for table, added in ADDED_COLUMNS.items():
+            for column, declaration in added.items():
+                if not self.has_column(table, column):
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
     # -- reading -----------------------------------------------------------------------------
+    def has_column(self, table: str, column: str) -> bool:
+        return any(row[1] == column for row in self.iter_query(f"PRAGMA table_info({table})"))
+
+    def column_or_default(self, table: str, column: str) -> str:
+        """``column`` for SQL, or its default value where this store predates the column."""
+        if self.has_column(table, column):
+            return column
+        return ADDED_COLUMNS[table][column].rsplit("DEFAULT ", 1)[1]
+
     def meta(self) -> dict[str, Any]:
         rows = self.query("SELECT key, value FROM meta")
         meta: dict[str, Any] = {}

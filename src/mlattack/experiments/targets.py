@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlattack.experiments.config import TargetSetSpec
+from mlattack.experiments.config import MAX_TARGET_SETS, TargetSetSpec
 
 if TYPE_CHECKING:
     from mlattack.graph import LabelGraph
@@ -59,6 +59,10 @@ def draw_target_sets(
         )
     if spec.only_present:
         pool = [c for c in pool if present[c]]
+    pool_set = set(pool)
+    leaf_pool = [c for c in leaves if c in pool_set]
+    outside_pool = [c for c in outside if c in pool_set]
+    _check_plan_size(spec, len(pool), len(leaf_pool), len(outside_pool))
     rng = np.random.default_rng(seed)
     sets: list[tuple[int, ...]] = []
     for k in spec.sizes:
@@ -67,10 +71,7 @@ def draw_target_sets(
         elif spec.mode == "random":
             drawn = _random_sets(rng, [pool], [k], spec.draws)
         else:
-            pool_set = set(pool)
-            leaf_pool = [c for c in leaves if c in pool_set]
-            outside_pool = [c for c in outside if c in pool_set]
-            n_leaves = min(k, math.ceil(k * spec.leaf_fraction))
+            n_leaves = _leaf_count(spec, k)
             drawn = _random_sets(
                 rng, [leaf_pool, outside_pool], [n_leaves, k - n_leaves], spec.draws
             )
@@ -80,6 +81,33 @@ def draw_target_sets(
             )
         sets.extend(drawn)
     return sets
+
+
+def _leaf_count(spec: TargetSetSpec, k: int) -> int:
+    return min(k, math.ceil(k * spec.leaf_fraction))
+
+
+def _check_plan_size(spec: TargetSetSpec, n_pool: int, n_leaves: int, n_outside: int) -> None:
+    """Refuse, before building any, a plan of more than :data:`MAX_TARGET_SETS` target sets."""
+    counts = {}
+    for k in spec.sizes:
+        if spec.mode == "combinations":
+            possible = math.comb(n_pool, k)
+            counts[k] = possible if spec.max_sets is None else min(possible, spec.max_sets)
+        elif spec.mode == "random":
+            counts[k] = min(spec.draws, math.comb(n_pool, k))
+        else:
+            leaf = _leaf_count(spec, k)
+            counts[k] = min(spec.draws, math.comb(n_leaves, leaf) * math.comb(n_outside, k - leaf))
+    total = sum(counts.values())
+    if total > MAX_TARGET_SETS:
+        key = "target_sets.max_sets" if spec.mode == "combinations" else "target_sets.draws"
+        largest = max(counts, key=lambda k: counts[k])
+        raise ValueError(
+            f"config key '{key}': the plan has {total:,} target sets (size {largest}: "
+            f"{counts[largest]:,} from {n_pool} candidate labels), more than the cap of "
+            f"{MAX_TARGET_SETS:,}; set a smaller '{key}' or fewer 'target_sets.sizes'"
+        )
 
 
 def _random_sets(

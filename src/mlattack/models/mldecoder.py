@@ -9,6 +9,7 @@ first ``C`` are kept.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from mlattack.models.backbones import Backbone
 from mlattack.models.base import ModelOptions, MultiLabelModel
+from mlattack.models.classlist import check_mids
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -79,6 +81,7 @@ class MLDecoderHead(nn.Module):
             self.queries = nn.Parameter(queries)
         else:
             self.register_buffer("queries", queries)
+        self.query_dropout = nn.Dropout(dropout)
         self.query_norm = nn.LayerNorm(embed_dim)
         self.cross_attention = nn.MultiheadAttention(
             embed_dim, num_heads, dropout=dropout, batch_first=True
@@ -99,7 +102,9 @@ class MLDecoderHead(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         tokens = torch.relu(self.token_projection(features.flatten(2).transpose(1, 2)))
-        queries = self.query_norm(self.queries).unsqueeze(0).expand(features.shape[0], -1, -1)
+        # As the official decoder layer: no self-attention, but the residual q + dropout(q) stays.
+        queries = self.query_norm(self.queries + self.query_dropout(self.queries))
+        queries = queries.unsqueeze(0).expand(features.shape[0], -1, -1)
         attended, _ = self.cross_attention(queries, tokens, tokens, need_weights=False)
         decoded = self.attention_norm(queries + self.attention_dropout(attended))
         decoded = self.feedforward_norm(
@@ -121,7 +126,11 @@ class MLDecoderHead(nn.Module):
 
 
 class MLDecoderModel(MultiLabelModel):
-    """Any backbone + :class:`MLDecoderHead` (see there for the head's options)."""
+    """Any backbone + :class:`MLDecoderHead` (see there for the head's options).
+
+    ``label_mids``: the OpenImages MID of each output, as :class:`~mlattack.models.ASLModel`'s.
+    The released checkpoints load with :func:`mlattack.models.load_mldecoder_checkpoint`.
+    """
 
     name = "ml-decoder"
 
@@ -135,9 +144,15 @@ class MLDecoderModel(MultiLabelModel):
         feedforward_dim: int = 2048,
         dropout: float = 0.1,
         learnable_queries: bool = False,
+        label_mids: Sequence[str] | None = None,
         **options: Unpack[ModelOptions],
     ) -> None:
         super().__init__(backbone, **options)
+        self.label_mids = (
+            None
+            if label_mids is None
+            else check_mids(label_mids, self.num_labels, source="label_mids")
+        )
         self.head = MLDecoderHead(
             backbone.out_channels,
             self.num_labels,
@@ -154,4 +169,7 @@ class MLDecoderModel(MultiLabelModel):
         return logits
 
     def head_config(self) -> dict[str, Any]:
-        return self.head.config()
+        config = self.head.config()
+        if self.label_mids is not None:
+            config["label_mids"] = list(self.label_mids)
+        return config

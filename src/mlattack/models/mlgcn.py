@@ -2,7 +2,9 @@
 
 A two-layer graph convolution maps label embeddings ``E`` [C, d] through the re-weighted label
 co-occurrence matrix ``A`` [C, C] to one classifier vector per label, ``W = A·σ(A·E·W1)·W2``
-[C, D]; the logits are ``W · maxpool(backbone(x))``.
+[C, D]; the logits are ``W · maxpool(backbone(x))``. ``A`` is the paper's (eq. 8) or the released
+code's (:mod:`mlattack.models.adjacency`); the released checkpoints load with
+:func:`mlattack.models.load_mlgcn_checkpoint`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlattack.models.adjacency import DEFAULT_P, AdjacencyStyle, cooccurrence_adjacency
 from mlattack.models.backbones import Backbone, build_backbone
 from mlattack.models.base import ModelOptions, MultiLabelModel, resolve_label_names
 from mlattack.models.embeddings import resolve_label_embeddings
@@ -24,47 +27,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from mlattack.graph import LabelGraph
-
-ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
-
-
-def cooccurrence_adjacency(labels: ArrayT, tau: float = 0.4, p: float = 0.2) -> ArrayT:
-    """The re-weighted co-occurrence matrix of ML-GCN (Chen et al. 2019, eqs. 6-8).
-
-    From training labels ``[N, C]`` (bool or 0/1): the conditional probability
-    ``P(j | i) = #(i and j) / #i`` is binarised at ``tau`` (``A_ij = 1`` iff ``P(j | i) >= tau``,
-    ``i != j``), then re-weighted so that each label keeps ``1 - p`` of its own feature and spreads
-    ``p`` evenly over its ``n_i`` neighbours: ``A'_ij = p / n_i``, ``A'_ii = 1 - p``.  A label with
-    no neighbour (or never seen) keeps ``A'_ii = 1``, so every row sums to 1.
-
-    Returns a float32 ``[C, C]`` of the input's kind (numpy in -> numpy out; torch in -> torch out
-    on the same device).
-    """
-    if not 0 < tau <= 1:
-        raise ValueError(f"tau must be in (0, 1], got {tau!r}")
-    if not 0 <= p <= 1:
-        raise ValueError(f"p must be in [0, 1], got {p!r}")
-    is_torch = isinstance(labels, Tensor)
-    values = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
-    if values.ndim != 2 or values.shape[1] < 1:
-        raise ValueError(f"labels must have shape [N, C], got {list(values.shape)}")
-    if values.dtype != np.bool_ and not np.isin(values, (0, 1)).all():
-        raise ValueError("labels must be bool or 0/1 (threshold soft labels first)")
-    present = values.astype(np.float64)
-    joint = present.T @ present  # [C, C]: images with both i and j
-    counts = np.diag(joint).copy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        conditional = np.where(counts[:, None] > 0, joint / counts[:, None], 0.0)
-    neighbours = conditional >= tau
-    np.fill_diagonal(neighbours, False)
-    degree = neighbours.sum(axis=1)
-    weights = np.where(neighbours, p / np.maximum(degree, 1)[:, None], 0.0)
-    np.fill_diagonal(weights, np.where(degree > 0, 1.0 - p, 1.0))
-    result = weights.astype(np.float32)
-    if is_torch:
-        return torch.from_numpy(result).to(labels.device)  # type: ignore[return-value]
-    return result  # type: ignore[return-value]
-
 
 MLGCNT = TypeVar("MLGCNT", bound="MLGCN")
 
@@ -80,6 +42,8 @@ class MLGCN(MultiLabelModel):
         negative_slope: LeakyReLU slope between the two graph convolutions (0.2 in the paper).
         tau, p: the co-occurrence threshold and re-weighting used to make ``adjacency`` (recorded
             in :meth:`config`; ``None`` when the adjacency was given directly).
+        adjacency_style: how ``adjacency`` was made, ``"paper"`` or ``"official"`` (see
+            :mod:`mlattack.models.adjacency`); ``None`` when it was given directly.
     """
 
     name = "ml-gcn"
@@ -96,6 +60,7 @@ class MLGCN(MultiLabelModel):
         negative_slope: float = 0.2,
         tau: float | None = None,
         p: float | None = None,
+        adjacency_style: AdjacencyStyle | None = None,
         **options: Unpack[ModelOptions],
     ) -> None:
         super().__init__(backbone, **options)
@@ -120,6 +85,7 @@ class MLGCN(MultiLabelModel):
         self.negative_slope = float(negative_slope)
         self.tau = tau
         self.p = p
+        self.adjacency_style = adjacency_style
         self.gcn1 = nn.Linear(embeddings.shape[1], self.hidden_dim, bias=False)
         self.gcn2 = nn.Linear(self.hidden_dim, backbone.out_channels, bias=False)
 
@@ -141,6 +107,7 @@ class MLGCN(MultiLabelModel):
             "negative_slope": self.negative_slope,
             "tau": self.tau,
             "p": self.p,
+            "adjacency_style": self.adjacency_style,
         }
 
     @classmethod
@@ -156,7 +123,8 @@ class MLGCN(MultiLabelModel):
         adjacency: Any = None,
         train_labels: Any = None,
         tau: float = 0.4,
-        p: float = 0.2,
+        p: float | None = None,
+        adjacency_style: AdjacencyStyle = "paper",
         **options: Any,
     ) -> MLGCNT:
         """Build ML-GCN, making its embeddings and adjacency from what is given.
@@ -167,7 +135,11 @@ class MLGCN(MultiLabelModel):
                 offline with all-MiniLM-L6-v2 (``mlattack[embeddings]``).
             adjacency: a ``[C, C]`` matrix; else computed from ``train_labels``.
             train_labels: ``[N, C]`` bool training labels for :func:`cooccurrence_adjacency`.
-            tau, p: threshold and re-weighting for :func:`cooccurrence_adjacency`.
+            tau, p: threshold and re-weighting for :func:`cooccurrence_adjacency` (``p``
+                defaults to the style's: 0.2 for the paper, 0.25 for the official code).
+            adjacency_style: ``"paper"`` (default: eq. 8 of the paper, rows re-weighted) or
+                ``"official"`` (the released code's ``gen_adj(gen_A)``, whose edges point the
+                other way); see :mod:`mlattack.models.adjacency`. Recorded in :meth:`config`.
             **options: ``hidden_dim``, ``negative_slope``, ``input_size``, ``mean``, ``std``.
         """
         names = resolve_label_names(num_labels, label_names, graph)
@@ -183,16 +155,19 @@ class MLGCN(MultiLabelModel):
                     "ml-gcn needs train_labels=[N, C] training labels (for the co-occurrence "
                     "adjacency) or adjacency=[C, C]"
                 )
-            matrix = torch.as_tensor(cooccurrence_adjacency(np.asarray(train_labels), tau, p))
+            matrix = torch.as_tensor(
+                cooccurrence_adjacency(np.asarray(train_labels), tau, p, style=adjacency_style)
+            )
             if matrix.shape[0] != len(names):
                 raise ValueError(
                     f"train_labels has {matrix.shape[0]} label columns but the model has {len(names)}"
                 )
             recorded_tau: float | None = tau
-            recorded_p: float | None = p
+            recorded_p: float | None = DEFAULT_P[adjacency_style] if p is None else p
+            recorded_style: AdjacencyStyle | None = adjacency_style
         else:
             matrix = torch.as_tensor(np.asarray(adjacency, dtype=np.float32))
-            recorded_tau = recorded_p = None
+            recorded_tau = recorded_p = recorded_style = None
         return cls(
             build_backbone(backbone, pretrained=pretrained_backbone),
             label_embeddings=resolve_label_embeddings(label_embeddings, names),
@@ -201,6 +176,7 @@ class MLGCN(MultiLabelModel):
             graph=graph,
             tau=recorded_tau,
             p=recorded_p,
+            adjacency_style=recorded_style,
             **options,
         )
 

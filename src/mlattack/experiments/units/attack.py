@@ -7,17 +7,21 @@ call at that budget alone gives.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from matplotlib.image import imsave
 
 from mlattack.experiments.planning import Unit
-from mlattack.experiments.store import encode_labels, label_mask
+from mlattack.experiments.store import encode_labels, label_mask, open_no_follow
 from mlattack.experiments.units.context import Records, UnitContext, nan_to_none, to_numpy
 
 EXAMPLES_DIR = "examples"
@@ -60,6 +64,7 @@ def _records_at(
     success = to_numpy(metrics.success)
     semantic = to_numpy(metrics.semantic_success)
     nt = to_numpy(metrics.nt_flip_fraction)
+    nonfinite = to_numpy(metrics.nonfinite_logits)
     iterations = to_numpy(result.iterations)
     grad_failed = to_numpy(result.gradient_failed)
     clean, adv = to_numpy(result.clean_pred), to_numpy(result.adv_pred)
@@ -71,6 +76,7 @@ def _records_at(
             bool(semantic[b]), nan_to_none(float(nt[b])), float(linf[b]), float(l2[b]),
             nan_to_none(float(ssim[b])), int(iterations[b]), seconds, bool(grad_failed[b]),
             encode_labels(clean[b]), encode_labels(adv[b]), encode_labels(targets[b]), encode_labels(flip[b]),
+            bool(nonfinite[b]),
         )
         for b, image_id in enumerate(unit.image_ids)
     ]  # fmt: skip
@@ -93,12 +99,14 @@ def _save_examples(
         return []
     assert unit.attack is not None
     folder = context.run_dir / EXAMPLES_DIR
+    if folder.is_symlink():
+        raise OSError(f"{folder} is a symbolic link; refusing to write examples through it")
     folder.mkdir(exist_ok=True)
     rows = []
     keep = min(len(unit.image_ids), context.config.examples - unit.position)
     for b in range(keep):
         image_id = unit.image_ids[b]
-        name = f"ts{unit.ts.ts_id}_img{image_id}_{_slug(unit.attack.display_name)}_eps{eps:g}.npz"
+        name = example_file_name(unit.ts.ts_id, image_id, unit.attack.display_name, eps)
         clean_image = to_numpy(images[b]).astype(np.float32)
         delta = to_numpy(adv_images[b]).astype(np.float32) - clean_image
         _atomic_savez(
@@ -111,19 +119,49 @@ def _save_examples(
             flip_set=flip[b],
         )
         adv_image = np.clip(clean_image + delta, 0.0, 1.0).transpose(1, 2, 0)
-        imsave(folder / name.replace(".npz", ".png"), adv_image)
+        with _atomic_file(folder / name.replace(".npz", ".png")) as handle:
+            imsave(handle, adv_image, format="png")
         rows.append(
             (unit.ts.ts_id, image_id, unit.attack.display_name, eps, f"{EXAMPLES_DIR}/{name}")
         )
     return rows
 
 
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+SLUG_MAX_CHARS = 80  # longer attack labels are cut and suffixed with a hash of the whole label
+
+
+def example_file_name(ts_id: int, image_id: int, attack: str, eps: float) -> str:
+    """The example file of one result row; distinct rows get distinct names.
+
+    ε is written as the shortest text that reads back as the same float (``repr``), the attack's
+    label by :func:`file_slug`.
+    """
+    return f"ts{ts_id}_img{image_id}_{file_slug(attack)}_eps{float(eps)!r}.npz"
+
+
+def file_slug(text: str) -> str:
+    """``text`` as a file-name part, injectively: ASCII letters, digits, ``-`` and ``.`` are kept,
+    any other character is written ``_<hex code>_``; a long result is cut and suffixed with a
+    hash of ``text``."""
+    slug = "".join(
+        ch if (ch.isascii() and ch.isalnum()) or ch in "-." else f"_{ord(ch):x}_" for ch in text
+    )
+    if len(slug) > SLUG_MAX_CHARS:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        slug = f"{slug[: SLUG_MAX_CHARS - 17]}~{digest}"
+    return slug
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as handle:
+    with _atomic_file(path) as handle:
         np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+
+
+@contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A new file written beside ``path`` and renamed onto it; a planted link is never followed."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    with os.fdopen(open_no_follow(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as handle:
+        yield handle
     partial.replace(path)

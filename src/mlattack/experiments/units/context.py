@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from mlattack.experiments.builders import label_names_of
 from mlattack.experiments.config import AttackSpec, ExperimentConfig
 from mlattack.experiments.planning import CleanScan, TransferPlan, Unit, input_dtype
+from mlattack.experiments.reading import read_item
 from mlattack.experiments.targets import TargetSet
 from mlattack.losses import logit_threshold
 
@@ -63,7 +64,7 @@ class UnitContext:
 
     def load(self, image_ids: tuple[int, ...]) -> torch.Tensor:
         """The images on the attacked model's device, in its parameters' floating dtype."""
-        images = torch.stack([self.dataset[i][0] for i in image_ids])
+        images = torch.stack([read_item(self.dataset, i)[0] for i in image_ids])
         return images.to(device=self.device, dtype=input_dtype(self.model))
 
     def targets(self, unit: Unit) -> torch.Tensor:

@@ -24,11 +24,13 @@ def run_transfer(unit: Unit, context: UnitContext) -> Records:
     rows = []
     for name, other in models.items():
         with torch.no_grad():
-            adv_pred = other(moved) > context.logit_threshold
+            logits = other(moved)
+        adv_pred = logits > context.logit_threshold
+        finite = torch.isfinite(logits).all(dim=1)  # a NaN compares False: never a flip
         clean = torch.from_numpy(context.transfer.clean_preds[name][list(unit.image_ids)])
         clean = clean.to(context.device)
         eligible = clean[:, columns].all(dim=1)
-        success = eligible & ~adv_pred[:, columns].any(dim=1)
+        success = eligible & finite & ~adv_pred[:, columns].any(dim=1)
         consistent = torch.as_tensor(
             context.graph.is_consistent(adv_pred, around=targets), device=context.device
         )

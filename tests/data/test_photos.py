@@ -18,14 +18,15 @@ pytest.importorskip("sklearn")
 from PIL import Image  # noqa: E402
 
 from mlattack.cli.demo import DEFAULT_BUDGET  # noqa: E402
-from mlattack.models.imagenet import ImageNetHierarchyModel, label_set_graph  # noqa: E402
-from mlattack.models.photos import (  # noqa: E402
+from mlattack.data.photos import (  # noqa: E402
     PHOTO_MANIFEST,
     PhotoDataset,
     PhotoManifestError,
     load_photo_manifest,
     sample_photos,
 )
+from mlattack.graph_sources.label_sets import label_set_graph  # noqa: E402
+from mlattack.models.imagenet import ImageNetHierarchyModel  # noqa: E402
 
 # The photos as the demo sees them.
 DEMO_SIZE = DEFAULT_BUDGET.photo_size

@@ -30,6 +30,7 @@ from PIL import Image
 from mlattack._validation import check_int
 from mlattack.data.images import ImageFileDataset, load_image
 from mlattack.data.labels import make_label_space
+from mlattack.graph_sources.label_sets import label_set_graph, load_label_set
 
 __all__ = [
     "PHOTO_MANIFEST",
@@ -102,8 +103,6 @@ def _check_readable(path: Path, where: str) -> None:
 
 
 def _vocabulary(name: Any, where: str) -> tuple[str, ...]:
-    from mlattack.models.imagenet import load_label_set
-
     if not isinstance(name, str):
         raise PhotoManifestError(f"{where}: 'vocabulary' must name a label set, got {name!r}")
     try:
@@ -229,8 +228,6 @@ class PhotoDataset(ImageFileDataset):
         names: Sequence[str] | None = None,
         manifest: str | Path | Mapping[str, Any] = PHOTO_MANIFEST,
     ) -> None:
-        from mlattack.models.imagenet import label_set_graph
-
         loaded = load_photo_manifest(manifest)
         graph = label_set_graph(loaded.vocabulary)
         self.photos = tuple(_select(loaded.photos, names))
