@@ -29,7 +29,7 @@ from mlattack.models import ASLModel, load, load_asl_checkpoint, read_metadata
 
 OFFICIAL_MODELS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "official-models"
 NUM_OUTPUTS = 9_605
-IMAGE_SIZE = 64  # a multiple of 32 that TResNet takes, small enough for a fast run
+IMAGE_SIZE = 32  # the smallest side TResNet takes (a multiple of 32): a fast run
 N_IMAGES = 8
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*model labels are not dataset labels:UserWarning")
@@ -160,6 +160,7 @@ def converted_run(
     return {"release": release, "converted": converted, "run": run_dir, "mids": mid_list}
 
 
+@pytest.mark.slow  # the module's run: convert, then run and report a small experiment
 def test_converted_checkpoint_carries_mids_input_size_and_normalisation(
     converted_run: dict[str, Path], openimages_dir: Path
 ) -> None:
@@ -184,6 +185,7 @@ def test_converted_checkpoint_carries_mids_input_size_and_normalisation(
         torch.testing.assert_close(converted(images), released(images), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_run_on_the_converted_checkpoint_reports_table_2_and_fig_6(
     converted_run: dict[str, Path],
 ) -> None:

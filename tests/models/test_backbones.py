@@ -155,3 +155,28 @@ def test_torchvision_adapter_cuts_before_pooling(monkeypatch: pytest.MonkeyPatch
     assert vgg.spec() == {"name": "torchvision:vgglike"}
     with pytest.raises(ValueError, match="'vitlike' has neither avgpool"):
         build_backbone("torchvision:vitlike")
+
+
+def test_official_backbone_presets_and_training_step() -> None:
+    from mlattack.models import ResNetBackbone, TResNetBackbone
+
+    large = build_backbone("tresnet-v2-l", input_size=224)
+    assert isinstance(large, TResNetBackbone)
+    assert large.spec()["layers"] == [3, 4, 23, 3] and large.variant() == "tresnet-v2-l"
+    assert large.out_channels == 2048 and large.mean == (0.0, 0.0, 0.0)
+    resnet = build_backbone("resnet-101")
+    assert isinstance(resnet, ResNetBackbone) and resnet.spec()["layers"] == [3, 4, 23, 3]
+    with pytest.raises(ValueError, match="no built-in pretrained weights"):
+        build_backbone("tresnet-m", pretrained=True)
+    with pytest.raises(ValueError, match="input_size=100 is not supported by TResNet"):
+        build_backbone("tresnet-m", input_size=100)
+    # a small TResNet trains: InPlaceABN updates its statistics and counters in train mode
+    spec = {"name": "tresnet", "layers": [1, 1, 1, 1], "planes": 8, "input_size": 64,
+            "batch_counters": True}  # fmt: skip
+    model = build_model("asl", num_labels=3, backbone=spec).train()
+    abn = model.backbone.body.conv1[1]
+    before = abn.running_mean.clone()
+    loss = model(torch.rand(2, 3, 64, 64)).sum()
+    loss.backward()
+    assert abn.num_batches_tracked.item() == 1 and not torch.equal(before, abn.running_mean)
+    assert abn.weight.grad is not None

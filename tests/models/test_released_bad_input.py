@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from mlattack.models import load_asl_checkpoint, load_mldecoder_checkpoint, load_mlgcn_checkpoint
+from mlattack.models import (
+    load_asl_checkpoint,
+    load_mldecoder_checkpoint,
+    load_mlgcn_checkpoint,
+    save,
+)
 from mlattack.models.released import read_numpy_pickle
 
 
@@ -43,6 +48,15 @@ def test_a_file_of_another_family_names_its_family_and_loader(tiny: Path) -> Non
         load_mlgcn_checkpoint(
             tiny / "asl_tiny_fc.pth", word_vectors=tiny / "mlgcn_data/voc_glove_word2vec.pkl"
         )
+
+
+def test_an_mlattack_checkpoint_is_sent_to_mlattack_load(tiny: Path, tmp_path: Path) -> None:
+    converted = save(
+        load_asl_checkpoint(tiny / "asl_tiny_fc.pth", input_size=128), tmp_path / "m.pt"
+    )
+    with pytest.raises(ValueError) as error:
+        load_asl_checkpoint(converted, input_size=128)
+    assert "m.pt: key 'format' makes this an mlattack checkpoint already" in one_line(error)
 
 
 def test_a_truncated_file_is_named(tiny: Path, tmp_path: Path) -> None:

@@ -30,9 +30,7 @@ class ResNetBottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(
-        self, in_channels: int, planes: int, stride: int, width_per_group: int
-    ) -> None:
+    def __init__(self, in_channels: int, planes: int, stride: int, width_per_group: int) -> None:
         super().__init__()
         width = int(planes * (width_per_group / 64.0))
         out_channels = planes * self.expansion
@@ -139,7 +137,9 @@ def resnet_spec_from_state_dict(
             if key.startswith(stage_prefix) and key[len(stage_prefix) :].split(".", 1)[0].isdigit()
         }
         if not indices:
-            raise ValueError(f"{source}: no '{stage_prefix}*' keys: not a ResNet's layer{stage - 3}")
+            raise ValueError(
+                f"{source}: no '{stage_prefix}*' keys: not a ResNet's layer{stage - 3}"
+            )
         depths.append(max(indices) + 1)
     first_key = f"{prefix}4.0.conv1.weight"
     first = state_dict.get(first_key)

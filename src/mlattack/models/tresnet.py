@@ -17,9 +17,9 @@ What the official model computes, and how it is reproduced here:
   The shortcut of a stride-2 block is ``AvgPool2d(2, ceil_mode=True, count_include_pad=False)``
   then a 1x1 conv.
 * **SE.** Global mean, 1x1 conv, ReLU, 1x1 conv, sigmoid, multiply; after conv2 in both block
-  kinds, in stages 1-3 only; ``max(out * 1/4, 64)`` (BasicBlock) or ``max(4 planes / 8, 64)``
-  (Bottleneck) reduction channels.
-* **Variants.** v1 (ASL's and ML-Decoder's M/L/XL: BasicBlock in stages 1-2) and v2 (ML-Decoder's
+  kinds, in stages 1-3 only, on ``planes`` channels reduced to ``max(planes // 4, 64)``
+  (BasicBlock) or ``max(4 planes // 8, 64)`` (Bottleneck).
+* **Variants.** v1 (ASL's M/L/XL and ML-Decoder's M: BasicBlock in stages 1-2) and v2 (ML-Decoder's
   "tresnet_l"/"tresnet_xl": Bottleneck everywhere); see :data:`TRESNET_PRESETS`.
 
 InPlaceABN 1.1.0 (ML-Decoder's files) keeps a ``num_batches_tracked`` counter per layer and 1.0.12
@@ -43,8 +43,8 @@ STEM_SLOPE = 1e-2
 BLOCK_SLOPE = 1e-3
 FIRST_BLOCKS = ("basic", "bottleneck")
 
-# name -> (blocks per stage, stem width "planes", first two stages' block, input size of the
-# released models on ImageNet). Widths are int(64 * width_factor) of the official factories.
+# name -> blocks per stage, stem width "planes" (int(64 * width_factor) of the official
+# factories) and the first two stages' block.
 TRESNET_PRESETS: dict[str, dict[str, Any]] = {
     "tresnet-m": {"layers": [3, 4, 11, 3], "planes": 64, "first_block": "basic"},
     "tresnet-l": {"layers": [4, 5, 18, 3], "planes": 76, "first_block": "basic"},
@@ -63,10 +63,10 @@ class InPlaceABN(nn.Module):
     """
 
     num_batches_tracked: Tensor | None
+    running_mean: Tensor
+    running_var: Tensor
 
-    def __init__(
-        self, channels: int, *, slope: float | None, batch_counter: bool = False
-    ) -> None:
+    def __init__(self, channels: int, *, slope: float | None, batch_counter: bool = False) -> None:
         super().__init__()
         self.channels = channels
         self.slope = slope
@@ -113,9 +113,7 @@ def conv_abn(
 ) -> nn.Sequential:
     """``Sequential(Conv2d(bias=False), InPlaceABN)``: keys ``0.weight`` and ``1.*``."""
     return nn.Sequential(
-        nn.Conv2d(
-            in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False
-        ),
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
         InPlaceABN(out_channels, slope=slope, batch_counter=batch_counter),
     )
 
@@ -236,7 +234,9 @@ def _stage(
         parts: list[nn.Module] = []
         if stride == 2:
             parts.append(nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False))
-        parts.append(conv_abn(in_channels, out_channels, 1, slope=None, batch_counter=batch_counter))
+        parts.append(
+            conv_abn(in_channels, out_channels, 1, slope=None, batch_counter=batch_counter)
+        )
         shortcut = nn.Sequential(*parts)
     blocks = [
         block(in_channels, planes, stride, shortcut, use_se=use_se, batch_counter=batch_counter)

@@ -87,7 +87,7 @@ def load_asl_checkpoint(
       two layers**, not folded into one: the official model computes it in two steps, and the
       folded product rounds differently (1.5e-5 at full size, above the 1e-5 tolerance); it also
       keeps the file's tensors as they are, so loading multiplies nothing (a 9605 x 512 x 2432
-      product otherwise) and the head stays 5 M instead of 23 M multiply-adds per image;
+      product otherwise) and the head costs 6 M instead of 23 M multiply-adds per image;
     * **input size**: ``input_size`` if given (a multiple of 32), else the released layout's (224
       for M COCO, 448 for L COCO / OpenImages / NUS-WIDE and XL VOC, 640 for XL COCO); any other
       layout needs ``input_size``: it is never defaulted;

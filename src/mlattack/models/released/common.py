@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from mlattack.models.checkpoint import read_checkpoint_file
+from mlattack.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint_file
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
@@ -61,6 +61,11 @@ def read_released_state_dict(
         raise ValueError(
             f"{path}: not a {FAMILY_TITLES[family]} checkpoint (a {type(data).__name__})"
         )
+    if data.get("format") == CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path}: key 'format' makes this an mlattack checkpoint already; load it with "
+            "mlattack.models.load"
+        )
     extras: dict[str, Any] = {}
     state: Any = data
     for wrapper in ("model", "state_dict"):
@@ -96,9 +101,9 @@ def _check_family(state: Mapping[str, Tensor], family: str, path: str | Path) ->
                 f"{path}: key {found!r} makes this an {FAMILY_TITLES[other]} checkpoint, not "
                 f"{FAMILY_TITLES[family]}; load it with {FAMILY_LOADERS[other]}"
             )
-    markers = " or ".join(repr(marker) for marker in FAMILY_MARKERS[family])
+    wanted = " or ".join(repr(marker) for marker in FAMILY_MARKERS[family])
     raise ValueError(
-        f"{path}: no key {markers}: not a {FAMILY_TITLES[family]} checkpoint (first key "
+        f"{path}: no key {wanted}: not a {FAMILY_TITLES[family]} checkpoint (first key "
         f"{next(iter(state))!r})"
     )
 

@@ -7,17 +7,16 @@ nothing else: any other global in the stream stops it with a ValueError naming t
 
 from __future__ import annotations
 
-import io
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 try:  # numpy >= 2 moved numpy.core to numpy._core
-    from numpy._core.multiarray import _reconstruct, scalar  # type: ignore[attr-defined]
+    from numpy._core.multiarray import _reconstruct, scalar
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[attr-defined,no-redef]
+    from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
 
 # The globals that numpy's own ndarray pickles refer to (numpy 1.x and 2.x module names).
 _ALLOWED_GLOBALS = {
@@ -31,7 +30,7 @@ _ALLOWED_GLOBALS = {
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BufferedIOBase, source: Path) -> None:
+    def __init__(self, file: BinaryIO, source: Path) -> None:
         super().__init__(file, encoding="latin1")
         self.source = source
 
@@ -58,7 +57,7 @@ def read_numpy_pickle(path: str | Path) -> Any:
         raise FileNotFoundError(f"pickle not found: {path}")
     with path.open("rb") as handle:
         try:
-            return _NumpyOnlyUnpickler(handle, path).load()  # type: ignore[arg-type]
+            return _NumpyOnlyUnpickler(handle, path).load()
         except ValueError:
             raise
         except Exception as error:  # EOFError, UnpicklingError, ...: all mean "not readable"
