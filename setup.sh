@@ -2,9 +2,11 @@
 # Installs everything mlattack, its demo and its tests need, on a new Debian machine or an existing one.
 # Idempotent and quick when done: a second run only checks.
 #   Debian: wordnet-base (WordNet 3.0), opencv-doc (sample photos the demo attacks), and under CI=true
-#           chromium (the report's rendering test; skipped where chromium is absent).
+#           chromium (the rendering tests of the report and of the documentation site; skipped
+#           where chromium is absent).
 #   Python (the python3 on PATH; use a virtualenv): torch (the CPU wheel, only when no torch is
-#           installed, so an existing CUDA build is kept), then this package with all its extras.
+#           installed, so an existing CUDA build is kept), then this package with all its extras
+#           (the `docs` extra brings mkdocs, which .ci/run uses).
 set -euo pipefail
 cd "$(dirname "$0")"
 

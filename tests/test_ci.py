@@ -28,11 +28,13 @@ def ci_steps() -> list[list[str]]:
 def test_the_steps_run_checks_first_then_the_fast_lane_then_the_readme_command() -> None:
     steps = [shlex.join(step) for step in ci_steps()]
     assert steps[0] == "bash setup.sh"
+    assert len(steps) == 7
     assert steps[1:4] == [
         "python3 -m ruff check src tests benchmarks scripts",
         "python3 -m ruff format --check src tests benchmarks scripts",
         "python3 -m mypy",
     ]
+    assert steps[4] == "python3 -m mkdocs build --strict --quiet --site-dir site"
     assert steps[-2] == shlex.join(shlex.split(FAST_LANE))
     assert ci_steps()[-1] == ["bash", "-c", README_TEST_COMMAND]
     readme = (ROOT / "README.md").read_text("utf-8")
@@ -90,6 +92,7 @@ def test_every_step_runs_in_order_under_ci_true(fake_checkout: tuple[Path, dict[
         "-m ruff check src tests benchmarks scripts",
         "-m ruff format --check src tests benchmarks scripts",
         "-m mypy",
+        "-m mkdocs build --strict --quiet --site-dir site",
         "-m pytest -q -m not slow",
         "setup CI=true",
         "-m pytest -q",
@@ -101,9 +104,10 @@ def test_every_step_runs_in_order_under_ci_true(fake_checkout: tuple[Path, dict[
     [
         ("-m ruff check src tests benchmarks scripts", 1, 2),
         ("-m mypy", 1, 4),
-        ("-m pytest -q -m not slow", 5, 5),  # pytest's "no test collected" is a failure too
-        ("-m pytest -q", 1, 7),
-        ("-m pytest -q", 2, 7),
+        ("-m mkdocs build --strict --quiet --site-dir site", 1, 5),
+        ("-m pytest -q -m not slow", 5, 6),  # pytest's "no test collected" is a failure too
+        ("-m pytest -q", 1, 8),
+        ("-m pytest -q", 2, 8),
     ],
 )
 def test_a_failing_step_stops_the_run_with_its_status(

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mlattack"
 BASE = {"_validation", "_files"}
 ALLOWED: dict[str, set[str]] = {
     "_validation": set(),
-    "_files": set(),
+    "_files": set(),  # reading the files a user names (regular files, inside a root, JSON)
     "graph": BASE,
     "graph_sources": BASE | {"graph"},
     "losses": BASE,
@@ -128,7 +128,7 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_every_area_of_the_package_has_a_place_in_the_layering() -> None:
     areas = {_area(module) for module in _modules()}
-    assert areas == set(ALLOWED)
+    assert areas - set(ALLOWED) == set()
 
 
 def test_no_import_circle() -> None:

@@ -1,5 +1,5 @@
 """Label graphs: a DAG over the labels of a multi-label classifier, and the semantic
-consistency rules that GMLA's consistent target set is built on (DESIGN.md §3.1).
+consistency rules that GMLA's consistent target set is built on (``docs/semantics.md``).
 
 A :class:`LabelGraph` stores its structure as CSR index arrays (``parent -> children`` and
 ``child -> parents``).  Every batched query works on *(image, label)* pairs gathered through those

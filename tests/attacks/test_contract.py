@@ -1,4 +1,4 @@
-"""The contract every registered attack keeps (DESIGN §3.2), on tiny models."""
+"""The contract every registered attack keeps (``docs/semantics.md``), on tiny models."""
 
 from __future__ import annotations
 

@@ -160,7 +160,7 @@ def test_graph_problems_raise(linear_model: nn.Module, make_case: Any, label_gra
 
 
 def semantic_success_rate(result: Any, graph: Any) -> float:
-    """FR_S: Ω flipped and the adversarial prediction locally consistent around Ω (DESIGN §3.3)."""
+    """FR_S: Ω flipped and the adversarial prediction locally consistent around Ω (``docs/semantics.md``)."""
     consistent = torch.as_tensor(graph.is_consistent(result.adv_pred, around=result.targets))
     return float((consistent & result.success).float().mean())
 

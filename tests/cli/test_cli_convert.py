@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,9 @@ from PIL import Image
 
 from mlattack.cli import main
 from mlattack.data.openimages import OpenImagesDataset
-from mlattack.graph import LabelGraph
-from mlattack.graph_sources.openimages import read_class_descriptions
+from mlattack.graph_sources.openimages import load_openimages_graph, read_class_descriptions
 from mlattack.models import ASLModel, load, load_asl_checkpoint, read_metadata
 
-OFFICIAL_MODELS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "official-models"
 NUM_OUTPUTS = 9_605
 IMAGE_SIZE = 32  # the smallest side TResNet takes (a multiple of 32): a fast run
 N_IMAGES = 8
@@ -36,14 +34,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*model labels are not dataset l
 
 
 @pytest.fixture(scope="module")
-def tiny_openimages() -> Path:
-    path = OFFICIAL_MODELS / "tiny" / "asl_tiny_openimages.pth"
-    if not path.is_file():
-        message = f"official-model reference data not found in {OFFICIAL_MODELS.resolve()}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+def tiny_openimages(shared_data_dir: Callable[..., Path]) -> Path:
+    return shared_data_dir("official-models") / "tiny" / "asl_tiny_openimages.pth"
 
 
 def _model_mids(folder: Path) -> tuple[list[str], list[int]]:
@@ -54,7 +46,7 @@ def _model_mids(folder: Path) -> tuple[list[str], list[int]]:
         set(read_class_descriptions(folder / "oidv6-class-descriptions.csv")) - set(boxable)
     )
     mids = sorted(set(boxable) | set(others[: NUM_OUTPUTS - len(boxable)]))
-    graph = LabelGraph.from_openimages(
+    graph = load_openimages_graph(
         folder / "bbox_labels_600_hierarchy.json", folder / "class-descriptions-boxable.csv"
     )
     node_mid = graph.metadata["mids"]

@@ -27,8 +27,6 @@ from mlattack.graph_sources.openimages import load_openimages_graph, read_class_
 from mlattack.models import ASLModel, save
 from mlattack.models.classlist import names_for_mids
 
-pytestmark = pytest.mark.slow  # a run over a 9,600-label model (about 30 s)
-
 NUM_OUTPUTS = 9_605
 IMAGE_SIZE = 16
 N_IMAGES = 24
@@ -102,7 +100,10 @@ def _build_model(
 
 
 # Most of the 9,605 outputs are never a ground-truth label of the few synthetic images.
-pytestmark = pytest.mark.filterwarnings("ignore:.*model labels are not dataset labels:UserWarning")
+pytestmark = [
+    pytest.mark.slow,  # a run over a 9,600-label model (about 30 s)
+    pytest.mark.filterwarnings("ignore:.*model labels are not dataset labels:UserWarning"),
+]
 
 
 @pytest.fixture(scope="module")

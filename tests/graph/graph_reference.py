@@ -1,4 +1,4 @@
-"""Slow, obviously-correct reference versions of the consistency rules (DESIGN.md §3.1),
+"""Slow, obviously-correct reference versions of the consistency rules (``docs/semantics.md``),
 written from the definitions with Python sets, one image at a time; and the small graph and the
 mask helpers several test modules share."""
 

@@ -46,7 +46,7 @@ def test_openimages_folder_relative_to_base_dir_and_without_names(
         ("voc", FileNotFoundError, "the built-in graph is named 'builtin:voc'"),
         ("nope.json", FileNotFoundError, "label graph file not found: nope.json"),
         ("builtin:coco", ValueError, "available: voc, nus-wide"),
-        ("label-set:coco", ValueError, "available: voc-imagenet, imagenet-auto, objects"),
+        ("label-set:coco", ValueError, "unknown label set 'coco'"),
         ("openimages:/no/such/folder", FileNotFoundError, "OpenImages hierarchy not found"),
         (3, TypeError, "got int"),
         (None, TypeError, "got NoneType"),
@@ -59,6 +59,6 @@ def test_bad_specs_are_named(spec: object, error: type[Exception], message: str)
 
 def test_the_datasets_graph_option_uses_the_same_grammar() -> None:
     assert resolve_graph(None) is None
-    assert resolve_graph("label-set:voc-imagenet") == label_set_graph("voc-imagenet")
+    assert resolve_graph("label-set:imagenet-auto") == label_set_graph("imagenet-auto")
     with pytest.raises(FileNotFoundError, match="builtin:voc"):
         resolve_graph("voc")

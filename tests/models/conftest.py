@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import types
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +21,12 @@ TINY_EDGES = (("animal", "cat"), ("animal", "dog"), ("vehicle", "car"))
 
 
 # The official-model reference data beside the repository root (52 MB, not copied here).
-OFFICIAL_MODELS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "official-models"
 
 
 @pytest.fixture(scope="session")
-def official_models() -> Path:
-    """``../shared/data/official-models``; missing, the test fails under ``CI=true`` and skips
-    elsewhere, naming the folder."""
-    if (OFFICIAL_MODELS / "tiny" / "index.json").is_file() and (
-        OFFICIAL_MODELS / "manifests"
-    ).is_dir():
-        return OFFICIAL_MODELS
-    message = f"official-model reference data not found in {OFFICIAL_MODELS.resolve()}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+def official_models(shared_data_dir: Callable[..., Path]) -> Path:
+    """``../shared/data/official-models`` (see the root conftest's ``shared_data_dir``)."""
+    return shared_data_dir("official-models")
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ VOC_CATEGORIES = [
     "train",
     "tvmonitor",
 ]
-# Nodes that are near 1 on every photo when they cover their whole WordNet subtree (DESIGN §6).
+# Nodes that are near 1 on every photo when they cover their whole WordNet subtree.
 GENERIC_SYNSETS = {"whole.n.02", "living_thing.n.01", "artifact.n.01", "instrumentality.n.03"}
 
 

@@ -1,4 +1,4 @@
-"""Multi-label adversarial attacks on one contract (DESIGN §3.2).
+"""Multi-label adversarial attacks on one contract (``docs/semantics.md``).
 
 ``result = GMLA(model, graph, eps=0.01)(images, targets)``; every attack returns an
 :class:`AttackResult`. ``ATTACKS`` maps the lower-case names used in configs to the classes and

@@ -282,7 +282,8 @@ def _frozen_eval(model: nn.Module) -> Iterator[None]:
     """Eval mode and no parameter gradients for the duration; both restored exactly afterwards.
 
     Freezing the parameters matters for speed: the input gradient then needs no weight gradients
-    (DESIGN §6: two input gradients from one forward cost 1.40× instead of 1.64×).
+    (ResNet-18, batch 16 at 96 px, 2 CPU cores: two input gradients from one forward cost 1.40×
+    one forward and one gradient instead of 1.64×).
     """
     modes = [(module, module.training) for module in model.modules()]
     params = [(param, param.requires_grad) for param in model.parameters()]
@@ -384,7 +385,7 @@ def _check_autocast(amp: str, device: torch.device) -> None:
 
 
 class Attack(abc.ABC):
-    """Base class of all multi-label attacks (see DESIGN §3.2).
+    """Base class of all multi-label attacks (see ``docs/semantics.md``).
 
     Call an attack as ``result = attack(images, targets)``: ``images`` float ``[B, 3, H, W]`` in
     ``[0, 1]``, ``targets`` bool ``[B, C]`` (Ω, the labels to flip). The model maps images to
@@ -447,8 +448,8 @@ class Attack(abc.ABC):
             detached from the images or of another shape under autograd, an ``amp`` the device
             cannot run. Every message names the argument (or the model output) at fault.
 
-        Exceptions raised by the model itself propagate unchanged; the model's modes and
-        ``requires_grad`` flags are restored in every case.
+    Exceptions raised by the model itself propagate unchanged; the model's modes and
+    ``requires_grad`` flags are restored in every case.
     """
 
     name: ClassVar[str] = "attack"

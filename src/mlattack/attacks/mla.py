@@ -1,6 +1,6 @@
 """MLA-U and MLA-C: the unconstrained and constrained multi-label sign-gradient attacks.
 
-Notation (DESIGN §3.2, Mahmood & Elhamifar, CVPR 2024, Section 3): ``y`` is the clean prediction,
+Notation (``docs/semantics.md``; Mahmood & Elhamifar, CVPR 2024, Section 3): ``y`` is the clean prediction,
 ``y* = y`` with the flip set Ψ toggled, ``Ψ̄`` the other labels, and all losses are binary
 cross-entropy on logits::
 

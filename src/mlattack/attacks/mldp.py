@@ -18,8 +18,8 @@ used.
 (one row per selected label, all images at once): on accelerators one batched call
 (``torch.autograd.grad(..., is_grads_batched=True)``); on CPU one backward pass per row, which
 measured 1.8× faster there (small conv net, 8 images at 32×32, 20 rows: 27 ms against 49 ms),
-as DESIGN §6 found for input gradients. Models whose operations lack a batching rule fall back to
-the per-row passes.
+as for input gradients (see ``_frozen_eval`` in ``attacks/base.py``). Models whose operations lack
+a batching rule fall back to the per-row passes.
 
 **Reached, with a margin.** A flip-set label counts as flipped inside the loop only when its
 signed margin is at least the attack's *reach margin* ``δ`` (:meth:`LinearizedAttack._reach_margin`,

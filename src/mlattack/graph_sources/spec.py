@@ -4,8 +4,8 @@
 
 - a :class:`~mlattack.graph.LabelGraph`: returned as it is;
 - ``"builtin:NAME"``: a packaged graph (``voc``, ``nus-wide``; :mod:`.builtin`);
-- ``"label-set:NAME"``: the graph of an ImageNet label set (``voc``, ``imagenet-auto``,
-  ``objects``; :mod:`.label_sets`);
+- ``"label-set:NAME"``: the graph of a built-in ImageNet label set (``objects``,
+  ``imagenet-auto``, ...; :mod:`.label_sets`);
 - ``"openimages:DIR"``: the OpenImages box hierarchy read from ``DIR``
   (``bbox_labels_600_hierarchy.json``, named by ``class-descriptions-boxable.csv`` when that file
   is there; :mod:`.openimages`);
@@ -26,7 +26,8 @@ __all__ = ["GRAPH_SPEC_HELP", "load_graph"]
 
 #: One line for command-line help texts.
 GRAPH_SPEC_HELP = (
-    "a label graph: builtin:NAME (voc, nus-wide), label-set:NAME (voc, imagenet-auto, objects), "
+    "a label graph: builtin:NAME (voc, nus-wide), label-set:NAME (an ImageNet label set: objects, "
+    "imagenet-auto, ...), "
     "openimages:DIR, or the path of a graph JSON file"
 )
 
@@ -63,15 +64,9 @@ def load_graph(spec: LabelGraph | str | Path, *, base_dir: str | Path | None = N
 
         return load_builtin(text.removeprefix("builtin:"))
     if isinstance(spec, str) and text.startswith("label-set:"):
-        from mlattack.graph_sources.label_sets import BUILTIN_LABEL_SETS, label_set_graph
+        from mlattack.graph_sources.label_sets import label_set_graph
 
-        name = text.removeprefix("label-set:")
-        if name not in BUILTIN_LABEL_SETS:
-            raise ValueError(
-                f"unknown label set {name!r} in graph {text!r}; available: "
-                f"{', '.join(BUILTIN_LABEL_SETS)}"
-            )
-        return label_set_graph(name)
+        return label_set_graph(text.removeprefix("label-set:"))
     if isinstance(spec, str) and text.startswith("openimages:"):
         from mlattack.graph_sources.openimages import load_openimages_graph
 

@@ -1,4 +1,4 @@
-"""Metrics of multi-label attacks: FR_N, FR_S, NT_R, SSIM (DESIGN §3.3) and gradient correlation."""
+"""Metrics of multi-label attacks: FR_N, FR_S, NT_R, SSIM (``docs/semantics.md``) and gradient correlation."""
 
 from mlattack.metrics.fooling import Metrics, evaluate, summarize
 from mlattack.metrics.gradients import gradient_correlation, target_nontarget_gradients

@@ -1,4 +1,4 @@
-"""Fooling rates, non-target flip rate and SSIM of an attack (DESIGN §3.3, the paper's eq. 12–13).
+"""Fooling rates, non-target flip rate and SSIM of an attack (``docs/semantics.md``, the paper's eq. 12–13).
 
 Denominators, all per result (one batch, or the concatenation of batches of one target-set size):
 

@@ -1,7 +1,7 @@
 """Correlation between the target and non-target gradients (the paper's Fig. 8).
 
 With ``y`` the clean prediction and, for a label set ``S``, ``y*_S`` = ``y`` with ``S`` flipped
-(DESIGN §3.2):
+(``docs/semantics.md``):
 
 * ``g_t(S)  = −∇ₓ Σ_{c∈S} BCE(f_c(x), y*_c)`` — the direction that moves ``S`` toward its desired
   values;

@@ -12,7 +12,6 @@ backbone is asked for.
 
 from __future__ import annotations
 
-import abc
 import importlib
 import importlib.util
 import sys
@@ -23,28 +22,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from mlattack.models.backbone_base import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from mlattack.models.resnet import RESNET_PRESETS, ResNetBackbone
+from mlattack.models.tresnet import TRESNET_PRESETS, TResNetBackbone
+
 ZOO_HINT = "install the optional model zoo: pip install 'mlattack[zoo]'"
-
-
-class Backbone(nn.Module, abc.ABC):
-    """A feature extractor with what a model needs to wrap it.
-
-    Attributes:
-        out_channels: D, the channel count of the feature map.
-        default_input_size: the image side the backbone expects.
-        mean, std: the per-channel normalisation its weights expect.
-    """
-
-    out_channels: int
-    default_input_size: int
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-
-    @abc.abstractmethod
-    def spec(self) -> dict[str, Any]:
-        """JSON-able description; ``build_backbone(spec)`` rebuilds the same architecture."""
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -243,13 +225,7 @@ BUILTIN_BACKBONES: dict[str, type[Backbone]] = {
 
 
 def _official_backbones() -> tuple[dict[str, type[Backbone]], dict[str, dict[str, Any]]]:
-    """The backbones written after the official models, and their named presets.
-
-    Imported here, not at the top: their modules import :class:`Backbone` from this one.
-    """
-    from mlattack.models.resnet import RESNET_PRESETS, ResNetBackbone
-    from mlattack.models.tresnet import TRESNET_PRESETS, TResNetBackbone
-
+    """The backbones written after the official models, and their named presets."""
     classes: dict[str, type[Backbone]] = {"tresnet": TResNetBackbone, "resnet": ResNetBackbone}
     presets = {
         **{name: {"name": "tresnet", **preset} for name, preset in TRESNET_PRESETS.items()},

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mlattack.models.backbones import Backbone
+from mlattack.models.backbone_base import Backbone
 
 RESNET_PRESETS: dict[str, dict[str, Any]] = {
     "resnet-50": {"layers": [3, 4, 6, 3], "width_per_group": 64},

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mlattack.models.backbones import Backbone
+from mlattack.models.backbone_base import Backbone
 
 INPLACE_ABN_EPS = 1e-5
 STEM_SLOPE = 1e-2
