@@ -223,7 +223,7 @@ def build_voc(
     labels = [(c, tuple(categories[c]), category_classes[c]) for c in categories]
     labels += [(names[s], (s,), abstract_classes[s]) for s in order]
     return _label_set(
-        "voc",
+        "voc-imagenet",
         "The 20 PASCAL-VOC categories as unions of ImageNet synsets, plus the WordNet ancestors "
         "they share; an ancestor covers the ImageNet classes of its WordNet subtree.",
         {"max_share": max_share, "min_shared": min_shared},
@@ -520,7 +520,7 @@ def build_objects(
 
 # Label set name -> builder; each builder records its keyword parameters in the file's "params".
 BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
-    "voc": build_voc,
+    "voc-imagenet": build_voc,
     "imagenet-auto": build_imagenet_auto,
     "objects": build_objects,
 }
@@ -554,7 +554,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     wordnet, wnids = get_wordnet(), imagenet_wnids()
     label_sets = {
-        "voc": build_voc(wordnet, wnids, max_share=args.max_share, min_shared=args.min_shared),
+        "voc-imagenet": build_voc(
+            wordnet, wnids, max_share=args.max_share, min_shared=args.min_shared
+        ),
         "imagenet-auto": build_imagenet_auto(
             wordnet,
             wnids,

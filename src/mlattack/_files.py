@@ -116,14 +116,19 @@ def read_text(path: str | os.PathLike[str], what: str, *, inside: Path | None = 
 
 
 def _lines(handle: BinaryIO, path: str | os.PathLike[str], what: str) -> Iterator[str]:
-    for number, raw in enumerate(handle, start=1):
-        line = raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw
-        try:
-            yield line.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise ValueError(
-                _not_utf8(path, what, number, error.start + 1, line[error.start])
-            ) from None
+    """Decoded lines with their endings; ``\r``, ``\n`` and ``\r\n`` each end a line (as
+    ``newline=""`` reads them for the CSV reader)."""
+    number = 0
+    for chunk in handle:
+        for raw in chunk.splitlines(keepends=True):
+            number += 1
+            line = raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    _not_utf8(path, what, number, error.start + 1, line[error.start])
+                ) from None
 
 
 def csv_rows(

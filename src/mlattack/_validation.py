@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from typing import Any
 
 import numpy as np
@@ -109,16 +110,18 @@ def _describe_range(
 #: table and figure quoting names stays readable and fast (a 200,000-character name made the
 #: report run for minutes).
 MAX_LABEL_NAME_LENGTH = 512
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def check_label_name(name: Any, what: str) -> str:
     """``name`` if it is a non-empty ``str`` of valid Unicode of at most
-    :data:`MAX_LABEL_NAME_LENGTH` characters.
+    :data:`MAX_LABEL_NAME_LENGTH` characters, without control characters.
 
     Raises:
         TypeError: not a ``str``, naming ``what`` (e.g. ``"label name at position 3"``).
-        ValueError: empty, too long, or holding a lone surrogate (text that cannot be written
-            as UTF-8, e.g. ``"\\ud800"``), naming ``what``.
+        ValueError: empty, too long, holding a lone surrogate (text that cannot be written as
+            UTF-8, e.g. ``"\\ud800"``) or a control character (NUL, a tab, a newline, ...),
+            naming ``what``.
     """
     if not isinstance(name, str):
         raise TypeError(f"{what} must be a str, got {type(name).__name__}")
@@ -136,4 +139,10 @@ def check_label_name(name: Any, what: str) -> str:
             f"{what} {ascii(name[:60])} holds a lone surrogate ({ascii(name[error.start])} at "
             f"position {error.start}): not valid Unicode text"
         ) from None
+    control = _CONTROL.search(name)
+    if control is not None:
+        raise ValueError(
+            f"{what} {ascii(name[:60])} holds a control character ({ascii(control.group())} at "
+            f"position {control.start()})"
+        )
     return name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +277,22 @@ def test_target_set_repair_and_bad_options(vehicles: Path, capsys: Any) -> None:
     assert code == 2 and "--logits" in stderr and "'car=high'" in stderr
     code, _, stderr = run(capsys, "target-set", str(vehicles), "--on", "car", "--targets", "bike")
     assert code == 2 and "direction='mixed'" in stderr
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_labels_or_graph_file_is_refused_without_blocking(
+    tmp_path: Path, capsys: Any
+) -> None:
+    fifo = tmp_path / "labels.txt"
+    os.mkfifo(fifo)
+    code, _, stderr = run(capsys, "build", "--labels-file", str(fifo))
+    assert code == 2
+    assert stderr.strip().endswith(
+        "labels.txt' cannot be read: it is a FIFO (named pipe), not a regular file"
+    )
+    code, _, stderr = run(capsys, "show", str(fifo))
+    assert code == 2
+    assert stderr.strip().endswith(
+        "labels.txt' cannot be read: it is a FIFO (named pipe), not a regular file"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import re
 from pathlib import Path
 
@@ -25,7 +26,13 @@ def _parser_failing_with(error: BaseException) -> argparse.ArgumentParser:
 
 @pytest.mark.parametrize(
     "error",
-    [ValueError("bad value"), TypeError("bad type"), PermissionError("no access to /x")],
+    [
+        ValueError("bad value"),
+        TypeError("bad type"),
+        PermissionError("no access to /x"),
+        ImportError("backbone 'timm:resnet18' needs timm; install the optional model zoo"),
+        ModuleNotFoundError("No module named 'timm'", name="timm"),
+    ],
 )
 def test_expected_errors_exit_2_with_a_message(
     error: Exception, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -39,6 +46,26 @@ def test_programming_errors_are_not_hidden(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(cli, "build_parser", lambda: _parser_failing_with(KeyError("bug")))
     with pytest.raises(KeyError):
         cli.main(["boom"])
+    broken = ImportError("cannot import name 'x'", name="mlattack.attacks")
+    monkeypatch.setattr(cli, "build_parser", lambda: _parser_failing_with(broken))
+    with pytest.raises(ImportError):
+        cli.main(["boom"])
+
+
+def test_a_timm_backbone_without_timm_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    if importlib.util.find_spec("timm") is not None:
+        pytest.skip("timm is installed")
+    argv = ["train", "--model", "small-cnn", "--backbone", "timm:resnet18"]
+    argv += ["--dataset", "synthetic", "--n-train", "8", "--n-val", "4", "--epochs", "1"]
+    argv += ["--out", str(tmp_path / "model.pt")]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "mlattack train: error: backbone 'timm:resnet18' needs timm; install the optional "
+        "model zoo: pip install 'mlattack[zoo]'"
+    ]
 
 
 def test_every_subcommand_is_registered() -> None:

@@ -194,6 +194,17 @@ def test_a_labels_csv_with_a_byte_order_mark_is_read(folder_root: Path) -> None:
     assert dataset.label_names == ("animal", "car", "cat") and len(dataset) == 4
 
 
+def test_a_labels_csv_with_old_mac_line_endings_is_read(folder_root: Path) -> None:
+    text = (folder_root / "labels.csv").read_text()
+    (folder_root / "labels.csv").write_bytes(text.replace("\n", "\r").encode())
+    assert ImageFolderDataset(folder_root, size=16).labels.tolist() == [
+        [1, 0, 1],
+        [0, 1, 0],
+        [0, 0, 0],
+        [0, 0, 1],
+    ]
+
+
 def test_a_latin1_labels_csv_is_refused_naming_the_line(folder_root: Path) -> None:
     (folder_root / "labels.csv").write_bytes("filename,labels\n3.jpg,caf\xe9\n".encode("latin-1"))
     with pytest.raises(
@@ -238,7 +249,7 @@ def test_label_names_have_a_documented_length_cap(build: Callable[[str], Any]) -
 
 def test_a_label_name_too_long_in_a_dataset_csv_is_refused(folder_root: Path) -> None:
     (folder_root / "labels.csv").write_text(f"3.jpg,{'n' * 1000}\n")
-    with pytest.raises(ValueError, match=r"dataset label 0 is 1,000 characters long"):
+    with pytest.raises(ValueError, match=r"labels.csv:1: label is 1,000 characters long"):
         ImageFolderDataset(folder_root)
 
 
@@ -252,3 +263,9 @@ def test_a_label_name_too_long_in_a_dataset_csv_is_refused(folder_root: Path) ->
 def test_a_lone_surrogate_in_a_label_name_is_refused(build: Callable[[str], Any]) -> None:
     with pytest.raises(ValueError, match=r"holds a lone surrogate \('\\ud800' at position 3\)"):
         build("dog\ud800")
+
+
+def test_a_control_character_in_a_csv_label_is_refused_naming_the_line(folder_root: Path) -> None:
+    (folder_root / "labels.csv").write_text("filename,labels\n3.jpg,c\0t\n")
+    with pytest.raises(ValueError, match=r"labels.csv:2: label 'c\\x00t' holds a control char"):
+        ImageFolderDataset(folder_root)

@@ -26,7 +26,7 @@ def _row(
     nonfinite: int = 0,
 ) -> tuple[Any, ...]:
     return (ts, image, "gmla", 0.1, attacked, success, semantic, nt, 0.1, 1.0, ssim, 3, 0.01, 0,
-            "[0]", EMPTY, "[0]", "[0]", nonfinite)  # fmt: skip
+            "[0]", EMPTY, "[0]", "[0]", nonfinite, 4, 3)  # fmt: skip
 
 
 def make_run(

@@ -97,7 +97,7 @@ def test_sample_photos_carry_their_labels_on_request() -> None:
 def test_sample_photo_labels_need_the_manifests_vocabulary_and_a_strict_bool() -> None:
     from mlattack.graph_sources.label_sets import label_set_graph
 
-    voc = TinyModel(tuple(label_set_graph("voc").names))
+    voc = TinyModel(tuple(label_set_graph("voc-imagenet").names))
     with pytest.raises(ValueError, match="aeroplane"):
         build_dataset_from_spec(
             DatasetSpec(name="sample-photos", options={"size": 32, "ground_truth": True}), voc

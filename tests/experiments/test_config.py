@@ -252,3 +252,18 @@ def test_a_binary_file_is_named_as_not_yaml(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00\x81 not text")
     with pytest.raises(ValueError, match=r"binary\.yaml: not valid YAML"):
         ExperimentConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize("section", ["attacks", "model"])
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        ("gmla\ud800", r"label 'gmla\\ud800' holds a lone surrogate"),
+        ("x" * 600, "label is 600 characters long"),
+    ],
+)
+def test_attack_and_model_labels_are_valid_text(section: str, label: str, message: str) -> None:
+    entry = {"name": "gmla"} if section == "attacks" else tiny_config()["model"]
+    value = [{**entry, "label": label}] if section == "attacks" else {**entry, "label": label}
+    with pytest.raises(ValueError, match=rf"key '{section}.*{message}"):
+        ExperimentConfig.from_dict(tiny_config(**{section: value}))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mlattack.graph import JSON_SCHEMA, LabelGraph
 
@@ -285,9 +286,29 @@ def test_deep_json_and_metadata_name_the_problem(tmp_path: Path) -> None:
     for _ in range(5_000):
         inner["x"] = {}
         inner = inner["x"]
-    graph = LabelGraph(["a"], metadata={"deep": nested})
+    with pytest.raises(ValueError, match=r"metadata\['deep'\] is nested too deeply"):
+        LabelGraph(["a"], metadata={"deep": nested})
+    graph = LabelGraph(["a"])
+    graph.metadata["deep"] = nested  # set after construction: refused when written
     with pytest.raises(ValueError, match="metadata is nested too deeply"):
         graph.to_json()
     entry = {"schema": JSON_SCHEMA, "version": 1, "names": ["a", "b"], "edges": [["a", "b"], "ab"]}
     with pytest.raises(ValueError, match="key 'edges'.*entry 1 is 'ab'"):
         LabelGraph.from_json(entry)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error", "message"),
+    [
+        ({"synsets": {"a", "b"}}, TypeError, r"metadata\['synsets'\] is not JSON: .*set"),
+        ({"weights": torch.ones(2)}, TypeError, r"metadata\['weights'\] is not JSON: .*Tensor"),
+        ({1: "one"}, TypeError, "metadata keys must be strings, got 1"),
+        ({"score": float("nan")}, ValueError, r"metadata\['score'\] is not JSON"),
+    ],
+)
+def test_metadata_that_is_not_json_is_refused_at_construction(
+    metadata: dict, error: type[Exception], message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(error, match=message):
+        LabelGraph(["a"], metadata=metadata)
+    LabelGraph(["a"], metadata={"source": "x", "mids": {"a": "/m/1"}}).save(tmp_path / "g.json")

@@ -239,3 +239,29 @@ def test_imagenet_hierarchy_model_is_reachable_lazily(monkeypatch: pytest.Monkey
     model = build_model("test-lazy", scale=5.0)
     assert model.scale == 5.0
     monkeypatch.delitem(registry._REGISTRY, "test-lazy")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("nan", r"weight '.*weight' holds NaN or infinite values"),
+        ("inf", r"weight '.*weight' holds NaN or infinite values"),
+        ("variance", r"BatchNorm variance '.*running_var' has negative entries \(min -1\)"),
+    ],
+)
+def test_damaged_weights_are_refused_naming_the_tensor(
+    tmp_path: Path, damage: str, message: str
+) -> None:
+    model = build_model("small-cnn", num_labels=3, input_size=32)
+    path = save(model, tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    state = payload["state_dict"]
+    if damage == "variance":
+        name = next(k for k in state if k.endswith("running_var"))
+        state[name][0] = -1.0
+    else:
+        name = next(k for k in state if k.endswith("weight") and state[k].dim() > 1)
+        state[name].view(-1)[0] = float(damage)
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=rf"model.pt: {message}"):
+        load(path)

@@ -29,7 +29,7 @@ def photos() -> dict[str, torch.Tensor]:
 # default (five crops) names these photos the same way.
 @pytest.fixture(scope="module")
 def voc_model() -> ImageNetHierarchyModel:
-    return ImageNetHierarchyModel("voc", crops=2).eval()
+    return ImageNetHierarchyModel("voc-imagenet", crops=2).eval()
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +112,13 @@ def test_probability_is_largest_softmax_mass_of_the_labels_classes_over_crops(
         assert probabilities[column] == pytest.approx(float(expected), abs=1e-4)
 
 
-@pytest.mark.parametrize("label_set", ["voc", "imagenet-auto"])
+@pytest.mark.parametrize("label_set", ["voc-imagenet", "imagenet-auto"])
 def test_probabilities_in_unit_interval_and_logits_finite(
     label_set: str, voc_logits: dict[str, torch.Tensor], auto_logits: dict[str, torch.Tensor]
 ) -> None:
-    logits = torch.stack(list((voc_logits if label_set == "voc" else auto_logits).values()))
+    logits = torch.stack(
+        list((voc_logits if label_set == "voc-imagenet" else auto_logits).values())
+    )
     assert torch.isfinite(logits).all()
     probabilities = torch.sigmoid(logits)
     assert ((probabilities >= 0) & (probabilities <= 1)).all()
@@ -145,7 +147,7 @@ def test_batch_matches_single_images(voc_model: ImageNetHierarchyModel) -> None:
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("label_set", ["voc", "imagenet-auto"])
+@pytest.mark.parametrize("label_set", ["voc-imagenet", "imagenet-auto"])
 def test_parent_logit_never_below_child_logit(
     label_set: str,
     voc_model: ImageNetHierarchyModel,
@@ -153,8 +155,10 @@ def test_parent_logit_never_below_child_logit(
     voc_logits: dict[str, torch.Tensor],
     auto_logits: dict[str, torch.Tensor],
 ) -> None:
-    model = voc_model if label_set == "voc" else auto_model
-    logits = torch.stack(list((voc_logits if label_set == "voc" else auto_logits).values()))
+    model = voc_model if label_set == "voc-imagenet" else auto_model
+    logits = torch.stack(
+        list((voc_logits if label_set == "voc-imagenet" else auto_logits).values())
+    )
     parents = torch.from_numpy(model.graph.edges[:, 0].copy())
     children = torch.from_numpy(model.graph.edges[:, 1].copy())
     assert (logits[:, parents] >= logits[:, children] - 1e-4).all()
@@ -213,7 +217,7 @@ def test_auto_label_set_names_chelsea_and_coffee(
 def test_config_is_json_and_rebuilds_the_same_model(voc_model: ImageNetHierarchyModel) -> None:
     config = voc_model.config()
     assert config["name"] == "imagenet-hierarchy"
-    assert config["label_set"] == "voc"
+    assert config["label_set"] == "voc-imagenet"
     rebuilt = ImageNetHierarchyModel.from_config(json.loads(json.dumps(config))).eval()
     assert rebuilt.label_names == voc_model.label_names
     assert rebuilt.crop_boxes == voc_model.crop_boxes
@@ -254,7 +258,7 @@ def test_save_and_load_through_models_checkpoints(
 ) -> None:
     from mlattack import models
 
-    model = ImageNetHierarchyModel("voc", crops=1).eval()
+    model = ImageNetHierarchyModel("voc-imagenet", crops=1).eval()
     path = tmp_path / "imagenet.pt"
     models.save(model, path)
     loaded = models.load(path).eval()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from mlattack.graph import LabelGraph
+from mlattack.graph_sources.builtin import load_builtin
 from mlattack.graph_sources.label_sets import BUILTIN_LABEL_SETS, LABEL_SET_DIR, load_label_set
 
 GENERATOR = Path(__file__).resolve().parents[2] / "scripts" / "build_label_sets.py"
@@ -83,7 +84,7 @@ def test_parents_cover_strictly_more_classes_and_generic_nodes_are_left_out(name
 
 
 def test_voc_label_set_has_the_voc_categories_and_their_abstract_classes() -> None:
-    label_set = _shipped("voc")
+    label_set = _shipped("voc-imagenet")
     names = [label["name"] for label in label_set["labels"]]
     assert names[: len(VOC_CATEGORIES)] == VOC_CATEGORIES
     graph = LabelGraph(names, label_set["edges"])
@@ -203,3 +204,12 @@ def test_tree_coverage_counts_a_category_class_only_along_its_own_chain(
     parent_of = {"apple": "fruit", "lemon": "edible", "edible": "fruit"}
     covered = generator._tree_coverage(own, ["apple", "lemon"], parent_of)
     assert covered == {"apple": {7}, "lemon": {8}, "edible": {8, 9}, "fruit": {7, 8, 9}}
+
+
+def test_the_imagenet_voc_label_set_has_its_own_name() -> None:
+    # builtin:voc is the WordNet graph of the VOC dataset (35 labels); this label set (34) is
+    # another graph, so it does not share the name.
+    assert load_label_set("voc-imagenet")["name"] == "voc-imagenet"
+    assert len(load_label_set("voc-imagenet")["labels"]) != len(load_builtin("voc"))
+    with pytest.raises(ValueError, match="label set 'voc' was renamed 'voc-imagenet'"):
+        load_label_set("voc")

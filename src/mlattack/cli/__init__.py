@@ -55,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, OSError) as exc:
         print(f"mlattack {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:
+        if (exc.name or "").startswith("mlattack"):
+            raise  # a broken mlattack module is a bug, not the user's setup
+        # an optional library the command needs (timm for a "timm:" backbone, ...)
+        print(f"mlattack {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlattack._files import read_text
 from mlattack.graph import DIRECTIONS, LabelGraph
 from mlattack.graph_sources import GRAPH_SPEC_HELP, load_graph
 
@@ -140,10 +141,10 @@ def _parse_synset_option(text: str, where: str) -> tuple[str, str]:
 
 def _read_labels_file(path: Path) -> tuple[list[str], dict[str, str]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "labels file")  # refuses a FIFO, a directory, non-UTF-8 text
     except FileNotFoundError:
         raise FileNotFoundError(f"labels file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:  # a directory, no permission, not text
+    except OSError as error:  # an I/O error while reading
         raise ValueError(f"labels file {str(path)!r} cannot be read: {error}") from None
     labels: list[str] = []
     synsets: dict[str, str] = {}

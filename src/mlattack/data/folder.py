@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mlattack._files import csv_rows
+from mlattack._validation import check_label_name
 from mlattack.data.images import ImageFileDataset, Transform, path_inside, require_dir
 from mlattack.data.labels import GraphSpec, make_label_space, resolve_graph
 
@@ -56,7 +57,8 @@ class ImageFolderDataset(ImageFileDataset):
                     f"{csv_path}:{line_no}: expected 'filename,labels', got {len(row)} fields"
                 )
             labels = [t.strip() for t in (row[1] if len(row) > 1 else "").split(label_separator)]
-            rows.append((line_no, row[0].strip(), [t for t in labels if t]))
+            labels = [check_label_name(t, f"{csv_path}:{line_no}: label") for t in labels if t]
+            rows.append((line_no, row[0].strip(), labels))
         if not rows:
             raise ValueError(f"{csv_path} lists no images")
         resolved = resolve_graph(graph)

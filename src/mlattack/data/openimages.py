@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlattack._files import csv_rows
+from mlattack._validation import check_label_name
 from mlattack.data.images import ImageFileDataset, Transform, path_inside, require_dir
 from mlattack.data.labels import GraphSpec, make_label_space, resolve_graph
 
@@ -25,7 +26,7 @@ def read_class_descriptions(path: str | Path) -> dict[str, str]:
             continue
         if len(row) < 2:
             raise ValueError(f"{path}:{line_no}: expected 'MID,display name', got {row!r}")
-        mapping[row[0].strip()] = row[1].strip()
+        mapping[row[0].strip()] = check_label_name(row[1].strip(), f"{path}:{line_no}: name")
     return mapping
 
 

@@ -27,11 +27,20 @@ from pydantic import (
     model_validator,
 )
 
+from mlattack._validation import check_label_name
+
 MAX_SEED = 2**63 - 1
 MAX_IMAGE_SIZE = 8192  # pixels per side of a dataset's images
 MAX_NESTING = 32  # levels of mappings / lists in a config
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+
+
+def _check_label(value: str | None) -> str | None:
+    """A model's or attack's ``label``: stored as text in every result row (and read back by every
+    resume), so valid Unicode of bounded length."""
+    return None if value is None else check_label_name(value, "label")
+
 
 # An L-inf budget on images in [0, 1]: above 1 it no longer bounds anything.
 Budget = Annotated[float, Field(gt=0.0, le=1.0)]
@@ -61,6 +70,11 @@ class ModelSpec(_Section):
         if self.checkpoint is not None and self.options:
             raise ValueError("'options' go with 'name', not with 'checkpoint'")
         return self
+
+    @field_validator("label")
+    @classmethod
+    def _valid_label(cls, value: str | None) -> str | None:
+        return _check_label(value)
 
     @property
     def display_name(self) -> str:
@@ -178,6 +192,11 @@ class AttackSpec(_Section):
                 "(options.repair)"
             )
         return self
+
+    @field_validator("label")
+    @classmethod
+    def _valid_label(cls, value: str | None) -> str | None:
+        return _check_label(value)
 
     @property
     def display_name(self) -> str:

