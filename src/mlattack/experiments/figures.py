@@ -18,7 +18,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from mlattack.experiments.aggregate import METRIC_TITLES, METRICS, Aggregates, Run, transfer_matrix
+from mlattack.experiments.aggregate import (
+    METRIC_TITLES,
+    METRICS,
+    Aggregates,
+    Run,
+    read_example,
+    transfer_matrix,
+)
 
 COSINE_BINS = (-1.0, 0.0, 0.25, 0.5, 0.75, 0.85, 1.0)
 _DPI = 110
@@ -261,7 +268,7 @@ def figure_qualitative(
     for row, group in enumerate(groups):
         for ax in axes[row]:
             ax.axis("off")
-        first = np.load(run.run_dir / group[0]["path"])
+        first = read_example(run, group[0])
         axes[row][0].imshow(first["clean"].astype(np.float32).transpose(1, 2, 0).clip(0, 1))
         omega = ", ".join(run.label_names[i] for i in np.flatnonzero(first["targets"]))
         axes[row][0].set_title(
@@ -269,7 +276,7 @@ def figure_qualitative(
             fontsize=11,
         )
         for col, example in enumerate(group, start=1):
-            arrays = dict(np.load(run.run_dir / example["path"]))
+            arrays = read_example(run, example)
             ax = axes[row][col]
             outcome = (
                 "semantic success"
@@ -300,9 +307,7 @@ def figure_perturbations(
     fig = Figure(figsize=(2.6 * n_cols, 2.9 * len(groups)), layout="constrained")
     axes = fig.subplots(len(groups), n_cols, squeeze=False)
     for row, group in enumerate(groups):
-        deltas = {
-            e["attack"]: np.load(run.run_dir / e["path"])["delta"].astype(np.float64) for e in group
-        }
+        deltas = {e["attack"]: read_example(run, e)["delta"].astype(np.float64) for e in group}
         reference = next(
             (deltas[e["attack"]] for e in group if kinds.get(e["attack"]) == "gmla"), None
         )

@@ -236,10 +236,9 @@ def _write_report(agg: Aggregates, target: Path, note: str = "") -> None:
     for index, run in enumerate(agg.runs):
         examples = load_examples(run)
         suffix = "" if len(agg.runs) == 1 else f"_{index}"
-        graph = _graph_of(run.meta)
         fig9 = (
-            figure_qualitative(run, graph, examples, target / f"fig9_qualitative{suffix}.png")
-            if graph
+            figure_qualitative(run, run.graph, examples, target / f"fig9_qualitative{suffix}.png")
+            if run.graph is not None
             else None
         )
         fig10 = figure_perturbations(run, examples, target / f"fig10_perturbations{suffix}.png")
@@ -253,12 +252,6 @@ def _write_report(agg: Aggregates, target: Path, note: str = "") -> None:
         encoding="utf-8",
     )
     (target / "report.html").write_text(_html(agg, figures, note), encoding="utf-8")
-
-
-def _graph_of(meta: dict[str, Any]) -> Any:
-    from mlattack.graph import LabelGraph
-
-    return LabelGraph.from_json(meta["graph"]) if meta.get("graph") else None
 
 
 def _table2_rows(agg: Aggregates) -> list[dict[str, Any]]:
