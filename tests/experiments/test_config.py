@@ -251,3 +251,30 @@ def test_a_binary_file_is_named_as_not_yaml(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00\x81 not text")
     with pytest.raises(ValueError, match=r"binary\.yaml: not valid YAML"):
         ExperimentConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize("suffix", ["yaml", "json"])
+def test_a_5000_digit_integer_is_refused_naming_the_file_and_line(
+    tmp_path: Path, suffix: str
+) -> None:
+    import json
+
+    path = tmp_path / f"big.{suffix}"
+    text = json.dumps({"name": "big", "model": {"name": "tiny"}, "seed": 0}, indent=1)
+    path.write_text(text.replace('"seed": 0', f'"seed": -{"9" * 5000}'))
+    with pytest.raises(
+        ValueError, match=r"big\.\w+: not valid YAML \(line \d+, .*an integer of 5000 digits"
+    ):
+        ExperimentConfig.from_yaml(path)
+
+
+def test_a_5000_digit_integer_in_a_json_option_is_one_line() -> None:
+    import argparse
+
+    from mlattack.cli.train import _json_object
+
+    with pytest.raises(argparse.ArgumentTypeError, match="an integer of 5000 digits"):
+        _json_object('{"a": ' + "1" * 5000 + "}")
+    with pytest.raises(argparse.ArgumentTypeError, match="not valid JSON"):
+        _json_object("[" * 100_000)
+    assert _json_object('{"a": 12}') == {"a": 12}

@@ -281,6 +281,9 @@ class ExperimentConfig(_Section):
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+MAX_INT_DIGITS = 100  # the longest integer a config (YAML or JSON) may write
+
+
 class _ConfigLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses aliases (while composing: nothing is ever expanded) and
     duplicate mapping keys (which ``safe_load`` resolves silently to the last value)."""
@@ -311,6 +314,27 @@ class _ConfigLoader(yaml.SafeLoader):
                     key_node.start_mark,
                 )  # fmt: skip
         return super().construct_mapping(node, deep=deep)
+
+    def construct_bounded_int(self, node: Any) -> int:
+        digits = sum(ch.isdigit() for ch in str(self.construct_scalar(node)))
+        if digits > MAX_INT_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of {digits} digits (at most {MAX_INT_DIGITS})",
+                node.start_mark,
+            )  # fmt: skip
+        return int(super().construct_yaml_int(node))
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_bounded_int)
+
+
+def bounded_int(text: str) -> int:
+    """``int(text)`` for ``json.loads(parse_int=...)``: more than :data:`MAX_INT_DIGITS` digits is
+    a ``ValueError`` saying so (Python's own limit, 4,300, names a setting instead)."""
+    digits = sum(ch.isdigit() for ch in text)
+    if digits > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {digits} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
 
 
 def load_yaml(path: str | Path) -> Any:
