@@ -347,3 +347,32 @@ def test_example_files_of_distinct_rows_never_collide(tmp_path: Path) -> None:
     assert example_file_name(0, 1, "x", 0.05) != example_file_name(0, 1, "x", 0.0500001)
     long = [file_slug("a" * 300), file_slug("a" * 299 + "b")]
     assert long[0] != long[1] and all(len(s) <= 80 for s in long)
+
+
+class _UnreadableDataset(TinyDataset):
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from mlattack.data import UnreadableImageError
+
+        raise UnreadableImageError(f"cannot read image {index}.jpg")
+
+
+def test_a_run_with_every_image_unreadable_is_an_error_saying_so(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with (
+        pytest.warns(RuntimeWarning),
+        pytest.raises(ValueError, match=r"every one of the 24 scanned images is unreadable"),
+    ):
+        _run(out, dataset=_UnreadableDataset())
+    assert not out.exists()
+
+
+def test_a_run_where_no_target_set_has_an_image_is_an_error_saying_so(tmp_path: Path) -> None:
+    dataset = TinyDataset()
+    dataset.labels[:] = False  # the ground truth holds no label: no image is eligible
+    out = tmp_path / "run"
+    target_sets = {"sizes": [1], "mode": "combinations", "only_present": False}
+    with pytest.raises(ValueError, match=r"6 target set\(s\) of size 1 drawn, and none has an"):
+        _run(out, dataset=dataset, target_sets=target_sets)
+    assert not out.exists()
+    with pytest.raises(ValueError, match=r"no target set drawn"):
+        _run(out, dataset=dataset)  # only_present: no label is present, no set is drawn

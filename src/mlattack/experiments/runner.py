@@ -47,6 +47,7 @@ from mlattack.experiments.distributed import (
     joined_ranks,
 )
 from mlattack.experiments.planning import (
+    CleanScan,
     Unit,
     deal_units,
     plan_target_sets,
@@ -68,6 +69,7 @@ from mlattack.experiments.store import (
     rank_store_path,
     world_lock_path,
 )
+from mlattack.experiments.targets import TargetSet
 from mlattack.experiments.units import EXAMPLES_DIR, UnitContext, configured_attack, execute
 
 if TYPE_CHECKING:
@@ -194,6 +196,7 @@ def _run_locked(
     check_ranks_agree(ranks.gather(scan_hash), "the clean scan (hash)")
     _refuse_newly_unreadable(run_dir, scan.skipped, stored_skips)
     target_sets = plan_target_sets(config, names, graph, outside, scan)
+    _refuse_nothing_to_attack(config, n_scan, scan, target_sets)
     transfer = plan_transfer(
         config, transfer_models, names, dataset, n_scan, columns, graph, target_sets, ranks,
         device=device, base=base, progress=progress, keep_skipped=stored_skips,
@@ -233,6 +236,32 @@ def _run_locked(
             config, model, dataset, graph, scan, run_dir, device, target_sets, transfer
         )
         _execute_all(mine, context, store, ranks, progress=progress)
+
+
+def _refuse_nothing_to_attack(
+    config: ExperimentConfig, n_scan: int, scan: CleanScan, target_sets: list[TargetSet]
+) -> None:
+    """A run that would attack no image at all is an error saying why, not an empty report."""
+    skipped = scan.skipped
+    if n_scan == 0:
+        raise ValueError("config key 'dataset': the dataset has no image to scan")
+    if len(skipped) == n_scan:
+        raise ValueError(
+            f"config key 'dataset': every one of the {n_scan} scanned images is unreadable (e.g. "
+            f"{next(iter(skipped.values()))}); nothing to attack"
+        )
+    if not any(ts.image_ids for ts in target_sets):
+        sizes = ", ".join(str(k) for k in config.target_sets.sizes)
+        drawn = (
+            f"{len(target_sets)} target set(s) of size {sizes}" if target_sets else "no target set"
+        )
+        raise ValueError(
+            f"config key 'target_sets': {drawn} drawn, and none has an eligible image among the "
+            f"{n_scan - len(skipped)} readable images (an eligible image's clean prediction"
+            f"{' and ground truth' if scan.ground_truth is not None else ''} "
+            "contain every label of the set); nothing to attack. Check the dataset's labels, "
+            "'target_sets.sizes' and 'target_sets.labels'"
+        )
 
 
 def _stored_skips(run_dir: Path) -> dict[int, str]:
