@@ -56,3 +56,38 @@ def test_ctrl_c_while_starting_up_is_one_line(
     monkeypatch.setattr(cli, "build_parser", lambda: _parser_failing_with(KeyboardInterrupt()))
     assert cli.main(["boom"]) == 130
     assert capsys.readouterr().err.strip() == "mlattack boom: interrupted"
+
+
+_WARNING_SCRIPT = """
+import argparse, sys, warnings
+import mlattack.cli as cli
+
+def warn_twice(args):
+    warnings.warn("first\\nsecond line", RuntimeWarning, stacklevel=1)
+    warnings.warn("another", UserWarning, stacklevel=1)
+    return 0
+
+parser = cli.build_parser()
+parse = parser.parse_args
+parser.parse_args = lambda argv: argparse.Namespace(**{**vars(parse(argv)), "func": warn_twice})
+cli.build_parser = lambda: parser
+code = cli.main(["report", "somewhere"])
+warnings.warn("after main", UserWarning, stacklevel=1)
+sys.exit(code)
+"""
+
+
+def test_warnings_are_one_line_each_without_a_source_line() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _WARNING_SCRIPT], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[:2] == [
+        "mlattack report: warning: first second line",
+        "mlattack report: warning: another",
+    ]
+    assert "after main" in lines[2] and "UserWarning" in lines[2]  # Python's format restored

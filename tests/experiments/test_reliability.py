@@ -376,3 +376,22 @@ def test_a_run_where_no_target_set_has_an_image_is_an_error_saying_so(tmp_path: 
     assert not out.exists()
     with pytest.raises(ValueError, match=r"no target set drawn"):
         _run(out, dataset=dataset)  # only_present: no label is present, no set is drawn
+
+
+def test_images_dropped_by_validation_are_counted_in_the_report(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    names = ["a.png", "bad1.jpg", "b.png", "bad2.jpg", "bad3.jpg"]
+    _write_image(root / "a.png", 40)
+    _write_image(root / "b.png", 200)
+    for bad in names[1::2] + ["bad3.jpg"]:
+        (root / bad).write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    everything = ";".join(LABELS)
+    (root / "labels.csv").write_text("".join(f"{n},{everything}\n" for n in names))
+    with pytest.warns(RuntimeWarning, match="dropping unreadable image"):
+        dataset = ImageFolderDataset(root, size=SIZE, label_names=LABELS, validate=True)
+    run_dir = _run(tmp_path / "run", dataset=dataset, images={"per_target_set": 4})
+    page = build_report(run_dir)
+    assert "Unreadable images skipped: 3 " in page.read_text(encoding="utf-8")
+    payload = json.loads((page.parent / "report.json").read_text(encoding="utf-8"))
+    assert payload["dropped_unreadable"] == {"tiny": 3} and payload["skipped_images"]["tiny"] == []

@@ -198,6 +198,9 @@ def _check_meta(path: Path, meta: dict[str, Any]) -> None:
         )
     ):
         problems.append("'skipped_images' is not a list of [image id, reason]")
+    dropped = meta.get("dropped_unreadable", 0)
+    if not (isinstance(dropped, int) and not isinstance(dropped, bool) and dropped >= 0):
+        problems.append("'dropped_unreadable' is not a count")
     if problems:
         raise StoreError(f"{path}: damaged metadata: {'; '.join(problems)}")
 
@@ -434,6 +437,11 @@ def transfer_matrix(
 def skipped_images(run: Run) -> list[tuple[int, str]]:
     """``(image id, reason)`` of the images the run's clean scan could not read."""
     return [(int(image_id), str(why)) for image_id, why in run.meta.get("skipped_images", [])]
+
+
+def dropped_images(run: Run) -> int:
+    """Unreadable images the run's dataset dropped before the scan (``validate: true``)."""
+    return int(run.meta.get("dropped_unreadable", 0))
 
 
 def load_examples(run: Run) -> list[dict[str, Any]]:

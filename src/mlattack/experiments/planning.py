@@ -154,7 +154,8 @@ def scan_clean(
     if skipped:
         warnings.warn(
             f"{what}: skipped {len(skipped)} unreadable image(s) of {n_images} "
-            f"(e.g. {next(iter(skipped.values()))}); they are listed in the store",
+            f"(e.g. {next(iter(skipped.values()))}); they are listed in the store and the report "
+            "(in a run's config, 'dataset: options: validate: true' drops them before the scan)",
             RuntimeWarning,
             stacklevel=2,
         )

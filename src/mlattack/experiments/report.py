@@ -27,6 +27,7 @@ from mlattack.experiments.aggregate import (
     METRICS,
     Aggregates,
     aggregate,
+    dropped_images,
     load_examples,
     skipped_images,
     transfer_matrix,
@@ -326,6 +327,7 @@ def _json_payload(
         ],  # fmt: skip
         "n_rows": agg.n_rows,
         "skipped_images": {r.model: skipped_images(r) for r in agg.runs},
+        "dropped_unreadable": {r.model: dropped_images(r) for r in agg.runs},
         "denominators": DENOMINATORS,
         "table1": clean(agg.summary),
         "per_target_set": clean(agg.per_set),
@@ -368,14 +370,26 @@ def _table(headers: list[str], rows: list[list[Any]], left: int = 0) -> str:
 
 
 def _skipped_html(agg: Aggregates) -> str:
-    """Images the clean scan could not read: skipped (never replaced by another), listed here."""
+    """Images that could not be read: dropped when the dataset was validated, or skipped by the
+    clean scan (never replaced by another image); the scan's are listed."""
     rows = [[r.model, image_id, why] for r in agg.runs for image_id, why in skipped_images(r)]
-    if not rows:
+    dropped = sum(dropped_images(r) for r in agg.runs)
+    total = len(rows) + dropped
+    if not total:
         return "<p class='note'>Unreadable images skipped: 0.</p>"
-    return (
-        f"<p class='missing'>Unreadable images skipped: {len(rows)} (never attacked, never "
-        "replaced by another image).</p>" + _table(["model", "image id", "reason"], rows, left=3)
-    )
+    parts = [
+        f"<p class='missing'>Unreadable images skipped: {total} (never attacked, never "
+        "replaced by another image)"
+    ]
+    if dropped:
+        parts.append(
+            f"; {dropped} dropped when the dataset was validated ('validate: true'; the run "
+            "printed their file names)"
+        )
+    parts.append(".</p>")
+    if rows:
+        parts.append(_table(["model", "image id", "reason"], rows, left=3))
+    return "".join(parts)
 
 
 def _nonfinite_html(agg: Aggregates) -> str:

@@ -77,6 +77,7 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "config.json"
 SCAN_HASH_KEY = "clean_scan_hash"  # the store meta key of the clean scan's hash
+DROPPED_KEY = "dropped_unreadable"  # the store meta key: images the dataset dropped when built
 
 
 def run_experiment(
@@ -212,6 +213,7 @@ def _run_locked(
         "has_ground_truth": columns is not None,
         "n_scanned": n_scan,
         "skipped_images": [[image_id, why] for image_id, why in scan.skipped.items()],
+        DROPPED_KEY: _dropped_before_the_scan(dataset),
         SCAN_HASH_KEY: scan_hash,
         "world_size": ranks.world,
         "mlattack_version": mlattack.__version__,
@@ -236,6 +238,13 @@ def _run_locked(
             config, model, dataset, graph, scan, run_dir, device, target_sets, transfer
         )
         _execute_all(mine, context, store, ranks, progress=progress)
+
+
+def _dropped_before_the_scan(dataset: Dataset[Any]) -> int:
+    """Unreadable images a dataset dropped when it was built (``validate: true``): they have no
+    index, so the scan never sees them; the report counts them with the skipped ones."""
+    met = getattr(dataset, "skipped", frozenset())
+    return max(0, int(getattr(dataset, "num_skipped", 0) or 0) - len(met))
 
 
 def _refuse_nothing_to_attack(
