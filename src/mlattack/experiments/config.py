@@ -146,7 +146,11 @@ class TargetSetSpec(_Section):
         ``max_sets`` per size (the first ones in lexicographic order);
       * ``random``: ``draws`` distinct random subsets of size k of the candidate labels;
       * ``openimages``: the paper's OpenImages rule: ``ceil(k * leaf_fraction)`` labels among the
-        graph's leaves and the rest among the labels outside the graph, ``draws`` sets per size.
+        graph's leaves and the rest among the labels outside the graph, ``draws`` sets per size;
+      * ``leaves``: up to ``draws`` distinct sets of k graph leaves per size, each drawn among the
+        leaves of one scanned image (clean prediction and ground truth; with
+        ``images.require_consistent``, an image whose whole clean prediction is consistent), so
+        that every set has at least one eligible image.
     With ``only_present`` (default), candidates are labels that are present (clean prediction and
     ground truth) in at least one scanned image, so few sets end up with no image.
 
@@ -156,7 +160,7 @@ class TargetSetSpec(_Section):
     """
 
     sizes: list[int] = Field(default_factory=lambda: [1])
-    mode: Literal["combinations", "random", "openimages"] = "random"
+    mode: Literal["combinations", "random", "openimages", "leaves"] = "random"
     labels: list[str] | None = None
     draws: int = Field(default=20, ge=1, le=MAX_TARGET_SETS)
     max_sets: int | None = Field(default=None, ge=1)

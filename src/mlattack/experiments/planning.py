@@ -224,6 +224,10 @@ def plan_target_sets(
     outside_set = set(outside)
     outside_ids = [i for i, n in enumerate(names) if n in outside_set]
     leaves = [int(i) for i in graph.leaves if names[int(i)] not in outside_set]
+    usable = on
+    if config.images.require_consistent and config.target_sets.mode == "leaves":
+        consistent = np.asarray(graph.is_consistent(scan.clean_pred), dtype=bool)
+        usable = on & consistent[:, None]
     drawn = draw_target_sets(
         config.target_sets,
         names,
@@ -231,6 +235,7 @@ def plan_target_sets(
         leaves=leaves,
         outside=outside_ids,
         seed=config.seed,
+        image_labels=usable,
     )
     target_sets = []
     for ts_id, labels in enumerate(drawn):
