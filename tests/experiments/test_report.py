@@ -53,6 +53,27 @@ def test_every_figure_is_written(full_report: Path) -> None:
     assert "Not drawn" not in html
 
 
+def test_the_report_shows_the_attack_settings_and_the_transfer_source(full_report: Path) -> None:
+    html = full_report.read_text(encoding="utf-8")
+    settings = html[html.index("<h2>Attacks and settings</h2>") :].split("</table>")[0]
+    assert settings.count("steps=5") == 3  # mla-u, gmla, and the transfer attack
+    assert "gmla (Fig. 7 transfer)" in settings and "threshold=0.5" in settings
+    assert html.count("Perturbations made by gmla at ε = 0.1.") == 2  # table and Fig. 7
+
+
+def test_links_to_related_reports_are_relative(tmp_path: Path) -> None:
+    run_dir = run_tiny(
+        tmp_path / "a" / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"},
+        examples=0,
+    )  # fmt: skip
+    other = tmp_path / "b" / "run" / "report" / "report.html"
+    page = build_report(run_dir, links=[("the other part & more", other)])
+    html = page.read_text(encoding="utf-8")
+    assert "<a href='../../../b/run/report/report.html'>the other part &amp; more</a>" in html
+    see_also = html[html.index("See also") :].split("</p>")[0]
+    assert str(tmp_path) not in see_also
+
+
 def test_tables_and_json(full_report: Path) -> None:
     folder = full_report.parent
     with (folder / "table1.csv").open() as handle:

@@ -128,6 +128,11 @@ def figure_transfer(agg: Aggregates, path: Path) -> Path | None:
     if not agg.transfer:
         return None
     fig = Figure(figsize=(10.0, 4.2), layout="constrained")
+    made = sorted({(str(r["attack"]), float(r["eps"])) for r in agg.transfer})
+    fig.suptitle(
+        "perturbations made by " + "; ".join(f"{a} at ε = {format_eps(e)}" for a, e in made),
+        fontsize=10,
+    )
     axes = fig.subplots(1, 2)
     for ax, semantic in zip(axes, (False, True), strict=True):
         sources, targets, matrix = transfer_matrix(agg.transfer, semantic=semantic)

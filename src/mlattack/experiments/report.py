@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,17 @@ DENOMINATORS = {
 
 
 def build_report(
-    run_dir: str | Path, *more_runs: str | Path, out_dir: str | Path | None = None, note: str = ""
+    run_dir: str | Path,
+    *more_runs: str | Path,
+    out_dir: str | Path | None = None,
+    note: str = "",
+    links: Sequence[tuple[str, str | Path]] = (),
 ) -> Path:
     """Write the report of one run (or several, e.g. one per model) and return the HTML path.
 
-    ``note`` is a line shown under the page's title (e.g. where a related report is).
+    ``note`` is a line shown under the page's title; ``links`` are ``(text, path)`` pairs shown
+    under it as hyperlinks relative to the report's folder (e.g. to a related report), so that
+    the pages still link to each other when the folders are moved together.
 
     Files go to ``out_dir`` (default ``RUN_DIR/report``): ``table1.csv``, ``table2.csv``,
     ``per_target_set.csv``, ``transfer.csv``, ``report.json``, ``fig*.png``, ``report.html`` and
@@ -98,7 +105,8 @@ def build_report(
     target.mkdir(parents=True)
     try:
         _write_marker(target, runs)  # first: an interrupted report's leftovers are recognisable
-        _write_report(agg, target, note)
+        related = [(text, _relative_link(Path(path), final)) for text, path in links]
+        _write_report(agg, target, note, related)
         _write_marker(target, runs)
         fault_point("report")
         _swap_in(target, final)
@@ -106,6 +114,12 @@ def build_report(
         shutil.rmtree(target, ignore_errors=True)
         raise
     return final / "report.html"
+
+
+def _relative_link(path: Path, folder: Path) -> str:
+    """``path`` as a URL relative to the report folder ``folder``."""
+    relative = os.path.relpath(path.resolve(), folder.resolve())
+    return urllib.parse.quote(Path(relative).as_posix())
 
 
 def _identity(agg: Aggregates) -> list[str]:
@@ -216,7 +230,9 @@ def _swap_in(new: Path, final: Path) -> None:
         new.rename(final)
 
 
-def _write_report(agg: Aggregates, target: Path, note: str = "") -> None:
+def _write_report(
+    agg: Aggregates, target: Path, note: str = "", links: Sequence[tuple[str, str]] = ()
+) -> None:
     """Every file of the report into the (new, empty) folder ``target``."""
     _write_csv(target / "table1.csv", agg.summary)
     _write_csv(target / "per_target_set.csv", agg.per_set)
@@ -252,7 +268,7 @@ def _write_report(agg: Aggregates, target: Path, note: str = "") -> None:
         json.dumps(_json_payload(agg, figures), indent=2, default=_json_default) + "\n",
         encoding="utf-8",
     )
-    (target / "report.html").write_text(_html(agg, figures, note), encoding="utf-8")
+    (target / "report.html").write_text(_html(agg, figures, note, links), encoding="utf-8")
 
 
 def _table2_rows(agg: Aggregates) -> list[dict[str, Any]]:
@@ -404,13 +420,60 @@ def _nonfinite_html(agg: Aggregates) -> str:
     )
 
 
-def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], note: str = "") -> str:
+def _settings_html(agg: Aggregates) -> str:
+    """The attacks as configured (options such as steps), and the run settings they share."""
+    rows = []
+    for run in agg.runs:
+        config = run.meta.get("config", {})
+        shared = ", ".join(
+            f"{key}={_setting(config[key])}"
+            for key in ("threshold", "seed", "batch_size")
+            if key in config
+        )
+        eps = ", ".join(format_eps(e) for e in run.eps_list)
+        for spec in config.get("attacks", []):
+            rows.append([run.model, spec.get("label") or spec["name"], spec["name"],
+                         _options(spec.get("options")), eps, shared])  # fmt: skip
+        transfer = config.get("transfer")
+        if isinstance(transfer, dict) and isinstance(transfer.get("attack"), dict):
+            spec = transfer["attack"]
+            rows.append([run.model, f"{spec.get('label') or spec.get('name')} (Fig. 7 transfer)",
+                         spec.get("name"), _options(spec.get("options")),
+                         _setting(transfer.get("eps")), shared])  # fmt: skip
+    headers = ["model", "attack", "kind", "options", "ε", "run settings"]
+    return "<h2>Attacks and settings</h2>" + _table(headers, rows, left=6)
+
+
+def _options(options: Any) -> str:
+    if not isinstance(options, dict) or not options:
+        return "defaults"
+    return ", ".join(f"{key}={_setting(value)}" for key, value in options.items())
+
+
+def _setting(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+
+
+def _transfer_sources(agg: Aggregates) -> str:
+    """Which attack made the transfer perturbations of Fig. 7, at which ε."""
+    made = sorted({(str(r["attack"]), float(r["eps"])) for r in agg.transfer})
+    return "; ".join(f"{attack} at ε = {format_eps(eps)}" for attack, eps in made)
+
+
+def _html(
+    agg: Aggregates,
+    figures: list[tuple[str, str, Path | None, str]],
+    note: str = "",
+    links: Sequence[tuple[str, str]] = (),
+) -> str:
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>mlattack report</title>",
         f"<style>{_STYLE}</style></head><body><h1>mlattack report</h1>",
     ]
     if note:
         parts.append(f"<p class='note'>{_e(note)}</p>")
+    for text, href in links:
+        parts.append(f"<p class='note'>See also: <a href='{_e(href)}'>{_e(text)}</a></p>")
     run_rows = [
         [r.model, r.meta.get("config", {}).get("name", ""), r.meta.get("config", {}).get("dataset", {}).get("name", ""),
          r.meta.get("config_hash", ""), len(r.target_sets), str(r.run_dir)]
@@ -423,6 +486,7 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], not
             left=6,
         )
     )
+    parts.append(_settings_html(agg))
     parts.append(f"<p class='note'>{agg.n_rows} stored result rows.</p>")
     parts.append(_skipped_html(agg))
     parts.append(_nonfinite_html(agg))
@@ -475,6 +539,7 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], not
     if agg.transfer:
         sources, targets, matrix = transfer_matrix(agg.transfer)
         parts.append("<h2>Transfer rates (naive), rows = source, columns = target</h2>")
+        parts.append(f"<p class='note'>Perturbations made by {_e(_transfer_sources(agg))}.</p>")
         parts.append(
             _table(
                 ["source", *targets],
@@ -492,6 +557,9 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], not
             parts.append(f"<p class='missing'>Not drawn: {_e(missing)}.</p>")
             continue
         parts.append(f"<p class='note'>Denominator: {_e(DENOMINATORS[key])}</p>")
+        if key == "fig7":
+            made = _transfer_sources(agg)
+            parts.append(f"<p class='note'>Perturbations made by {_e(made)}.</p>")
         encoded = base64.b64encode(path.read_bytes()).decode("ascii")
         parts.append(f"<img alt='{_e(title)}' src='data:image/png;base64,{encoded}'>")
 
