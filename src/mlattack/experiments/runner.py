@@ -243,7 +243,7 @@ def _run_locked(
 def _dropped_before_the_scan(dataset: Dataset[Any]) -> int:
     """Unreadable images a dataset dropped when it was built (``validate: true``): they have no
     index, so the scan never sees them; the report counts them with the skipped ones."""
-    met = getattr(dataset, "skipped", frozenset())
+    met: frozenset[int] = getattr(dataset, "skipped", frozenset())
     return max(0, int(getattr(dataset, "num_skipped", 0) or 0) - len(met))
 
 
