@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from exp_fixtures import LABELS, TinyDataset, TinyModel, run_tiny, tiny_config
 
@@ -72,6 +73,22 @@ def test_links_to_related_reports_are_relative(tmp_path: Path) -> None:
     assert "<a href='../../../b/run/report/report.html'>the other part &amp; more</a>" in html
     see_also = html[html.index("See also") :].split("</p>")[0]
     assert str(tmp_path) not in see_also
+
+
+def test_fig6_intervals_stay_in_the_range_and_name_n(full_report: Path) -> None:
+    payload = json.loads((full_report.parent / "report.json").read_text(encoding="utf-8"))
+    points = payload["fig6_points"]
+    per_set = payload["per_target_set"]
+    assert {p["metric"] for p in points} >= {"fr_naive", "fr_semantic"}
+    for point in points:
+        assert point["low"] <= point["mean"] <= point["high"]
+        if point["metric"] != "ssim":
+            assert point["low"] >= 0.0 and point["high"] <= 1.0
+        values = [r[point["metric"]] for r in per_set
+                  if (r["attack"], r["size"], r["eps"]) == (point["attack"], point["size"], 0.05)
+                  and r[point["metric"]] is not None]  # fmt: skip
+        assert point["n"] == len(values) and point["mean"] == pytest.approx(np.mean(values))
+    assert "95% percentile-bootstrap interval" in full_report.read_text(encoding="utf-8")
 
 
 def test_tables_and_json(full_report: Path) -> None:
@@ -325,6 +342,32 @@ def test_qualitative_lines_tell_the_flip_set_from_collateral_flips() -> None:
     # Results stored before the flip set was saved read it as Ω.
     del arrays["flip_set"]
     assert dict(_label_lines(run, graph, arrays))["  animal: on→off"] == "darkorange"
+
+
+def test_qualitative_lines_tell_labels_the_attack_broke_from_ones_broken_before() -> None:
+    """Fig. 9: ! (red) for a label the attack left inconsistent, ~ (purple) for one that was
+    already inconsistent in the clean prediction."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from mlattack.experiments.figures import _QUALITATIVE_LEGEND, _label_lines
+    from mlattack.graph import LabelGraph
+
+    names = ("animal", "dog", "cat", "vehicle", "car")
+    graph = LabelGraph(names, [("animal", "dog"), ("animal", "cat"), ("vehicle", "car")])
+    run = SimpleNamespace(label_names=names)
+    arrays = {
+        # car is on without vehicle before the attack: inconsistent already
+        "clean_pred": np.array([1, 1, 0, 0, 1]),
+        "adv_pred": np.array([1, 0, 0, 0, 1]),  # dog off: animal left without a child
+        "targets": np.array([0, 1, 0, 0, 0]),
+        "flip_set": np.array([0, 1, 0, 0, 0]),
+    }
+    lines = dict(_label_lines(run, graph, arrays))
+    assert lines["  ! animal: on→on"] == "red"
+    assert lines["  ~ car: on→on"] == "purple"
+    assert ("~  inconsistent already before the attack", "purple") in _QUALITATIVE_LEGEND
 
 
 @pytest.mark.parametrize(

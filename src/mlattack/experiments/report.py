@@ -41,6 +41,7 @@ from mlattack.experiments.figures import (
     figure_sizes,
     figure_transfer,
     format_eps,
+    size_series,
 )
 from mlattack.experiments.store import fault_point
 
@@ -61,15 +62,24 @@ DENOMINATORS = {
     "table2": "NT_R per target set over its successful images (Ψ̄ = labels outside the consistent "
     "target set of Ω on the clean prediction), then mean ± std across target sets.",
     "fig5": "FR_N / FR_S over the attacked images of each target set, averaged across target sets.",
-    "fig6": "As Table 1, at each run's first ε; error bars = std across target sets.",
+    "fig6": "As Table 1, at each run's first ε: the mean over target sets; error bars = 95% "
+    "percentile-bootstrap interval of that mean (1,000 resamples of the target sets; within the "
+    "values' range, so within [0, 1] for the rates); the small number at each point = target sets "
+    "averaged (n). Series are shifted sideways so that equal values stay visible.",
     "fig7": "Share of the images the source attack fooled (all of Ω flipped on the source model) "
     "whose perturbation, scaled to L∞ = ε, also flips all of Ω on the target model (FR_S: and leaves "
     "the target's prediction consistent around Ω); images where the target model did not predict Ω "
     "count as not transferred. Mean across target sets with at least one fooled image.",
-    "fig8": "All images attacked for each target set size, cosine at the clean image.",
+    "fig8": "For each |Ω| and objective (MLA-C: the labels of Ω; GMLA: its consistent target set "
+    "Ψ), every attacked image at its clean point: the cosine between g_t, the gradient of the "
+    "objective's part on the labels to flip, and g_nt, the gradient of its part on the labels to "
+    "keep. Each bar splits the images by that cosine into the bins of the legend (height = share "
+    "of images): near 1, moving the labels to flip drags the other labels along (the case GMLA's "
+    "projection is built for); near 0, they move independently; below 0, they pull apart.",
     "fig9": "Saved example images (first target sets, first images, first ε). T marks a label of "
-    "Ω, Ψ a label of the attack's flip set beyond Ω (GMLA's consistent target set), ! a label "
-    "inconsistent after the attack; orange labels flipped without being in the flip set.",
+    "Ω, Ψ a label of the attack's flip set beyond Ω (GMLA's consistent target set), ! (red) a label "
+    "the attack left inconsistent with the graph, ~ (purple) a label already inconsistent in the "
+    "clean prediction; orange labels flipped without being in the flip set.",
     "fig10": "Same examples: perturbation shown as δ/(2ε)+0.5; cos·GMLA = cosine between the "
     "flattened perturbation and GMLA's on the same image; SSIM between clean and adversarial image.",
 }
@@ -350,6 +360,7 @@ def _json_payload(
         "empty_target_sets": agg.empty_sets,
         "transfer": agg.transfer,
         "figures": {title: (path.name if path else None) for _, title, path, _ in figures},
+        "fig6_points": size_series(agg),
     }
 
 
