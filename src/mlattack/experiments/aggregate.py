@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlattack.experiments.store import ResultStore, StoreError, decode_labels, find_stores
+from mlattack.experiments.layout import find_stores
+from mlattack.experiments.store import ResultStore, StoreError, decode_labels
 
 if TYPE_CHECKING:
     from mlattack.graph import LabelGraph

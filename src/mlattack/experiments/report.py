@@ -43,9 +43,9 @@ from mlattack.experiments.figures import (
     format_eps,
     size_series,
 )
+from mlattack.experiments.layout import REPORT_DIR
 from mlattack.experiments.store import fault_point
 
-REPORT_DIR = "report"
 #: The file that marks a folder as written by :func:`build_report` (JSON: runs, files written).
 MARKER_FILE = ".mlattack-report.json"
 MARKER_VERSION = 1

@@ -46,36 +46,41 @@ from mlattack.experiments.distributed import (
     distributed_rank,
     joined_ranks,
 )
+from mlattack.experiments.layout import (
+    CONFIG_FILE,
+    EXAMPLES_DIR,
+    REPORT_DIR,
+    config_partial_path,
+    find_stores,
+    lock_files,
+    lock_path,
+    rank_store_path,
+    world_lock_path,
+)
 from mlattack.experiments.planning import (
-    CleanScan,
     Unit,
     deal_units,
     plan_target_sets,
     plan_transfer,
-    scan_clean,
     unit_cost,
     work_list,
 )
+from mlattack.experiments.scan import CleanScan, scan_clean
 from mlattack.experiments.store import (
     ResultStore,
     StoreError,
     encode_labels,
-    find_stores,
     label_mask,
     lock_held_elsewhere,
-    lock_path,
     lock_run_dir,
     open_no_follow,
-    rank_store_path,
-    world_lock_path,
 )
 from mlattack.experiments.targets import TargetSet
-from mlattack.experiments.units import EXAMPLES_DIR, UnitContext, configured_attack, execute
+from mlattack.experiments.units import UnitContext, configured_attack, execute
 
 if TYPE_CHECKING:
     from mlattack.graph import LabelGraph
 
-CONFIG_FILE = "config.json"
 SCAN_HASH_KEY = "clean_scan_hash"  # the store meta key of the clean scan's hash
 DROPPED_KEY = "dropped_unreadable"  # the store meta key: images the dataset dropped when built
 
@@ -162,7 +167,7 @@ def _remove_failed_first_run(run_dir: Path, ranks: Ranks) -> None:
     """A first run that failed leaves nothing, unless a store exists or another process (a rank
     of this run, or a run started since) holds a lock of the folder: never delete its files."""
     own = {lock_path(run_dir, ranks.rank).name, world_lock_path(run_dir, ranks.world).name}
-    others = [p for p in run_dir.glob(".lock-*") if p.name not in own]
+    others = [p for p in lock_files(run_dir) if p.name not in own]
     if find_stores(run_dir) or any(lock_held_elsewhere(p) for p in others):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -417,9 +422,10 @@ def resolve_device(name: str, *, what: str = DEVICE_KEY) -> torch.device:
 
 def _clear_run_dir(run_dir: Path) -> None:
     """``--force``: delete the stores, examples, report and config file of earlier runs."""
-    for path in run_dir.glob("results-rank*.sqlite*"):
-        path.unlink()
-    for name in (EXAMPLES_DIR, "report"):
+    for store in find_stores(run_dir):
+        for path in (store, *store.parent.glob(store.name + "-*")):  # with its -wal and -shm
+            path.unlink(missing_ok=True)
+    for name in (EXAMPLES_DIR, REPORT_DIR):
         shutil.rmtree(run_dir / name, ignore_errors=True)
     (run_dir / CONFIG_FILE).unlink(missing_ok=True)
 
@@ -444,7 +450,7 @@ def _write_config_file(run_dir: Path, config: ExperimentConfig, rank: int) -> No
     temporary file, so that two ranks never rename one file from under each other.
     """
     path = run_dir / CONFIG_FILE
-    partial = path.with_name(f"{path.name}.partial-rank{rank}")
+    partial = config_partial_path(run_dir, rank)
     partial.unlink(missing_ok=True)  # a leftover, or a link planted there: removed, not followed
     handle = open_no_follow(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     with os.fdopen(handle, "w", encoding="utf-8") as stream:

@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from mlattack.experiments.layout import WORLD_LOCK_PREFIX, lock_path, world_lock_path
+
 SCHEMA_VERSION = 1
-STORE_GLOB = "results-rank*.sqlite"
 PARTIAL_SUFFIX = ".partial"  # a store being created; never matched by STORE_GLOB
 # Testing hook: "POINT" or "POINT:N" kills this process with SIGKILL the N-th time (default 1st) it
 # reaches the named fault point (see docs/experiments.md). Used by tests/experiments/test_crash.py.
 FAULT_ENV = "MLATTACK_KILL_AT"
-WORLD_LOCK_PREFIX = ".lock-world"  # + the world size: held shared by every rank of a run
 REQUIRED_TABLES = ("meta", "units", "target_sets", "results", "gradcorr", "transfer", "examples")
 
 RESULT_COLUMNS = (
@@ -133,14 +133,6 @@ def fault_point(name: str) -> None:
     _fault_counts[name] = _fault_counts.get(name, 0) + 1
     if _fault_counts[name] >= int(count or 1):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def lock_path(run_dir: Path, rank: int) -> Path:
-    return Path(run_dir) / f".lock-rank{rank}"
-
-
-def world_lock_path(run_dir: Path, world: int) -> Path:
-    return Path(run_dir) / f"{WORLD_LOCK_PREFIX}{world}"
 
 
 def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
@@ -252,14 +244,6 @@ def label_mask(indices: Sequence[int], num_labels: int) -> np.ndarray:
 def decode_labels(text: str, num_labels: int) -> np.ndarray:
     """The inverse of :func:`encode_labels`."""
     return label_mask(json.loads(text), num_labels)
-
-
-def rank_store_path(run_dir: Path, rank: int) -> Path:
-    return run_dir / f"results-rank{rank}.sqlite"
-
-
-def find_stores(run_dir: Path) -> list[Path]:
-    return sorted(run_dir.glob(STORE_GLOB))
 
 
 class ResultStore:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from mlattack.experiments.planning import Unit
-from mlattack.experiments.units.attack import EXAMPLES_DIR, run_attack
+from mlattack.experiments.units.attack import run_attack
 from mlattack.experiments.units.context import Records, UnitContext, configured_attack
 from mlattack.experiments.units.gradcorr import run_gradcorr
 from mlattack.experiments.units.transfer import run_transfer
@@ -23,4 +23,4 @@ def execute(unit: Unit, context: UnitContext) -> Records:
     return _RUNNERS[unit.kind](unit, context)
 
 
-__all__ = ["EXAMPLES_DIR", "Records", "UnitContext", "configured_attack", "execute"]
+__all__ = ["Records", "UnitContext", "configured_attack", "execute"]

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 from matplotlib.image import imsave
 
+from mlattack.experiments.layout import EXAMPLES_DIR
 from mlattack.experiments.planning import Unit
 from mlattack.experiments.store import encode_labels, label_mask, open_no_follow
 from mlattack.experiments.units.context import Records, UnitContext, nan_to_none, to_numpy
-
-EXAMPLES_DIR = "examples"
 
 
 def run_attack(unit: Unit, context: UnitContext) -> Records:
