@@ -40,19 +40,39 @@ GRADCORR_COST = 3.0  # per image: two gradients and a forward, about three attac
 
 
 @dataclass(frozen=True)
-class Unit:
-    """One committed piece of work: an attack on one batch at every ε of the run (one call, which
-    shares the clean forward pass and the flip set Ψ across the budgets), or a gradcorr/transfer
-    batch (``eps`` holds the transfer budget)."""
+class _Batch:
+    """What every unit has: its id (the marker committed with its records) and its images."""
 
     unit_id: str
-    kind: str  # "attack" | "gradcorr" | "transfer"
     ts: TargetSet
     image_ids: tuple[int, ...]
     position: int  # index of the first image of this batch within the target set's images
-    attack: AttackSpec | None = None
-    eps: tuple[float, ...] = ()
-    source: str | None = None
+
+
+@dataclass(frozen=True)
+class AttackUnit(_Batch):
+    """One attack on one batch at every ε of the run: one call, which shares the clean forward
+    pass and the flip set Ψ across the budgets."""
+
+    attack: AttackSpec
+    eps: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class GradcorrUnit(_Batch):
+    """Fig. 8's gradient correlations on one batch."""
+
+
+@dataclass(frozen=True)
+class TransferUnit(_Batch):
+    """Fig. 7: perturbations found on the ``source`` model at ``eps``, tried on every model."""
+
+    attack: AttackSpec
+    eps: float
+    source: str
+
+
+Unit = AttackUnit | GradcorrUnit | TransferUnit
 
 
 def plan_target_sets(
@@ -177,17 +197,17 @@ def work_list(
             tag = f"{ts.ts_id}:{start}"
             for spec in config.attacks:
                 unit_id = f"attack:{tag}:{spec.display_name}"
-                units.append(Unit(unit_id, "attack", ts, ids, start, spec, every_eps))
+                units.append(AttackUnit(unit_id, ts, ids, start, spec, every_eps))
             if config.gradient_correlation:
-                units.append(Unit(f"gradcorr:{tag}", "gradcorr", ts, ids, start))
+                units.append(GradcorrUnit(f"gradcorr:{tag}", ts, ids, start))
     if config.transfer is not None:
         for source, per_ts in transfer_images.items():
             for ts, image_ids in zip(target_sets, per_ts, strict=True):
                 for start, ids in _chunks(image_ids, config.batch_size):
                     units.append(
-                        Unit(
-                            f"transfer:{source}:{ts.ts_id}:{start}", "transfer", ts, ids, start,
-                            config.transfer.attack, (config.transfer.eps,), source,
+                        TransferUnit(
+                            f"transfer:{source}:{ts.ts_id}:{start}", ts, ids, start,
+                            config.transfer.attack, config.transfer.eps, source,
                         )
                     )  # fmt: skip
     return units
@@ -203,12 +223,11 @@ def _attack_steps(spec: AttackSpec) -> int:
 def unit_cost(unit: Unit, config: ExperimentConfig) -> float:
     """Estimated cost of a unit in MLA-U image-steps: attack × steps × batch (× budgets)."""
     images = len(unit.image_ids)
-    if unit.kind == "gradcorr":
+    if isinstance(unit, GradcorrUnit):
         return GRADCORR_COST * images
-    assert unit.attack is not None
-    steps = _attack_steps(unit.attack) * len(unit.eps)
-    cost = ATTACK_STEP_COST[unit.attack.name] * steps * images
-    if unit.kind == "transfer" and config.transfer is not None:
+    budgets = len(unit.eps) if isinstance(unit, AttackUnit) else 1
+    cost = ATTACK_STEP_COST[unit.attack.name] * _attack_steps(unit.attack) * budgets * images
+    if isinstance(unit, TransferUnit) and config.transfer is not None:
         cost += len(config.transfer.models) * images  # one forward per model tried
     return cost
 
@@ -227,7 +246,10 @@ def deal_units(costs: Sequence[float], world: int) -> list[list[int]]:
 
 __all__ = [
     "ATTACK_STEP_COST",
+    "AttackUnit",
+    "GradcorrUnit",
     "TransferPlan",
+    "TransferUnit",
     "Unit",
     "deal_units",
     "plan_target_sets",
