@@ -278,3 +278,13 @@ def test_a_5000_digit_integer_in_a_json_option_is_one_line() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="not valid JSON"):
         _json_object("[" * 100_000)
     assert _json_object('{"a": 12}') == {"a": 12}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"attacks": [{"name": "mla-u", "label": "a\udc80"}]}, {"model": {"name": "tiny\ud800"}},
+     {"dataset": {"name": "tiny", "options": {"k\udc80": 1}}}],
+)  # fmt: skip
+def test_a_lone_surrogate_is_refused_naming_the_key(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=r"<dict>: key '.*' holds text that is not valid Unicode"):
+        ExperimentConfig.from_dict(tiny_config(**overrides))

@@ -361,14 +361,25 @@ def load_yaml(path: str | Path) -> Any:
 
 
 def _plain(value: Any, source: str, key: str, depth: int) -> Any:
-    """``value`` with numpy scalars as Python numbers; nesting deeper than MAX_NESTING refused."""
+    """``value`` with numpy scalars as Python numbers; nesting deeper than MAX_NESTING, and text
+    that is not valid Unicode (a lone surrogate), refused naming the key."""
     if depth > MAX_NESTING:
         raise ValueError(f"{source}: key '{key}' nests more than {MAX_NESTING} levels deep")
     if isinstance(value, dict):
         return {
-            k: _plain(v, source, f"{key}.{k}" if key else str(k), depth + 1)
+            _plain(k, source, key or "<top level>", depth): _plain(
+                v, source, f"{key}.{k}" if key else str(k), depth + 1
+            )
             for k, v in value.items()
         }
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate: no file or store can hold it
+            raise ValueError(
+                f"{source}: key '{key.encode('utf-8', 'backslashreplace').decode()}' holds text "
+                f"that is not valid Unicode (a lone surrogate at position {exc.start})"
+            ) from None
     if isinstance(value, list | tuple):
         return [_plain(v, source, f"{key}.{i}", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, np.generic):
