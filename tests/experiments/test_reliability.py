@@ -395,3 +395,16 @@ def test_images_dropped_by_validation_are_counted_in_the_report(tmp_path: Path) 
     assert "Unreadable images skipped: 3 " in page.read_text(encoding="utf-8")
     payload = json.loads((page.parent / "report.json").read_text(encoding="utf-8"))
     assert payload["dropped_unreadable"] == {"tiny": 3} and payload["skipped_images"]["tiny"] == []
+
+
+def test_a_model_that_is_nan_everywhere_is_named_not_an_empty_report(tmp_path: Path) -> None:
+    model = TinyModel()
+    with torch.no_grad():
+        model.linear.weight[0, 0] = float("nan")
+    out = tmp_path / "run"
+    with (
+        pytest.warns(RuntimeWarning, match="output on 24 of the 24 read images holds a NaN"),
+        pytest.raises(ValueError, match=r"config key 'model': .* every one of the 24 read images"),
+    ):
+        run_experiment(_config(), out, model=model, dataset=TinyDataset(), progress=False)
+    assert not out.exists()

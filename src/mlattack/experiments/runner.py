@@ -264,6 +264,13 @@ def _refuse_nothing_to_attack(
             f"config key 'dataset': every one of the {n_scan} scanned images is unreadable (e.g. "
             f"{next(iter(skipped.values()))}); nothing to attack"
         )
+    readable = n_scan - len(skipped)
+    if scan.n_nonfinite == readable:
+        raise ValueError(
+            f"config key 'model': the model's output on every one of the {readable} read images "
+            "holds a NaN or an infinite logit (NaN/Inf weights, or a broken normalisation?); "
+            "nothing to attack"
+        )
     if not any(ts.image_ids for ts in target_sets):
         sizes = ", ".join(str(k) for k in config.target_sets.sizes)
         drawn = (

@@ -36,6 +36,9 @@ class CleanScan:
     clean_pred: np.ndarray  # [N, C]; all False for skipped images, so they are never eligible
     ground_truth: np.ndarray | None  # [N, C]
     skipped: dict[int, str]  # image id -> why it could not be read
+    n_nonfinite: int = (
+        0  # read images whose clean logits hold a NaN or an infinity (never eligible)
+    )
 
     def digest(self) -> str:
         """A hash of the scan (predictions, ground truth, skipped images): ranks that agree on it
@@ -68,6 +71,7 @@ class _ScanShard:
     truth: np.ndarray | None
     skipped: dict[int, str]
     read_now: list[int]  # images of ``keep_skipped`` that read this time
+    n_nonfinite: int
 
 
 def scan_clean(
@@ -103,6 +107,7 @@ def scan_clean(
     truth = None if columns is None else np.zeros((n_images, num_labels), dtype=bool)
     skipped: dict[int, str] = {}
     read_now: list[int] = []
+    n_nonfinite = 0
     for part in ranks.gather(shard):
         rows = slice(part.first, part.stop)
         clean[rows] = np.unpackbits(part.clean, axis=1, count=num_labels).astype(bool)
@@ -110,6 +115,15 @@ def scan_clean(
             truth[rows] = np.unpackbits(part.truth, axis=1, count=num_labels).astype(bool)
         skipped.update(part.skipped)
         read_now += part.read_now
+        n_nonfinite += part.n_nonfinite
+    if n_nonfinite:
+        warnings.warn(
+            f"{what}: the model's output on {n_nonfinite} of the {n_images - len(skipped)} read "
+            "images holds a NaN or an infinite logit (NaN/Inf weights, or a broken normalisation?); "
+            "those images are never attacked",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if read_now:
         warnings.warn(
             f"{what}: {len(read_now)} image(s) skipped as unreadable when this run started read "
@@ -126,7 +140,7 @@ def scan_clean(
             RuntimeWarning,
             stacklevel=2,
         )
-    return CleanScan(clean, truth, dict(sorted(skipped.items())))
+    return CleanScan(clean, truth, dict(sorted(skipped.items())), n_nonfinite)
 
 
 def _scan_range(
@@ -148,6 +162,7 @@ def _scan_range(
     truth = None if columns is None else np.zeros((stop - first, num_labels), dtype=bool)
     skipped: dict[int, str] = {}
     read_now: list[int] = []
+    n_nonfinite = 0
     batches = range(first, stop, config.batch_size)
     for start in tqdm(batches, desc=what, disable=not progress, unit="batch"):
         fault_point("scan")
@@ -169,13 +184,19 @@ def _scan_range(
         images = torch.stack([image for image, _ in items.values()])
         images = images.to(device=device, dtype=input_dtype(model))
         with torch.no_grad():
-            clean[rows] = (model(images) > logit_cut).cpu().numpy()
+            logits = model(images)
+        finite = torch.isfinite(logits).all(dim=1)
+        n_nonfinite += int((~finite).sum())
+        # an image with a NaN or infinite clean logit has no prediction: nothing is on
+        clean[rows] = ((logits > logit_cut) & finite[:, None]).cpu().numpy()
         if columns is not None and truth is not None:
             labels = torch.stack([torch.as_tensor(label) for _, label in items.values()]).bool()
             padded = torch.cat([labels, torch.zeros(len(rows), 1, dtype=torch.bool)], dim=1)
             truth[rows] = padded[:, columns].numpy()  # column -1 = the all-False pad
     packed_truth = None if truth is None else np.packbits(truth, axis=1)
-    return _ScanShard(first, stop, np.packbits(clean, axis=1), packed_truth, skipped, read_now)
+    return _ScanShard(
+        first, stop, np.packbits(clean, axis=1), packed_truth, skipped, read_now, n_nonfinite
+    )
 
 
 __all__ = ["CleanScan", "input_dtype", "scan_clean"]
