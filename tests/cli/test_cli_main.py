@@ -91,3 +91,12 @@ def test_warnings_are_one_line_each_without_a_source_line() -> None:
         "mlattack report: warning: another",
     ]
     assert "after main" in lines[2] and "UserWarning" in lines[2]  # Python's format restored
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import mlattack
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"mlattack {mlattack.__version__}\n"

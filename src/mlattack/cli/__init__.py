@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mlattack",
         description="Semantic-aware adversarial attacks on multi-label image classifiers.",
     )
+    from mlattack import __version__
+
+    parser.add_argument("--version", action="version", version=f"mlattack {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in SUBCOMMANDS:
