@@ -388,3 +388,24 @@ def test_formula_safe_csv_file_round_trips(tmp_path: Path) -> None:
         read = [row["cell"] for row in csv.DictReader(handle)]
     assert all(not c.lstrip() or c.lstrip()[0] not in "=+-@\uff1d" for c in read)
     assert [unescape_cell(c) for c in read] == cells
+
+
+def test_a_default_report_folder_of_an_earlier_mlattack_is_replaced_but_not_with_others(
+    tmp_path: Path,
+) -> None:
+    run_dir = run_tiny(
+        tmp_path / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"},
+        examples=0,
+    )  # fmt: skip
+    folder = build_report(run_dir).parent
+    (folder / MARKER_FILE).unlink()  # as written before the marker existed
+    assert build_report(run_dir) == folder / "report.html"
+    (folder / MARKER_FILE).unlink()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not an mlattack report folder"):
+        build_report(run_dir)
+    assert (folder / "notes.txt").read_text() == "mine"
+    mine = tmp_path / "mine"  # with --out, a folder without the marker is never replaced
+    shutil.copytree(folder, mine, ignore=shutil.ignore_patterns("notes.txt"))
+    with pytest.raises(ValueError, match="not an mlattack report folder"):
+        build_report(run_dir, out_dir=mine)

@@ -17,6 +17,7 @@ import html
 import json
 import math
 import os
+import re
 import shutil
 import urllib.parse
 from collections.abc import Sequence
@@ -109,7 +110,7 @@ def build_report(
     agg = aggregate(run_dirs)
     final = Path(out_dir) if out_dir is not None else run_dirs[0] / REPORT_DIR
     runs = _identity(agg)
-    _check_replaceable(final, runs)
+    _check_replaceable(final, runs, legacy=out_dir is None)
     target = final.with_name(f".{final.name}.partial-{os.getpid()}")
     _remove_leftovers(final)
     target.mkdir(parents=True)
@@ -164,8 +165,18 @@ def _read_marker(folder: Path) -> dict[str, Any] | None:
     return payload
 
 
-def _check_replaceable(final: Path, runs: list[str]) -> None:
-    """Refuse (``ValueError``) to replace anything but an empty folder or this report's own."""
+# The files a report written before the marker existed holds (``RUN_DIR/report`` only).
+_LEGACY_REPORT_FILE = re.compile(
+    r"(table1|table2|per_target_set|empty_target_sets|transfer)\.csv|report\.(json|html)"
+    r"|fig\d+_[a-z]+(_\d+)?\.png"
+)
+
+
+def _check_replaceable(final: Path, runs: list[str], *, legacy: bool = False) -> None:
+    """Refuse (``ValueError``) to replace anything but an empty folder or this report's own.
+
+    With ``legacy`` (the default folder ``RUN_DIR/report``), a folder without a marker is also
+    replaced when it holds only files named as a report's, written by an earlier mlattack."""
     if final.is_symlink():
         raise ValueError(f"report folder {final} is a symbolic link; give a real folder as '--out'")
     if final.exists() and not final.is_dir():
@@ -173,6 +184,8 @@ def _check_replaceable(final: Path, runs: list[str]) -> None:
     if not final.is_dir() or not any(final.iterdir()):
         return
     marker = _read_marker(final)
+    if marker is None and legacy and _only_report_files(final):
+        return
     if marker is None:
         raise ValueError(
             f"{final} exists and is not an mlattack report folder (no valid {MARKER_FILE}); "
@@ -195,6 +208,13 @@ def _check_replaceable(final: Path, runs: list[str]) -> None:
             f"{final} holds files mlattack did not write ({shown}); refusing to replace it "
             "(move them away or give another '--out')"
         )
+
+
+def _only_report_files(folder: Path) -> bool:
+    return all(
+        p.is_file() and not p.is_symlink() and _LEGACY_REPORT_FILE.fullmatch(p.name)
+        for p in folder.iterdir()
+    )
 
 
 def _process_alive(pid: int) -> bool:
