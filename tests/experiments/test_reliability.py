@@ -408,3 +408,20 @@ def test_a_model_that_is_nan_everywhere_is_named_not_an_empty_report(tmp_path: P
     ):
         run_experiment(_config(), out, model=model, dataset=TinyDataset(), progress=False)
     assert not out.exists()
+
+
+def test_a_world_lock_held_exclusively_is_refused_in_one_line(tmp_path: Path) -> None:
+    import fcntl
+
+    from mlattack.experiments.layout import world_lock_path
+
+    handle = os.open(world_lock_path(tmp_path, 1), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # what a run of another size does while it checks
+        with (
+            pytest.raises(RunDirInUseError, match="in use by a run of another number of ranks"),
+            lock_run_dir(tmp_path, 0, 1),
+        ):
+            pass
+    finally:
+        os.close(handle)

@@ -201,8 +201,8 @@ def lock_run_dir(run_dir: Path, rank: int = 0, world: int = 1) -> Iterator[None]
     """
     run_dir = Path(run_dir)
     with _flocked(world_lock_path(run_dir, world), shared=True) as world_handle:
-        if world_handle is None:
-            raise RunDirInUseError(_busy_with_other_world(run_dir, world))
+        if world_handle is None:  # held exclusively: a run of another size checks it right now
+            raise RunDirInUseError(_busy_with_other_world(run_dir, "another number of"))
         for other in sorted(run_dir.glob(WORLD_LOCK_PREFIX + "*")):
             if other.name != world_lock_path(run_dir, world).name and lock_held_elsewhere(other):
                 raise RunDirInUseError(
@@ -222,10 +222,10 @@ def lock_run_dir(run_dir: Path, rank: int = 0, world: int = 1) -> Iterator[None]
 
 
 def _busy_with_other_world(run_dir: Path, other: int | str) -> str:
+    size = f"{other} rank(s) (WORLD_SIZE={other})" if isinstance(other, int) else f"{other} ranks"
     return (
-        f"{run_dir}: folder in use by a run of {other} rank(s) (WORLD_SIZE={other}); ranks "
-        "dealt the work another way must not run at once on one folder: wait for it to finish "
-        "or give another '--out'"
+        f"{run_dir}: folder in use by a run of {size}; ranks dealt the work another way must not "
+        "run at once on one folder: wait for it to finish or give another '--out'"
     )
 
 
