@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from mlattack.experiments.config import ExperimentConfig
 from mlattack.experiments.distributed import Ranks
-from mlattack.experiments.planning import scan_clean
+from mlattack.experiments.scan import scan_clean
 from mlattack.models import build_model
 
 NUM_LABELS = 80

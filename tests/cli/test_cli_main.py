@@ -106,3 +106,38 @@ def test_the_version_is_written_in_one_place() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+)?", mlattack.__version__)
     changelog = (root / "CHANGELOG.md").read_text("utf-8")
     assert f"## [{mlattack.__version__}]" in changelog
+
+
+_WARNING_SCRIPT = """
+import argparse, sys, warnings
+import mlattack.cli as cli
+
+def warn_twice(args):
+    warnings.warn("first\\nsecond line", RuntimeWarning, stacklevel=1)
+    warnings.warn("another", UserWarning, stacklevel=1)
+    return 0
+
+parser = cli.build_parser()
+parse = parser.parse_args
+parser.parse_args = lambda argv: argparse.Namespace(**{**vars(parse(argv)), "func": warn_twice})
+cli.build_parser = lambda: parser
+code = cli.main(["report", "somewhere"])
+warnings.warn("after main", UserWarning, stacklevel=1)
+sys.exit(code)
+"""
+
+
+def test_warnings_are_one_line_each_without_a_source_line() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _WARNING_SCRIPT], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[:2] == [
+        "mlattack report: warning: first second line",
+        "mlattack report: warning: another",
+    ]
+    assert "after main" in lines[2] and "UserWarning" in lines[2]  # Python's format restored

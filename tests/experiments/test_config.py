@@ -267,3 +267,40 @@ def test_attack_and_model_labels_are_valid_text(section: str, label: str, messag
     value = [{**entry, "label": label}] if section == "attacks" else {**entry, "label": label}
     with pytest.raises(ValueError, match=rf"key '{section}.*{message}"):
         ExperimentConfig.from_dict(tiny_config(**{section: value}))
+
+
+@pytest.mark.parametrize("suffix", ["yaml", "json"])
+def test_a_5000_digit_integer_is_refused_naming_the_file_and_line(
+    tmp_path: Path, suffix: str
+) -> None:
+    import json
+
+    path = tmp_path / f"big.{suffix}"
+    text = json.dumps({"name": "big", "model": {"name": "tiny"}, "seed": 0}, indent=1)
+    path.write_text(text.replace('"seed": 0', f'"seed": -{"9" * 5000}'))
+    with pytest.raises(
+        ValueError, match=r"big\.\w+: not valid YAML \(line \d+, .*an integer of 5000 digits"
+    ):
+        ExperimentConfig.from_yaml(path)
+
+
+def test_a_5000_digit_integer_in_a_json_option_is_one_line() -> None:
+    import argparse
+
+    from mlattack.cli.train import _json_object
+
+    with pytest.raises(argparse.ArgumentTypeError, match="an integer of 5000 digits"):
+        _json_object('{"a": ' + "1" * 5000 + "}")
+    with pytest.raises(argparse.ArgumentTypeError, match="not valid JSON"):
+        _json_object("[" * 100_000)
+    assert _json_object('{"a": 12}') == {"a": 12}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"attacks": [{"name": "mla-u", "label": "a\udc80"}]}, {"model": {"name": "tiny\ud800"}},
+     {"dataset": {"name": "tiny", "options": {"k\udc80": 1}}}],
+)  # fmt: skip
+def test_a_lone_surrogate_is_refused_naming_the_key(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=r"<dict>: key '.*' holds text that is not valid Unicode"):
+        ExperimentConfig.from_dict(tiny_config(**overrides))

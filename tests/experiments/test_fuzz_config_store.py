@@ -256,6 +256,8 @@ def _stored_run() -> Path:
             eps=[0.1],
             target_sets={"sizes": [1], "mode": "combinations"},
             images={"per_target_set": 2},
+            examples=1,
+            example_target_sets=1,
         )  # fmt: skip
     )
     return run_experiment(
@@ -301,8 +303,8 @@ def test_damaged_stores(data: st.DataObject) -> None:
         else:
             sql = data.draw(SQL_MUTATIONS, label="sql").format(
                 table=data.draw(st.sampled_from(["results", "meta", "target_sets", "units", "examples"])),
-                meta=data.draw(st.sampled_from(["label_names", "config", "schema_version", "model", "skipped_images"])),
-                column=data.draw(st.sampled_from(["success", "eps", "ts_id", "nt_flip_fraction", "attack"])),
+                meta=data.draw(st.sampled_from(META_KEYS)),
+                column=data.draw(st.sampled_from(RESULT_COLUMNS)),
                 value=data.draw(SQL_VALUES, label="value"),
             )  # fmt: skip
             db = sqlite3.connect(store)
@@ -322,8 +324,105 @@ def test_damaged_stores(data: st.DataObject) -> None:
             return
     COUNTS["store accepted"] += 1
     assert result.n_rows >= 0 and isinstance(examples, list)
+    _check_aggregates(result)
+
+
+def _check_aggregates(result: Any) -> None:
+    """What an accepted store's aggregates always satisfy: counts and rates in their ranges."""
     for row in result.per_set:
-        assert row["n_images"] >= 0
+        assert 0 <= row["n_nonfinite"] <= row["n_images"] and row["n_images"] >= 1
+        assert 0 <= row["n_semantic"] <= row["n_success"] <= row["n_images"]
+        for metric in ("fr_naive", "fr_semantic", "nt_rate"):
+            assert math.isnan(row[metric]) or 0.0 <= row[metric] <= 1.0, (metric, row)
+
+
+META_KEYS = ["label_names", "config", "schema_version", "model", "skipped_images", "graph",
+             "dropped_unreadable"]  # fmt: skip
+RESULT_COLUMNS = ["success", "semantic_success", "attacked", "nonfinite_logits", "eps", "ts_id",
+                  "nt_flip_fraction", "ssim", "attack", "linf", "iterations"]  # fmt: skip
+JSON_PATCHES = st.sampled_from(
+    [("config", "$.dataset", "'voc'"), ("config", "$.dataset.name", "3"),
+     ("config", "$.name", "json('[1]')"), ("config", "$.attacks[0].options", "'x'"),
+     ("config", "$.transfer", "json('{\"attack\": 3}')"), ("graph", "$.edges", "3"),
+     ("graph", "$.names", "json('[\"a\"]')"), ("graph", "$.metadata", "'x'"),
+     ("config", "$.eps", "json('[0.1, 0.1]')")]
+)  # fmt: skip
+NPZ_DAMAGES = st.sampled_from(
+    ["truncate", "empty", "no-delta", "no-targets", "wide-targets", "2d-targets", "delta-shape",
+     "object-array", "nan-delta", "float-targets"]
+)  # fmt: skip
+
+
+def _damage_npz(path: Path, damage: str, data: st.DataObject) -> None:
+    import numpy as np
+
+    if damage in ("truncate", "empty"):
+        content = path.read_bytes()
+        cut = 0 if damage == "empty" else data.draw(st.integers(1, len(content) - 1), label="cut")
+        path.write_bytes(content[:cut])
+        return
+    arrays = dict(np.load(path))
+    width = len(arrays["targets"])
+    if damage.startswith("no-"):
+        del arrays[damage[3:]]
+    elif damage == "wide-targets":
+        arrays["targets"] = np.zeros(width + 2, dtype=bool)
+    elif damage == "2d-targets":
+        arrays["targets"] = np.zeros((2, width), dtype=bool)
+    elif damage == "delta-shape":
+        arrays["delta"] = arrays["delta"][:, :3]
+    elif damage == "object-array":
+        arrays["adv_pred"] = np.array([{"x": 1}], dtype=object)
+    elif damage == "nan-delta":
+        arrays["delta"] = np.full_like(arrays["delta"], np.nan)
+    else:
+        arrays["targets"] = arrays["targets"].astype(np.float64) + 0.5
+    np.savez(path, **arrays)
+
+
+@settings(max_examples=12)  # each builds a whole report (figures included): about 1 s
+@given(data=st.data())
+def test_damaged_report_inputs(data: st.DataObject) -> None:
+    """``build_report`` on damaged metadata, rows and example files: a report whose numbers are in
+    range, or one ``StoreError`` naming the store or the file."""
+    from mlattack.experiments import build_report
+
+    source = _stored_run()
+    with tempfile.TemporaryDirectory() as folder:
+        run_dir = Path(folder) / "run"
+        shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("report"))
+        store = run_dir / "results-rank0.sqlite"
+        surface = data.draw(st.sampled_from(["meta", "rows", "npz"]), label="surface")
+        named = str(store)
+        if surface == "npz":
+            path = sorted((run_dir / "examples").glob("*.npz"))[0]
+            _damage_npz(path, data.draw(NPZ_DAMAGES, label="damage"), data)
+            named = str(path)
+        else:
+            if surface == "meta":
+                key, where, value = data.draw(JSON_PATCHES, label="patch")
+                sql = f"UPDATE meta SET value = json_set(value, '{where}', {value}) WHERE key = '{key}'"
+            else:
+                column = data.draw(st.sampled_from(RESULT_COLUMNS), label="column")
+                value = data.draw(st.sampled_from(["2", "-1", "5.5", "'x'", "NULL", "1e300"]))
+                sql = f"UPDATE results SET {column} = {value} WHERE rowid % 2 = 0"
+            db = sqlite3.connect(store)
+            try:
+                db.execute(sql)
+                db.commit()
+            except sqlite3.IntegrityError:
+                pass
+            finally:
+                db.close()
+        try:
+            page = build_report(run_dir)
+        except StoreError as exc:
+            COUNTS["report refused"] += 1
+            assert named in str(exc) or str(run_dir) in str(exc), str(exc)
+            return
+        COUNTS["report accepted"] += 1
+        assert page.is_file()
+        _check_aggregates(aggregate([run_dir]))
 
 
 @pytest.mark.slow

@@ -74,3 +74,25 @@ def test_nonfinite_logits_are_no_success_in_the_store_and_are_counted_in_the_rep
     assert f"non-finite logits at the adversarial point: {nonfinite} " in page.read_text(
         encoding="utf-8"
     )
+
+
+def test_a_transfer_target_with_nonfinite_logits_is_never_fooled(tmp_path: Path) -> None:
+    dataset = TinyDataset()
+    config = tiny_config(
+        target_sets={"sizes": [1], "mode": "combinations", "labels": ["dog", "cat", "car", "bus"]},
+        eps=[0.2], attacks=[{"name": "mla-u", "options": {"steps": 5}}], examples=0,
+        transfer={"attack": {"name": "mla-u", "options": {"steps": 5}}, "eps": 0.2,
+                  "models": [{"name": "tiny", "label": "a"}, {"name": "tiny", "label": "b"}]},
+    )  # fmt: skip
+    broken = _NonfiniteAwayFromTheData(dataset.images, LABELS.index("animal"), math.nan)
+    run_dir = run_experiment(
+        ExperimentConfig.from_dict(config), tmp_path / "run", model=TinyModel(), dataset=dataset,
+        progress=False, transfer_models={"a": TinyModel(), "b": broken},
+    )  # fmt: skip
+    db = sqlite3.connect(run_dir / "results-rank0.sqlite")
+    by_target = dict(
+        db.execute("SELECT target, SUM(fooled AND success) FROM transfer GROUP BY target")
+    )
+    db.close()
+    assert by_target["a"] > 0  # the same perturbations do transfer to the finite model
+    assert by_target["b"] == 0

@@ -349,3 +349,81 @@ def test_example_files_of_distinct_rows_never_collide(tmp_path: Path) -> None:
     assert example_file_name(0, 1, "x", 0.05) != example_file_name(0, 1, "x", 0.0500001)
     long = [file_slug("a" * 300), file_slug("a" * 299 + "b")]
     assert long[0] != long[1] and all(len(s) <= 80 for s in long)
+
+
+class _UnreadableDataset(TinyDataset):
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from mlattack.data import UnreadableImageError
+
+        raise UnreadableImageError(f"cannot read image {index}.jpg")
+
+
+def test_a_run_with_every_image_unreadable_is_an_error_saying_so(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with (
+        pytest.warns(RuntimeWarning),
+        pytest.raises(ValueError, match=r"every one of the 24 scanned images is unreadable"),
+    ):
+        _run(out, dataset=_UnreadableDataset())
+    assert not out.exists()
+
+
+def test_a_run_where_no_target_set_has_an_image_is_an_error_saying_so(tmp_path: Path) -> None:
+    dataset = TinyDataset()
+    dataset.labels[:] = False  # the ground truth holds no label: no image is eligible
+    out = tmp_path / "run"
+    target_sets = {"sizes": [1], "mode": "combinations", "only_present": False}
+    with pytest.raises(ValueError, match=r"6 target set\(s\) of size 1 drawn, and none has an"):
+        _run(out, dataset=dataset, target_sets=target_sets)
+    assert not out.exists()
+    with pytest.raises(ValueError, match=r"no target set drawn"):
+        _run(out, dataset=dataset)  # only_present: no label is present, no set is drawn
+
+
+def test_images_dropped_by_validation_are_counted_in_the_report(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    names = ["a.png", "bad1.jpg", "b.png", "bad2.jpg", "bad3.jpg"]
+    _write_image(root / "a.png", 40)
+    _write_image(root / "b.png", 200)
+    for bad in names[1::2] + ["bad3.jpg"]:
+        (root / bad).write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    everything = ";".join(LABELS)
+    (root / "labels.csv").write_text("".join(f"{n},{everything}\n" for n in names))
+    with pytest.warns(RuntimeWarning, match="dropping unreadable image"):
+        dataset = ImageFolderDataset(root, size=SIZE, label_names=LABELS, validate=True)
+    run_dir = _run(tmp_path / "run", dataset=dataset, images={"per_target_set": 4})
+    page = build_report(run_dir)
+    assert "Unreadable images skipped: 3 " in page.read_text(encoding="utf-8")
+    payload = json.loads((page.parent / "report.json").read_text(encoding="utf-8"))
+    assert payload["dropped_unreadable"] == {"tiny": 3} and payload["skipped_images"]["tiny"] == []
+
+
+def test_a_model_that_is_nan_everywhere_is_named_not_an_empty_report(tmp_path: Path) -> None:
+    model = TinyModel()
+    with torch.no_grad():
+        model.linear.weight[0, 0] = float("nan")
+    out = tmp_path / "run"
+    with (
+        pytest.warns(RuntimeWarning, match="output on 24 of the 24 read images holds a NaN"),
+        pytest.raises(ValueError, match=r"config key 'model': .* every one of the 24 read images"),
+    ):
+        run_experiment(_config(), out, model=model, dataset=TinyDataset(), progress=False)
+    assert not out.exists()
+
+
+def test_a_world_lock_held_exclusively_is_refused_in_one_line(tmp_path: Path) -> None:
+    import fcntl
+
+    from mlattack.experiments.layout import world_lock_path
+
+    handle = os.open(world_lock_path(tmp_path, 1), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # what a run of another size does while it checks
+        with (
+            pytest.raises(RunDirInUseError, match="in use by a run of another number of ranks"),
+            lock_run_dir(tmp_path, 0, 1),
+        ):
+            pass
+    finally:
+        os.close(handle)

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from exp_fixtures import LABELS, TinyDataset, TinyModel, run_tiny, tiny_config
 
@@ -53,6 +54,43 @@ def test_every_figure_is_written(full_report: Path) -> None:
     html = full_report.read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == len(FIGURES)
     assert "Not drawn" not in html
+
+
+def test_the_report_shows_the_attack_settings_and_the_transfer_source(full_report: Path) -> None:
+    html = full_report.read_text(encoding="utf-8")
+    settings = html[html.index("<h2>Attacks and settings</h2>") :].split("</table>")[0]
+    assert settings.count("steps=5") == 3  # mla-u, gmla, and the transfer attack
+    assert "gmla (Fig. 7 transfer)" in settings and "threshold=0.5" in settings
+    assert html.count("Perturbations made by gmla at ε = 0.1.") == 2  # table and Fig. 7
+
+
+def test_links_to_related_reports_are_relative(tmp_path: Path) -> None:
+    run_dir = run_tiny(
+        tmp_path / "a" / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"},
+        examples=0,
+    )  # fmt: skip
+    other = tmp_path / "b" / "run" / "report" / "report.html"
+    page = build_report(run_dir, links=[("the other part & more", other)])
+    html = page.read_text(encoding="utf-8")
+    assert "<a href='../../../b/run/report/report.html'>the other part &amp; more</a>" in html
+    see_also = html[html.index("See also") :].split("</p>")[0]
+    assert str(tmp_path) not in see_also
+
+
+def test_fig6_intervals_stay_in_the_range_and_name_n(full_report: Path) -> None:
+    payload = json.loads((full_report.parent / "report.json").read_text(encoding="utf-8"))
+    points = payload["fig6_points"]
+    per_set = payload["per_target_set"]
+    assert {p["metric"] for p in points} >= {"fr_naive", "fr_semantic"}
+    for point in points:
+        assert point["low"] <= point["mean"] <= point["high"]
+        if point["metric"] != "ssim":
+            assert point["low"] >= 0.0 and point["high"] <= 1.0
+        values = [r[point["metric"]] for r in per_set
+                  if (r["attack"], r["size"], r["eps"]) == (point["attack"], point["size"], 0.05)
+                  and r[point["metric"]] is not None]  # fmt: skip
+        assert point["n"] == len(values) and point["mean"] == pytest.approx(np.mean(values))
+    assert "95% percentile-bootstrap interval" in full_report.read_text(encoding="utf-8")
 
 
 def test_tables_and_json(full_report: Path) -> None:
@@ -308,6 +346,32 @@ def test_qualitative_lines_tell_the_flip_set_from_collateral_flips() -> None:
     assert dict(_label_lines(run, graph, arrays))["  animal: on→off"] == "darkorange"
 
 
+def test_qualitative_lines_tell_labels_the_attack_broke_from_ones_broken_before() -> None:
+    """Fig. 9: ! (red) for a label the attack left inconsistent, ~ (purple) for one that was
+    already inconsistent in the clean prediction."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from mlattack.experiments.figures import _QUALITATIVE_LEGEND, _label_lines
+    from mlattack.graph import LabelGraph
+
+    names = ("animal", "dog", "cat", "vehicle", "car")
+    graph = LabelGraph(names, [("animal", "dog"), ("animal", "cat"), ("vehicle", "car")])
+    run = SimpleNamespace(label_names=names)
+    arrays = {
+        # car is on without vehicle before the attack: inconsistent already
+        "clean_pred": np.array([1, 1, 0, 0, 1]),
+        "adv_pred": np.array([1, 0, 0, 0, 1]),  # dog off: animal left without a child
+        "targets": np.array([0, 1, 0, 0, 0]),
+        "flip_set": np.array([0, 1, 0, 0, 0]),
+    }
+    lines = dict(_label_lines(run, graph, arrays))
+    assert lines["  ! animal: on→on"] == "red"
+    assert lines["  ~ car: on→on"] == "purple"
+    assert ("~  inconsistent already before the attack", "purple") in _QUALITATIVE_LEGEND
+
+
 @pytest.mark.parametrize(
     "text",
     [" =1+1", "\n=cmd|'/C calc'!A0", "\r\n+1", "\u3000@SUM(A1)", "\uff1d1+1", "\uff0b1",
@@ -326,3 +390,24 @@ def test_formula_safe_csv_file_round_trips(tmp_path: Path) -> None:
         read = [row["cell"] for row in csv.DictReader(handle)]
     assert all(not c.lstrip() or c.lstrip()[0] not in "=+-@\uff1d" for c in read)
     assert [unescape_cell(c) for c in read] == cells
+
+
+def test_a_default_report_folder_of_an_earlier_mlattack_is_replaced_but_not_with_others(
+    tmp_path: Path,
+) -> None:
+    run_dir = run_tiny(
+        tmp_path / "run", eps=[0.1], target_sets={"sizes": [1], "mode": "combinations"},
+        examples=0,
+    )  # fmt: skip
+    folder = build_report(run_dir).parent
+    (folder / MARKER_FILE).unlink()  # as written before the marker existed
+    assert build_report(run_dir) == folder / "report.html"
+    (folder / MARKER_FILE).unlink()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not an mlattack report folder"):
+        build_report(run_dir)
+    assert (folder / "notes.txt").read_text() == "mine"
+    mine = tmp_path / "mine"  # with --out, a folder without the marker is never replaced
+    shutil.copytree(folder, mine, ignore=shutil.ignore_patterns("notes.txt"))
+    with pytest.raises(ValueError, match="not an mlattack report folder"):
+        build_report(run_dir, out_dir=mine)

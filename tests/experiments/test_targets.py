@@ -102,3 +102,31 @@ def test_a_plan_over_the_cap_is_refused_before_it_is_built() -> None:
         TargetSetSpec(draws=10**9)
     spec = TargetSetSpec(sizes=[8], mode="combinations", max_sets=5)
     assert len(draw_target_sets(spec, names, present=present)) == 5
+
+
+def test_leaf_sets_are_drawn_among_the_leaves_one_image_holds() -> None:
+    rng = np.random.default_rng(0)
+    on = rng.random((40, len(NAMES))) < 0.6
+    leaves = [1, 2, 4, 5, 6]  # 0, 3 and 7 are inner labels
+    spec = TargetSetSpec(sizes=[1, 2, 3, 4], mode="leaves", draws=6)
+    sets = draw_target_sets(spec, NAMES, present=on.any(axis=0), leaves=leaves, image_labels=on)
+    assert sets == draw_target_sets(
+        spec, NAMES, present=on.any(axis=0), leaves=leaves, image_labels=on
+    )
+    assert len(set(sets)) == len(sets)
+    for size in (1, 2, 3, 4):
+        of_size = [s for s in sets if len(s) == size]
+        assert 1 <= len(of_size) <= 6
+        for labels in of_size:
+            assert set(labels) <= set(leaves)
+            assert on[:, list(labels)].all(axis=1).any()  # some image holds every label
+    assert (
+        draw_target_sets(
+            TargetSetSpec(sizes=[6], mode="leaves"),
+            NAMES,
+            present=ALL,
+            leaves=leaves,
+            image_labels=on,
+        )
+        == []
+    )  # no image holds six leaves (there are five): nothing drawn, with a warning

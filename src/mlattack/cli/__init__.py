@@ -10,7 +10,8 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 
 from mlattack import __version__
 
@@ -42,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while the sub-commands (and torch) are imported
         print("\nmlattack: interrupted", file=sys.stderr)
         return 130
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning(args.command)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -61,6 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # an optional library the command needs (timm for a "timm:" backbone, ...)
         print(f"mlattack {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = previous_format
+
+
+def _one_line_warning(command: str) -> Callable[..., str]:
+    """``warnings.formatwarning`` for the command line: ``mlattack CMD: warning: MESSAGE``, one
+    line, without Python's file name, line number and source line."""
+
+    def format_warning(message: Warning | str, *_: object, **__: object) -> str:
+        return f"mlattack {command}: warning: {' '.join(str(message).split())}\n"
+
+    return format_warning
 
 
 if __name__ == "__main__":  # pragma: no cover

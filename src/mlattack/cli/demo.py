@@ -259,12 +259,13 @@ def _photos_part(args: argparse.Namespace, budget: Budget, pages: dict[str, Path
         f"Part 1 of `mlattack demo`: real photos, |Ω| = 1, ε = "
         f"{', '.join(map(format_eps, budget.photo_eps))} (Tables 1-2, Figs. 7, 8, 9, 10). "
         "Figs. 5 and 6 (metrics vs ε and vs |Ω|) and Table 2 across |Ω| are in part 2 "
-        f"(synthetic scenes): {pages['synthetic'].resolve()}"
+        "(synthetic scenes)"
     )
     if args.photos_only:
         note += " (not run: --photos-only)."
+    links = [("part 2 of the demo (synthetic scenes)", pages["synthetic"])]
     _run_and_report(
-        config, args.out / "photos", args, note, model=model, dataset=photos,
+        config, args.out / "photos", args, note, links, model=model, dataset=photos,
         transfer_models=models,
     )  # fmt: skip
 
@@ -291,7 +292,7 @@ def _synthetic_part(args: argparse.Namespace, budget: Budget, pages: dict[str, P
             "eps": list(budget.synthetic_eps),
             "target_sets": {
                 "sizes": list(budget.synthetic_sizes),
-                "mode": "random",
+                "mode": "leaves",
                 "draws": budget.synthetic_draws,
             },
             "images": {"per_target_set": budget.synthetic_images, "require_consistent": True},
@@ -305,10 +306,10 @@ def _synthetic_part(args: argparse.Namespace, budget: Budget, pages: dict[str, P
         "Part 2 of `mlattack demo`: dense synthetic scenes, |Ω| = "
         f"{', '.join(map(str, budget.synthetic_sizes))}, ε = "
         f"{', '.join(map(format_eps, budget.synthetic_eps))} (Tables 1-2, Figs. 5, 6, 8, 9, 10). "
-        "Fig. 7 (transfer between three real models) is in part 1 (real photos): "
-        f"{pages['photos'].resolve()}"
+        "Fig. 7 (transfer between three real models) is in part 1 (real photos)"
     )
-    _run_and_report(config, args.out / "synthetic", args, note)
+    links = [("part 1 of the demo (real photos)", pages["photos"])]
+    _run_and_report(config, args.out / "synthetic", args, note, links)
 
 
 def train_synthetic(checkpoint: Path, budget: Budget = DEFAULT_BUDGET, *, progress: bool) -> None:
@@ -332,11 +333,16 @@ def train_synthetic(checkpoint: Path, budget: Budget = DEFAULT_BUDGET, *, progre
 
 
 def _run_and_report(
-    config: ExperimentConfig, run_dir: Path, args: argparse.Namespace, note: str, **built: Any
+    config: ExperimentConfig,
+    run_dir: Path,
+    args: argparse.Namespace,
+    note: str,
+    links: list[tuple[str, Path]],
+    **built: Any,
 ) -> None:
     # A demo always starts afresh: its options may differ from the last run's.
     run_experiment(config, run_dir, progress=not args.no_progress, force=True, **built)
-    page = build_report(run_dir, note=note)
+    page = build_report(run_dir, note=note, links=links)
     _print_table(run_dir)
     print(f"report: {page.resolve()}")
 

@@ -33,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from mlattack.experiments.config import ExperimentConfig
+    from mlattack.experiments.layout import find_stores
     from mlattack.experiments.runner import run_experiment
-    from mlattack.experiments.store import find_stores
 
     config = ExperimentConfig.from_yaml(args.config)
     if args.device is not None:

@@ -28,9 +28,11 @@ DEFAULT_SPLITS = {  # (train, validation) splits of the datasets that have named
 
 
 def _json_object(text: str) -> dict[str, Any]:
+    from mlattack.experiments.config import bounded_int
+
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
+        value = json.loads(text, parse_int=bounded_int)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"input_size\": 48}'")

@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlattack.experiments.config import attack_display_name
-from mlattack.experiments.store import ResultStore, StoreError, decode_labels, find_stores
+from mlattack.experiments.layout import find_stores
+from mlattack.experiments.store import ResultStore, StoreError, decode_labels
+
+if TYPE_CHECKING:
+    from mlattack.graph import LabelGraph
 
 METRICS = ("fr_naive", "fr_semantic", "nt_rate", "ssim")
 METRIC_TITLES = {"fr_naive": "FR_N", "fr_semantic": "FR_S", "nt_rate": "NT_R", "ssim": "SSIM"}
@@ -58,6 +63,7 @@ class Run:
     target_sets: dict[
         int, dict[str, Any]
     ]  # ts_id -> {size, labels (names), n_eligible, n_selected}
+    graph: LabelGraph | None = None
 
     @property
     def model(self) -> str:
@@ -140,7 +146,23 @@ def open_run(run_dir: Path) -> Run:
                     }
                 except (TypeError, ValueError, IndexError, RecursionError):
                     raise StoreError(f"{path}: target set {ts_id!r} is damaged") from None
-    return Run(run_dir, stores, meta, target_sets)
+    return Run(run_dir, stores, meta, target_sets, _graph_in(stores[0], meta))
+
+
+def _graph_in(path: Path, meta: dict[str, Any]) -> LabelGraph | None:
+    """The label graph a store's meta holds (None when it holds none), checked against its labels."""
+    from mlattack.graph import LabelGraph
+
+    document = meta.get("graph")
+    if document is None:
+        return None
+    try:
+        graph = LabelGraph.from_json(document)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise StoreError(f"{path}: damaged metadata: 'graph': {exc}") from None
+    if tuple(graph.names) != tuple(meta["label_names"]):
+        raise StoreError(f"{path}: damaged metadata: 'graph' names other labels than 'label_names'")
+    return graph
 
 
 def _check_meta(path: Path, meta: dict[str, Any]) -> None:
@@ -159,6 +181,11 @@ def _check_meta(path: Path, meta: dict[str, Any]) -> None:
         eps = config.get("eps")
         if not (is_list_of(eps, (int, float)) and not is_list_of(eps, bool)):
             problems.append("'config.eps' is not a list of numbers")
+        dataset = config.get("dataset", {})
+        if not (isinstance(dataset, dict) and isinstance(dataset.get("name", ""), str)):
+            problems.append("'config.dataset' is not a mapping with a name")
+        if not isinstance(config.get("name", ""), str):
+            problems.append("'config.name' is not a name")
         attacks = config.get("attacks")
         if not (
             isinstance(attacks, list)
@@ -178,6 +205,9 @@ def _check_meta(path: Path, meta: dict[str, Any]) -> None:
         )
     ):
         problems.append("'skipped_images' is not a list of [image id, reason]")
+    dropped = meta.get("dropped_unreadable", 0)
+    if not (isinstance(dropped, int) and not isinstance(dropped, bool) and dropped >= 0):
+        problems.append("'dropped_unreadable' is not a count")
     if problems:
         raise StoreError(f"{path}: damaged metadata: {'; '.join(problems)}")
 
@@ -431,6 +461,11 @@ def skipped_images(run: Run) -> list[tuple[int, str]]:
     return [(int(image_id), str(why)) for image_id, why in run.meta.get("skipped_images", [])]
 
 
+def dropped_images(run: Run) -> int:
+    """Unreadable images the run's dataset dropped before the scan (``validate: true``)."""
+    return int(run.meta.get("dropped_unreadable", 0))
+
+
 def load_examples(run: Run) -> list[dict[str, Any]]:
     """The saved example perturbations of a run, with their stored SSIM."""
     examples: list[dict[str, Any]] = []
@@ -444,6 +479,48 @@ def load_examples(run: Run) -> list[dict[str, Any]]:
         keys = ("ts_id", "image_id", "attack", "eps", "path", "ssim", "success", "semantic_success")
         examples.extend(dict(zip(keys, row, strict=True)) for row in rows)
     return [e for e in examples if _example_file(run, e["path"]).is_file()]
+
+
+#: The arrays of an example file, and whether each is one bool-like row per label (else an image).
+EXAMPLE_ARRAYS = {"clean": False, "delta": False, "clean_pred": True, "adv_pred": True,
+                  "targets": True}  # fmt: skip
+OPTIONAL_EXAMPLE_ARRAYS = {"flip_set": True}  # absent in files written before it was saved
+
+
+def read_example(run: Run, example: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays of one saved example, checked; a damaged file is a ``StoreError`` naming it."""
+    path = _example_file(run, example["path"])
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            names = set(stored.files)
+            missing = sorted(set(EXAMPLE_ARRAYS) - names)
+            if missing:
+                raise ValueError(f"arrays {missing} are missing")
+            wanted = [*EXAMPLE_ARRAYS, *(n for n in OPTIONAL_EXAMPLE_ARRAYS if n in names)]
+            arrays = {name: np.asarray(stored[name]) for name in wanted}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise StoreError(f"{path}: damaged example file: {exc}") from None
+    width = len(run.label_names)
+    for name, array in arrays.items():
+        if {**EXAMPLE_ARRAYS, **OPTIONAL_EXAMPLE_ARRAYS}[name]:
+            if array.shape != (width,) or array.dtype.kind not in "biu":
+                raise StoreError(
+                    f"{path}: damaged example file: '{name}' has shape {array.shape} "
+                    f"({array.dtype}), expected ({width},) labels"
+                )
+        elif array.ndim != 3 or array.shape[0] != 3 or array.dtype.kind != "f":
+            raise StoreError(
+                f"{path}: damaged example file: '{name}' has shape {array.shape} "
+                f"({array.dtype}), expected a float [3, H, W] image"
+            )
+    if arrays["delta"].shape != arrays["clean"].shape:
+        raise StoreError(
+            f"{path}: damaged example file: 'delta' has shape {arrays['delta'].shape}, "
+            f"'clean' {arrays['clean'].shape}"
+        )
+    if not np.isfinite(arrays["delta"]).all() or not np.isfinite(arrays["clean"]).all():
+        raise StoreError(f"{path}: damaged example file: non-finite pixels")
+    return arrays
 
 
 def _example_file(run: Run, stored: Any) -> Path:

@@ -216,7 +216,11 @@ class TargetSetSpec(_Section):
         ``max_sets`` per size (the first ones in lexicographic order);
       * ``random``: ``draws`` distinct random subsets of size k of the candidate labels;
       * ``openimages``: the paper's OpenImages rule: ``ceil(k * leaf_fraction)`` labels among the
-        graph's leaves and the rest among the labels outside the graph, ``draws`` sets per size.
+        graph's leaves and the rest among the labels outside the graph, ``draws`` sets per size;
+      * ``leaves``: up to ``draws`` distinct sets of k graph leaves per size, each drawn among the
+        leaves of one scanned image (clean prediction and ground truth; with
+        ``images.require_consistent``, an image whose whole clean prediction is consistent), so
+        that every set has at least one eligible image.
     With ``only_present`` (default), candidates are labels that are present (clean prediction and
     ground truth) in at least one scanned image, so few sets end up with no image.
 
@@ -226,7 +230,7 @@ class TargetSetSpec(_Section):
     """
 
     sizes: list[int] = Field(default_factory=lambda: [1])
-    mode: Literal["combinations", "random", "openimages"] = "random"
+    mode: Literal["combinations", "random", "openimages", "leaves"] = "random"
     labels: list[str] | None = None
     draws: int = Field(default=20, ge=1, le=MAX_TARGET_SETS)
     max_sets: int | None = Field(default=None, ge=1)
@@ -351,6 +355,9 @@ class ExperimentConfig(_Section):
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+MAX_INT_DIGITS = 100  # the longest integer a config (YAML or JSON) may write
+
+
 class _ConfigLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses aliases (while composing: nothing is ever expanded) and
     duplicate mapping keys (which ``safe_load`` resolves silently to the last value)."""
@@ -382,6 +389,27 @@ class _ConfigLoader(yaml.SafeLoader):
                 )  # fmt: skip
         return super().construct_mapping(node, deep=deep)
 
+    def construct_bounded_int(self, node: Any) -> int:
+        digits = sum(ch.isdigit() for ch in str(self.construct_scalar(node)))
+        if digits > MAX_INT_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of {digits} digits (at most {MAX_INT_DIGITS})",
+                node.start_mark,
+            )  # fmt: skip
+        return int(super().construct_yaml_int(node))
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_bounded_int)
+
+
+def bounded_int(text: str) -> int:
+    """``int(text)`` for ``json.loads(parse_int=...)``: more than :data:`MAX_INT_DIGITS` digits is
+    a ``ValueError`` saying so (Python's own limit, 4,300, names a setting instead)."""
+    digits = sum(ch.isdigit() for ch in text)
+    if digits > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {digits} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
 
 def load_yaml(path: str | Path) -> Any:
     """A YAML file's data, read with :class:`_ConfigLoader`; errors name the file."""
@@ -403,14 +431,25 @@ def load_yaml(path: str | Path) -> Any:
 
 
 def _plain(value: Any, source: str, key: str, depth: int) -> Any:
-    """``value`` with numpy scalars as Python numbers; nesting deeper than MAX_NESTING refused."""
+    """``value`` with numpy scalars as Python numbers; nesting deeper than MAX_NESTING, and text
+    that is not valid Unicode (a lone surrogate), refused naming the key."""
     if depth > MAX_NESTING:
         raise ValueError(f"{source}: key '{key}' nests more than {MAX_NESTING} levels deep")
     if isinstance(value, dict):
         return {
-            k: _plain(v, source, f"{key}.{k}" if key else str(k), depth + 1)
+            _plain(k, source, key or "<top level>", depth): _plain(
+                v, source, f"{key}.{k}" if key else str(k), depth + 1
+            )
             for k, v in value.items()
         }
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate: no file or store can hold it
+            raise ValueError(
+                f"{source}: key '{key.encode('utf-8', 'backslashreplace').decode()}' holds text "
+                f"that is not valid Unicode (a lone surrogate at position {exc.start})"
+            ) from None
     if isinstance(value, list | tuple):
         return [_plain(v, source, f"{key}.{i}", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, np.generic):

@@ -18,7 +18,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from mlattack.experiments.aggregate import METRIC_TITLES, METRICS, Aggregates, Run, transfer_matrix
+from mlattack.experiments.aggregate import (
+    METRIC_TITLES,
+    METRICS,
+    Aggregates,
+    Run,
+    read_example,
+    transfer_matrix,
+)
 
 COSINE_BINS = (-1.0, 0.0, 0.25, 0.5, 0.75, 0.85, 1.0)
 _DPI = 110
@@ -87,31 +94,73 @@ def figure_eps(agg: Aggregates, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+BOOTSTRAP_RESAMPLES = 1000
+INTERVAL = 0.95
+
+
+def size_series(agg: Aggregates) -> list[dict[str, Any]]:
+    """Fig. 6's points: per model, attack, metric and |Ω| at the run's first ε, the mean over target
+    sets with a 95 % percentile-bootstrap interval of that mean (resampling the target sets; it
+    stays within the range of the values, so within [0, 1] for the rates) and ``n`` sets."""
+    first_eps = {run.model: run.eps_list[0] for run in agg.runs}
+    values: dict[tuple[str, str, str, int], list[float]] = defaultdict(list)
+    for row in agg.per_set:
+        if row["eps"] == first_eps.get(row["model"]):
+            for metric in METRICS:
+                if not math.isnan(row[metric]):
+                    values[(row["model"], row["attack"], metric, row["size"])].append(row[metric])
+    rng = np.random.default_rng(0)
+    points = []
+    for (model, attack, metric, size), found in sorted(values.items()):
+        sample = np.asarray(found, dtype=np.float64)
+        resampled = sample[rng.integers(len(sample), size=(BOOTSTRAP_RESAMPLES, len(sample)))]
+        low, high = np.quantile(resampled.mean(axis=1), [(1 - INTERVAL) / 2, (1 + INTERVAL) / 2])
+        mean = float(sample.mean())
+        points.append({"model": model, "attack": attack, "metric": metric, "size": size,
+                       "mean": mean, "low": min(float(low), mean), "high": max(float(high), mean),
+                       "n": len(sample)})  # fmt: skip
+    return points
+
+
 @_literal_text
 def figure_sizes(agg: Aggregates, path: Path) -> Path | None:
-    """Fig. 6: FR_N, FR_S, NT_R, SSIM against |Ω| at each run's first ε."""
-    first_eps = {run.model: run.eps_list[0] for run in agg.runs}
-    rows = [r for r in agg.summary if r["eps"] == first_eps.get(r["model"])]
-    if len({r["size"] for r in rows}) < 2:
+    """Fig. 6: FR_N, FR_S, NT_R, SSIM against |Ω| at each run's first ε (:func:`size_series`):
+    series dodged sideways so that equal values stay visible, ``n`` written at each point."""
+    points = size_series(agg)
+    sizes = sorted({p["size"] for p in points})
+    if len(sizes) < 2:
         return None
-    n_models = len({r["model"] for r in rows})
-    fig = Figure(figsize=(14.0, 3.4), layout="constrained")
+    n_models = len({p["model"] for p in points})
+    keys = sorted({(p["model"], p["attack"]) for p in points})
+    fig = Figure(figsize=(14.0, 3.6), layout="constrained")
     axes = fig.subplots(1, len(METRICS))
     for ax, metric in zip(axes, METRICS, strict=True):
-        series: dict[tuple[str, str], list[tuple[int, float, float]]] = defaultdict(list)
-        for r in rows:
-            series[(r["model"], r["attack"])].append(
-                (r["size"], r[f"{metric}_mean"], r[f"{metric}_std"])
+        for index, key in enumerate(keys):
+            mine = sorted(
+                (p for p in points if (p["model"], p["attack"]) == key and p["metric"] == metric),
+                key=lambda p: p["size"],
             )
-        for (model, attack), points in sorted(series.items()):
-            points.sort()
-            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
-                        marker="o", capsize=3, label=_series_label(model, attack, n_models))  # fmt: skip
+            if not mine:
+                continue
+            shift = (index - (len(keys) - 1) / 2) * 0.12
+            xs = [p["size"] + shift for p in mine]
+            means = np.array([p["mean"] for p in mine])
+            below = means - np.array([p["low"] for p in mine])
+            above = np.array([p["high"] for p in mine]) - means
+            ax.errorbar(xs, means, yerr=[below, above], marker="o", capsize=3,
+                        label=_series_label(*key, n_models))  # fmt: skip
+            for x, p in zip(xs, mine, strict=True):
+                ax.annotate(f"{p['n']}", (x, p["high"]), textcoords="offset points",
+                            xytext=(0, 3), ha="center", fontsize=6, color="dimgray")  # fmt: skip
         ax.set_xlabel("|Ω|")
-        ax.set_xticks(sorted({r["size"] for r in rows}))
+        ax.set_xticks(sizes)
         ax.set_title(METRIC_TITLES[metric])
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    fig.suptitle(
+        "mean over target sets, 95 % bootstrap interval; small numbers: target sets averaged (n)",
+        fontsize=9,
+    )
     return _save(fig, path)
 
 
@@ -121,6 +170,11 @@ def figure_transfer(agg: Aggregates, path: Path) -> Path | None:
     if not agg.transfer:
         return None
     fig = Figure(figsize=(10.0, 4.2), layout="constrained")
+    made = sorted({(str(r["attack"]), float(r["eps"])) for r in agg.transfer})
+    fig.suptitle(
+        "perturbations made by " + "; ".join(f"{a} at ε = {format_eps(e)}" for a, e in made),
+        fontsize=10,
+    )
     axes = fig.subplots(1, 2)
     for ax, semantic in zip(axes, (False, True), strict=True):
         sources, targets, matrix = transfer_matrix(agg.transfer, semantic=semantic)
@@ -168,8 +222,8 @@ def figure_gradcorr(agg: Aggregates, path: Path) -> Path | None:
         bottom += stacked[:, b]
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylabel("share of images")
-    ax.set_title("cos(g_t, g_nt) per objective")
-    ax.legend(title="cosine", fontsize=8, bbox_to_anchor=(1.02, 1.0), loc="upper left")
+    ax.set_title("cos(g_t, g_nt) at the clean image: g_t on the labels to flip, g_nt on the others")
+    ax.legend(title="cos(g_t, g_nt) bin", fontsize=8, bbox_to_anchor=(1.02, 1.0), loc="upper left")
     return _save(fig, path)
 
 
@@ -177,7 +231,8 @@ def figure_gradcorr(agg: Aggregates, path: Path) -> Path | None:
 _QUALITATIVE_LEGEND = (
     ("T  a label of Ω (target)", "tab:blue"),
     ("Ψ  the attack's flip set beyond Ω", "teal"),
-    ("!  inconsistent after the attack", "red"),
+    ("!  left inconsistent by the attack", "red"),
+    ("~  inconsistent already before the attack", "purple"),
     ("another label that flipped", "darkorange"),
     ("a label that kept its state", "black"),
     ("[root]  labels grouped by graph root", "dimgray"),
@@ -201,6 +256,10 @@ def _label_lines(
     # What the attack meant to flip (GMLA's Ψ); a flip there is no collateral damage.
     flip_set = arrays.get("flip_set", targets).astype(bool)
     violations = np.asarray(graph.violations(adv), dtype=bool)
+    # a label inconsistent in the clean prediction as well was not broken by the attack
+    before = np.asarray(graph.violations(clean), dtype=bool)
+    broken = violations & ~before
+    kept_broken = violations & before
     names = run.label_names
     shown = sorted(
         np.flatnonzero(clean | adv | targets).tolist(),
@@ -214,11 +273,13 @@ def _label_lines(
             lines.append((f"[{group}]", "dimgray"))
             last_group = group
         role = "T " if targets[i] else "Ψ " if flip_set[i] else ""
-        marks = role + ("! " if violations[i] else "")
+        marks = role + ("! " if broken[i] else "~ " if kept_broken[i] else "")
         state = f"{'on' if clean[i] else 'off'}→{'on' if adv[i] else 'off'}"
         colour = (
             "red"
-            if violations[i]
+            if broken[i]
+            else "purple"
+            if kept_broken[i]
             else "tab:blue"
             if targets[i]
             else "teal"
@@ -261,7 +322,7 @@ def figure_qualitative(
     for row, group in enumerate(groups):
         for ax in axes[row]:
             ax.axis("off")
-        first = np.load(run.run_dir / group[0]["path"])
+        first = read_example(run, group[0])
         axes[row][0].imshow(first["clean"].astype(np.float32).transpose(1, 2, 0).clip(0, 1))
         omega = ", ".join(run.label_names[i] for i in np.flatnonzero(first["targets"]))
         axes[row][0].set_title(
@@ -269,7 +330,7 @@ def figure_qualitative(
             fontsize=11,
         )
         for col, example in enumerate(group, start=1):
-            arrays = dict(np.load(run.run_dir / example["path"]))
+            arrays = read_example(run, example)
             ax = axes[row][col]
             outcome = (
                 "semantic success"
@@ -300,9 +361,7 @@ def figure_perturbations(
     fig = Figure(figsize=(2.6 * n_cols, 2.9 * len(groups)), layout="constrained")
     axes = fig.subplots(len(groups), n_cols, squeeze=False)
     for row, group in enumerate(groups):
-        deltas = {
-            e["attack"]: np.load(run.run_dir / e["path"])["delta"].astype(np.float64) for e in group
-        }
+        deltas = {e["attack"]: read_example(run, e)["delta"].astype(np.float64) for e in group}
         reference = next(
             (deltas[e["attack"]] for e in group if kinds.get(e["attack"]) == "gmla"), None
         )

@@ -1,16 +1,13 @@
-"""Planning a run: the clean scan, the target sets, and the work list dealt to the ranks.
+"""Planning a run: the target sets, the transfer plan, and the work list dealt to the ranks.
 
-Everything here is deterministic given the config, the model and the dataset, so every rank (and
-every resume) plans the same units with the same ids; only executing them (``units/``) writes
-results. The clean scan is sharded across joined ranks and gathered (:mod:`.distributed`).
+Everything here is deterministic given the config and the clean scan (:mod:`.scan`), so every rank
+(and every resume) plans the same units with the same ids; only executing them (``units/``) writes
+results.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
-import json
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,21 +17,17 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
-from mlattack.data.images import UnreadableImageError
 from mlattack.experiments.builders import build_model_from_spec, label_names_of
 from mlattack.experiments.config import AttackSpec, ExperimentConfig
 from mlattack.experiments.distributed import Ranks
-from mlattack.experiments.reading import read_item
-from mlattack.experiments.store import fault_point
+from mlattack.experiments.scan import CleanScan, scan_clean
 from mlattack.experiments.targets import (
     TargetSet,
     choose_images,
     draw_target_sets,
     eligible_images,
 )
-from mlattack.losses import logit_threshold
 
 if TYPE_CHECKING:
     from mlattack.graph import LabelGraph
@@ -46,167 +39,39 @@ GRADCORR_COST = 3.0  # per image: two gradients and a forward, about three attac
 
 
 @dataclass(frozen=True)
-class Unit:
-    """One committed piece of work: an attack on one batch at every ε of the run (one call, which
-    shares the clean forward pass and the flip set Ψ across the budgets), or a gradcorr/transfer
-    batch (``eps`` holds the transfer budget)."""
+class _Batch:
+    """What every unit has: its id (the marker committed with its records) and its images."""
 
     unit_id: str
-    kind: str  # "attack" | "gradcorr" | "transfer"
     ts: TargetSet
     image_ids: tuple[int, ...]
     position: int  # index of the first image of this batch within the target set's images
-    attack: AttackSpec | None = None
-    eps: tuple[float, ...] = ()
-    source: str | None = None
 
 
-@dataclass
-class CleanScan:
-    """Clean predictions (and ground truth) of the scanned images, as bool numpy arrays."""
+@dataclass(frozen=True)
+class AttackUnit(_Batch):
+    """One attack on one batch at every ε of the run: one call, which shares the clean forward
+    pass and the flip set Ψ across the budgets."""
 
-    clean_pred: np.ndarray  # [N, C]; all False for skipped images, so they are never eligible
-    ground_truth: np.ndarray | None  # [N, C]
-    skipped: dict[int, str]  # image id -> why it could not be read
-
-    def digest(self) -> str:
-        """A hash of the scan (predictions, ground truth, skipped images): ranks that agree on it
-        attacked the same images for the same target sets."""
-        digest = hashlib.sha256(json.dumps(list(self.clean_pred.shape)).encode())
-        digest.update(np.packbits(self.clean_pred).tobytes())
-        if self.ground_truth is not None:
-            digest.update(b"ground truth")
-            digest.update(np.packbits(self.ground_truth).tobytes())
-        digest.update(json.dumps(sorted(self.skipped)).encode())
-        return digest.hexdigest()[:16]
+    attack: AttackSpec
+    eps: tuple[float, ...]
 
 
-def input_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype images are given to ``model`` in: its parameters' floating dtype (float32 for a
-    model without floating parameters)."""
-    parameter = next(model.parameters(), None)
-    if parameter is not None and parameter.is_floating_point():
-        return parameter.dtype
-    return torch.float32
+@dataclass(frozen=True)
+class GradcorrUnit(_Batch):
+    """Fig. 8's gradient correlations on one batch."""
 
 
-@dataclass
-class _ScanShard:
-    """One rank's share of a scan: images ``first`` to ``stop``, label rows packed to bits."""
+@dataclass(frozen=True)
+class TransferUnit(_Batch):
+    """Fig. 7: perturbations found on the ``source`` model at ``eps``, tried on every model."""
 
-    first: int
-    stop: int
-    clean: np.ndarray
-    truth: np.ndarray | None
-    skipped: dict[int, str]
-    read_now: list[int]  # images of ``keep_skipped`` that read this time
+    attack: AttackSpec
+    eps: float
+    source: str
 
 
-def scan_clean(
-    model: nn.Module,
-    dataset: Dataset[Any],
-    n_images: int,
-    columns: torch.Tensor | None,
-    config: ExperimentConfig,
-    device: torch.device,
-    ranks: Ranks,
-    *,
-    progress: bool,
-    what: str,
-    keep_skipped: dict[int, str] | None = None,
-) -> CleanScan:
-    """The clean predictions of the first ``n_images``: joined ranks each scan a contiguous share
-    of the batches (the same batches a single rank scans, so the same numbers) and gather them.
-
-    Every image is read (transient errors retried, :func:`.reading.read_item`); one that still
-    cannot be read is skipped. ``keep_skipped`` (image id -> reason) lists the images a resumed
-    run skipped when it started: they stay skipped with that reason even where they read now
-    (with a warning), so that the resume plans the same target sets and images."""
-    starts = range(0, n_images, config.batch_size)
-    share = ranks.share(len(starts)) if ranks.joined else range(len(starts))
-    first = starts[share.start] if len(share) else n_images
-    stop = min(starts[share.stop - 1] + config.batch_size, n_images) if len(share) else n_images
-    shard = _scan_range(
-        model, dataset, first, stop, columns, config, device, progress=progress, what=what,
-        keep_skipped=keep_skipped or {},
-    )  # fmt: skip
-    num_labels = len(label_names_of(model))
-    clean = np.zeros((n_images, num_labels), dtype=bool)
-    truth = None if columns is None else np.zeros((n_images, num_labels), dtype=bool)
-    skipped: dict[int, str] = {}
-    read_now: list[int] = []
-    for part in ranks.gather(shard):
-        rows = slice(part.first, part.stop)
-        clean[rows] = np.unpackbits(part.clean, axis=1, count=num_labels).astype(bool)
-        if truth is not None and part.truth is not None:
-            truth[rows] = np.unpackbits(part.truth, axis=1, count=num_labels).astype(bool)
-        skipped.update(part.skipped)
-        read_now += part.read_now
-    if read_now:
-        warnings.warn(
-            f"{what}: {len(read_now)} image(s) skipped as unreadable when this run started read "
-            f"now (ids {sorted(read_now)[:10]}); they stay skipped so that the resume attacks the "
-            "same images (start over with '--force' to include them)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    if skipped:
-        warnings.warn(
-            f"{what}: skipped {len(skipped)} unreadable image(s) of {n_images} "
-            f"(e.g. {next(iter(skipped.values()))}); they are listed in the store",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return CleanScan(clean, truth, dict(sorted(skipped.items())))
-
-
-def _scan_range(
-    model: nn.Module,
-    dataset: Dataset[Any],
-    first: int,
-    stop: int,
-    columns: torch.Tensor | None,
-    config: ExperimentConfig,
-    device: torch.device,
-    *,
-    progress: bool,
-    what: str,
-    keep_skipped: dict[int, str],
-) -> _ScanShard:
-    logit_cut = logit_threshold(config.threshold)
-    num_labels = len(label_names_of(model))
-    clean = np.zeros((stop - first, num_labels), dtype=bool)
-    truth = None if columns is None else np.zeros((stop - first, num_labels), dtype=bool)
-    skipped: dict[int, str] = {}
-    read_now: list[int] = []
-    batches = range(first, stop, config.batch_size)
-    for start in tqdm(batches, desc=what, disable=not progress, unit="batch"):
-        fault_point("scan")
-        items: dict[int, tuple[Any, Any]] = {}
-        for i in range(start, min(start + config.batch_size, stop)):
-            try:
-                item = read_item(dataset, i)
-            except UnreadableImageError as exc:
-                skipped[i] = str(exc)  # left all False: never eligible, never attacked
-                continue
-            if i in keep_skipped:  # skipped when the run started: stays skipped, the plan with it
-                skipped[i] = keep_skipped[i]
-                read_now.append(i)
-                continue
-            items[i] = item
-        if not items:
-            continue
-        rows = [i - first for i in items]
-        images = torch.stack([image for image, _ in items.values()])
-        images = images.to(device=device, dtype=input_dtype(model))
-        with torch.no_grad():
-            clean[rows] = (model(images) > logit_cut).cpu().numpy()
-        if columns is not None and truth is not None:
-            labels = torch.stack([torch.as_tensor(label) for _, label in items.values()]).bool()
-            padded = torch.cat([labels, torch.zeros(len(rows), 1, dtype=torch.bool)], dim=1)
-            truth[rows] = padded[:, columns].numpy()  # column -1 = the all-False pad
-    packed_truth = None if truth is None else np.packbits(truth, axis=1)
-    return _ScanShard(first, stop, np.packbits(clean, axis=1), packed_truth, skipped, read_now)
+Unit = AttackUnit | GradcorrUnit | TransferUnit
 
 
 def plan_target_sets(
@@ -222,6 +87,10 @@ def plan_target_sets(
     outside_set = set(outside)
     outside_ids = [i for i, n in enumerate(names) if n in outside_set]
     leaves = [int(i) for i in graph.leaves if names[int(i)] not in outside_set]
+    usable = on
+    if config.images.require_consistent and config.target_sets.mode == "leaves":
+        consistent = np.asarray(graph.is_consistent(scan.clean_pred), dtype=bool)
+        usable = on & consistent[:, None]
     drawn = draw_target_sets(
         config.target_sets,
         names,
@@ -229,6 +98,7 @@ def plan_target_sets(
         leaves=leaves,
         outside=outside_ids,
         seed=config.seed,
+        image_labels=usable,
     )
     target_sets = []
     for ts_id, labels in enumerate(drawn):
@@ -326,17 +196,17 @@ def work_list(
             tag = f"{ts.ts_id}:{start}"
             for spec in config.attacks:
                 unit_id = f"attack:{tag}:{spec.display_name}"
-                units.append(Unit(unit_id, "attack", ts, ids, start, spec, every_eps))
+                units.append(AttackUnit(unit_id, ts, ids, start, spec, every_eps))
             if config.gradient_correlation:
-                units.append(Unit(f"gradcorr:{tag}", "gradcorr", ts, ids, start))
+                units.append(GradcorrUnit(f"gradcorr:{tag}", ts, ids, start))
     if config.transfer is not None:
         for source, per_ts in transfer_images.items():
             for ts, image_ids in zip(target_sets, per_ts, strict=True):
                 for start, ids in _chunks(image_ids, config.batch_size):
                     units.append(
-                        Unit(
-                            f"transfer:{source}:{ts.ts_id}:{start}", "transfer", ts, ids, start,
-                            config.transfer.attack, (config.transfer.eps,), source,
+                        TransferUnit(
+                            f"transfer:{source}:{ts.ts_id}:{start}", ts, ids, start,
+                            config.transfer.attack, config.transfer.eps, source,
                         )
                     )  # fmt: skip
     return units
@@ -361,12 +231,11 @@ def attack_step_cost(spec: AttackSpec) -> float:
 def unit_cost(unit: Unit, config: ExperimentConfig) -> float:
     """Estimated cost of a unit in MLA-U image-steps: attack × steps × batch (× budgets)."""
     images = len(unit.image_ids)
-    if unit.kind == "gradcorr":
+    if isinstance(unit, GradcorrUnit):
         return GRADCORR_COST * images
-    assert unit.attack is not None
-    steps = _attack_steps(unit.attack) * len(unit.eps)
-    cost = attack_step_cost(unit.attack) * steps * images
-    if unit.kind == "transfer" and config.transfer is not None:
+    budgets = len(unit.eps) if isinstance(unit, AttackUnit) else 1
+    cost = attack_step_cost(unit.attack) * _attack_steps(unit.attack) * budgets * images
+    if isinstance(unit, TransferUnit) and config.transfer is not None:
         cost += len(config.transfer.models) * images  # one forward per model tried
     return cost
 
@@ -384,14 +253,15 @@ def deal_units(costs: Sequence[float], world: int) -> list[list[int]]:
 
 
 __all__ = [
+    "AttackUnit",
+    "GradcorrUnit",
     "attack_step_cost",
-    "CleanScan",
     "TransferPlan",
+    "TransferUnit",
     "Unit",
     "deal_units",
     "plan_target_sets",
     "plan_transfer",
-    "scan_clean",
     "unit_cost",
     "work_list",
 ]

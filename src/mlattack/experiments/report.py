@@ -17,7 +17,9 @@ import html
 import json
 import math
 import os
+import re
 import shutil
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from mlattack.experiments.aggregate import (
     METRICS,
     Aggregates,
     aggregate,
+    dropped_images,
     load_examples,
     skipped_images,
     transfer_matrix,
@@ -39,10 +42,11 @@ from mlattack.experiments.figures import (
     figure_sizes,
     figure_transfer,
     format_eps,
+    size_series,
 )
+from mlattack.experiments.layout import REPORT_DIR
 from mlattack.experiments.store import fault_point
 
-REPORT_DIR = "report"
 #: The file that marks a folder as written by :func:`build_report` (JSON: runs, files written).
 MARKER_FILE = ".mlattack-report.json"
 MARKER_VERSION = 1
@@ -62,26 +66,41 @@ DENOMINATORS = {
     "table2": "NT_R per target set over its successful images (Ψ̄ = labels outside the consistent "
     "target set of Ω on the clean prediction), then mean ± std across target sets.",
     "fig5": "FR_N / FR_S over the attacked images of each target set, averaged across target sets.",
-    "fig6": "As Table 1, at each run's first ε; error bars = std across target sets.",
+    "fig6": "As Table 1, at each run's first ε: the mean over target sets; error bars = 95% "
+    "percentile-bootstrap interval of that mean (1,000 resamples of the target sets; within the "
+    "values' range, so within [0, 1] for the rates); the small number at each point = target sets "
+    "averaged (n). Series are shifted sideways so that equal values stay visible.",
     "fig7": "Share of the images the source attack fooled (all of Ω flipped on the source model) "
     "whose perturbation, scaled to L∞ = ε, also flips all of Ω on the target model (FR_S: and leaves "
     "the target's prediction consistent around Ω); images where the target model did not predict Ω "
     "count as not transferred. Mean across target sets with at least one fooled image.",
-    "fig8": "All images attacked for each target set size, cosine at the clean image.",
+    "fig8": "For each |Ω| and objective (MLA-C: the labels of Ω; GMLA: its consistent target set "
+    "Ψ), every attacked image at its clean point: the cosine between g_t, the gradient of the "
+    "objective's part on the labels to flip, and g_nt, the gradient of its part on the labels to "
+    "keep. Each bar splits the images by that cosine into the bins of the legend (height = share "
+    "of images): near 1, moving the labels to flip drags the other labels along (the case GMLA's "
+    "projection is built for); near 0, they move independently; below 0, they pull apart.",
     "fig9": "Saved example images (first target sets, first images, first ε). T marks a label of "
-    "Ω, Ψ a label of the attack's flip set beyond Ω (GMLA's consistent target set), ! a label "
-    "inconsistent after the attack; orange labels flipped without being in the flip set.",
+    "Ω, Ψ a label of the attack's flip set beyond Ω (GMLA's consistent target set), ! (red) a label "
+    "the attack left inconsistent with the graph, ~ (purple) a label already inconsistent in the "
+    "clean prediction; orange labels flipped without being in the flip set.",
     "fig10": "Same examples: perturbation shown as δ/(2ε)+0.5; cos·GMLA = cosine between the "
     "flattened perturbation and GMLA's on the same image; SSIM between clean and adversarial image.",
 }
 
 
 def build_report(
-    run_dir: str | Path, *more_runs: str | Path, out_dir: str | Path | None = None, note: str = ""
+    run_dir: str | Path,
+    *more_runs: str | Path,
+    out_dir: str | Path | None = None,
+    note: str = "",
+    links: Sequence[tuple[str, str | Path]] = (),
 ) -> Path:
     """Write the report of one run (or several, e.g. one per model) and return the HTML path.
 
-    ``note`` is a line shown under the page's title (e.g. where a related report is).
+    ``note`` is a line shown under the page's title; ``links`` are ``(text, path)`` pairs shown
+    under it as hyperlinks relative to the report's folder (e.g. to a related report), so that
+    the pages still link to each other when the folders are moved together.
 
     Files go to ``out_dir`` (default ``RUN_DIR/report``): ``table1.csv``, ``table2.csv``,
     ``per_target_set.csv``, ``transfer.csv``, ``report.json``, ``fig*.png``, ``report.html`` and
@@ -94,13 +113,14 @@ def build_report(
     agg = aggregate(run_dirs)
     final = Path(out_dir) if out_dir is not None else run_dirs[0] / REPORT_DIR
     runs = _identity(agg)
-    _check_replaceable(final, runs)
+    _check_replaceable(final, runs, legacy=out_dir is None)
     target = final.with_name(f".{final.name}.partial-{os.getpid()}")
     _remove_leftovers(final)
     target.mkdir(parents=True)
     try:
         _write_marker(target, runs)  # first: an interrupted report's leftovers are recognisable
-        _write_report(agg, target, note)
+        related = [(text, _relative_link(Path(path), final)) for text, path in links]
+        _write_report(agg, target, note, related)
         _write_marker(target, runs)
         fault_point("report")
         _swap_in(target, final)
@@ -108,6 +128,12 @@ def build_report(
         shutil.rmtree(target, ignore_errors=True)
         raise
     return final / "report.html"
+
+
+def _relative_link(path: Path, folder: Path) -> str:
+    """``path`` as a URL relative to the report folder ``folder``."""
+    relative = os.path.relpath(path.resolve(), folder.resolve())
+    return urllib.parse.quote(Path(relative).as_posix())
 
 
 def _identity(agg: Aggregates) -> list[str]:
@@ -142,8 +168,18 @@ def _read_marker(folder: Path) -> dict[str, Any] | None:
     return payload
 
 
-def _check_replaceable(final: Path, runs: list[str]) -> None:
-    """Refuse (``ValueError``) to replace anything but an empty folder or this report's own."""
+# The files a report written before the marker existed holds (``RUN_DIR/report`` only).
+_LEGACY_REPORT_FILE = re.compile(
+    r"(table1|table2|per_target_set|empty_target_sets|transfer)\.csv|report\.(json|html)"
+    r"|fig\d+_[a-z]+(_\d+)?\.png"
+)
+
+
+def _check_replaceable(final: Path, runs: list[str], *, legacy: bool = False) -> None:
+    """Refuse (``ValueError``) to replace anything but an empty folder or this report's own.
+
+    With ``legacy`` (the default folder ``RUN_DIR/report``), a folder without a marker is also
+    replaced when it holds only files named as a report's, written by an earlier mlattack."""
     if final.is_symlink():
         raise ValueError(f"report folder {final} is a symbolic link; give a real folder as '--out'")
     if final.exists() and not final.is_dir():
@@ -151,6 +187,8 @@ def _check_replaceable(final: Path, runs: list[str]) -> None:
     if not final.is_dir() or not any(final.iterdir()):
         return
     marker = _read_marker(final)
+    if marker is None and legacy and _only_report_files(final):
+        return
     if marker is None:
         raise ValueError(
             f"{final} exists and is not an mlattack report folder (no valid {MARKER_FILE}); "
@@ -173,6 +211,13 @@ def _check_replaceable(final: Path, runs: list[str]) -> None:
             f"{final} holds files mlattack did not write ({shown}); refusing to replace it "
             "(move them away or give another '--out')"
         )
+
+
+def _only_report_files(folder: Path) -> bool:
+    return all(
+        p.is_file() and not p.is_symlink() and _LEGACY_REPORT_FILE.fullmatch(p.name)
+        for p in folder.iterdir()
+    )
 
 
 def _process_alive(pid: int) -> bool:
@@ -218,7 +263,9 @@ def _swap_in(new: Path, final: Path) -> None:
         new.rename(final)
 
 
-def _write_report(agg: Aggregates, target: Path, note: str = "") -> None:
+def _write_report(
+    agg: Aggregates, target: Path, note: str = "", links: Sequence[tuple[str, str]] = ()
+) -> None:
     """Every file of the report into the (new, empty) folder ``target``."""
     _write_csv(target / "table1.csv", agg.summary)
     _write_csv(target / "per_target_set.csv", agg.per_set)
@@ -239,10 +286,9 @@ def _write_report(agg: Aggregates, target: Path, note: str = "") -> None:
     for index, run in enumerate(agg.runs):
         examples = load_examples(run)
         suffix = "" if len(agg.runs) == 1 else f"_{index}"
-        graph = _graph_of(run.meta)
         fig9 = (
-            figure_qualitative(run, graph, examples, target / f"fig9_qualitative{suffix}.png")
-            if graph
+            figure_qualitative(run, run.graph, examples, target / f"fig9_qualitative{suffix}.png")
+            if run.graph is not None
             else None
         )
         fig10 = figure_perturbations(run, examples, target / f"fig10_perturbations{suffix}.png")
@@ -255,13 +301,7 @@ def _write_report(agg: Aggregates, target: Path, note: str = "") -> None:
         json.dumps(_json_payload(agg, figures), indent=2, default=_json_default) + "\n",
         encoding="utf-8",
     )
-    (target / "report.html").write_text(_html(agg, figures, note), encoding="utf-8")
-
-
-def _graph_of(meta: dict[str, Any]) -> Any:
-    from mlattack.graph import LabelGraph
-
-    return LabelGraph.from_json(meta["graph"]) if meta.get("graph") else None
+    (target / "report.html").write_text(_html(agg, figures, note, links), encoding="utf-8")
 
 
 def _table2_rows(agg: Aggregates) -> list[dict[str, Any]]:
@@ -341,12 +381,14 @@ def _json_payload(
         ],  # fmt: skip
         "n_rows": agg.n_rows,
         "skipped_images": {r.model: skipped_images(r) for r in agg.runs},
+        "dropped_unreadable": {r.model: dropped_images(r) for r in agg.runs},
         "denominators": DENOMINATORS,
         "table1": clean(agg.summary),
         "per_target_set": clean(agg.per_set),
         "empty_target_sets": agg.empty_sets,
         "transfer": agg.transfer,
         "figures": {title: (path.name if path else None) for _, title, path, _ in figures},
+        "fig6_points": size_series(agg),
     }
 
 
@@ -383,14 +425,26 @@ def _table(headers: list[str], rows: list[list[Any]], left: int = 0) -> str:
 
 
 def _skipped_html(agg: Aggregates) -> str:
-    """Images the clean scan could not read: skipped (never replaced by another), listed here."""
+    """Images that could not be read: dropped when the dataset was validated, or skipped by the
+    clean scan (never replaced by another image); the scan's are listed."""
     rows = [[r.model, image_id, why] for r in agg.runs for image_id, why in skipped_images(r)]
-    if not rows:
+    dropped = sum(dropped_images(r) for r in agg.runs)
+    total = len(rows) + dropped
+    if not total:
         return "<p class='note'>Unreadable images skipped: 0.</p>"
-    return (
-        f"<p class='missing'>Unreadable images skipped: {len(rows)} (never attacked, never "
-        "replaced by another image).</p>" + _table(["model", "image id", "reason"], rows, left=3)
-    )
+    parts = [
+        f"<p class='missing'>Unreadable images skipped: {total} (never attacked, never "
+        "replaced by another image)"
+    ]
+    if dropped:
+        parts.append(
+            f"; {dropped} dropped when the dataset was validated ('validate: true'; the run "
+            "printed their file names)"
+        )
+    parts.append(".</p>")
+    if rows:
+        parts.append(_table(["model", "image id", "reason"], rows, left=3))
+    return "".join(parts)
 
 
 def _nonfinite_html(agg: Aggregates) -> str:
@@ -405,13 +459,60 @@ def _nonfinite_html(agg: Aggregates) -> str:
     )
 
 
-def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], note: str = "") -> str:
+def _settings_html(agg: Aggregates) -> str:
+    """The attacks as configured (options such as steps), and the run settings they share."""
+    rows = []
+    for run in agg.runs:
+        config = run.meta.get("config", {})
+        shared = ", ".join(
+            f"{key}={_setting(config[key])}"
+            for key in ("threshold", "seed", "batch_size")
+            if key in config
+        )
+        eps = ", ".join(format_eps(e) for e in run.eps_list)
+        for spec in config.get("attacks", []):
+            rows.append([run.model, spec.get("label") or spec["name"], spec["name"],
+                         _options(spec.get("options")), eps, shared])  # fmt: skip
+        transfer = config.get("transfer")
+        if isinstance(transfer, dict) and isinstance(transfer.get("attack"), dict):
+            spec = transfer["attack"]
+            rows.append([run.model, f"{spec.get('label') or spec.get('name')} (Fig. 7 transfer)",
+                         spec.get("name"), _options(spec.get("options")),
+                         _setting(transfer.get("eps")), shared])  # fmt: skip
+    headers = ["model", "attack", "kind", "options", "ε", "run settings"]
+    return "<h2>Attacks and settings</h2>" + _table(headers, rows, left=6)
+
+
+def _options(options: Any) -> str:
+    if not isinstance(options, dict) or not options:
+        return "defaults"
+    return ", ".join(f"{key}={_setting(value)}" for key, value in options.items())
+
+
+def _setting(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+
+
+def _transfer_sources(agg: Aggregates) -> str:
+    """Which attack made the transfer perturbations of Fig. 7, at which ε."""
+    made = sorted({(str(r["attack"]), float(r["eps"])) for r in agg.transfer})
+    return "; ".join(f"{attack} at ε = {format_eps(eps)}" for attack, eps in made)
+
+
+def _html(
+    agg: Aggregates,
+    figures: list[tuple[str, str, Path | None, str]],
+    note: str = "",
+    links: Sequence[tuple[str, str]] = (),
+) -> str:
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>mlattack report</title>",
         f"<style>{_STYLE}</style></head><body><h1>mlattack report</h1>",
     ]
     if note:
         parts.append(f"<p class='note'>{_e(note)}</p>")
+    for text, href in links:
+        parts.append(f"<p class='note'>See also: <a href='{_e(href)}'>{_e(text)}</a></p>")
     run_rows = [
         [r.model, r.meta.get("config", {}).get("name", ""), r.meta.get("config", {}).get("dataset", {}).get("name", ""),
          r.meta.get("config_hash", ""), len(r.target_sets), str(r.run_dir)]
@@ -424,6 +525,7 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], not
             left=6,
         )
     )
+    parts.append(_settings_html(agg))
     parts.append(f"<p class='note'>{agg.n_rows} stored result rows.</p>")
     parts.append(_skipped_html(agg))
     parts.append(_nonfinite_html(agg))
@@ -479,6 +581,7 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], not
     if agg.transfer:
         sources, targets, matrix = transfer_matrix(agg.transfer)
         parts.append("<h2>Transfer rates (naive), rows = source, columns = target</h2>")
+        parts.append(f"<p class='note'>Perturbations made by {_e(_transfer_sources(agg))}.</p>")
         parts.append(
             _table(
                 ["source", *targets],
@@ -496,6 +599,9 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], not
             parts.append(f"<p class='missing'>Not drawn: {_e(missing)}.</p>")
             continue
         parts.append(f"<p class='note'>Denominator: {_e(DENOMINATORS[key])}</p>")
+        if key == "fig7":
+            made = _transfer_sources(agg)
+            parts.append(f"<p class='note'>Perturbations made by {_e(made)}.</p>")
         encoded = base64.b64encode(path.read_bytes()).decode("ascii")
         parts.append(f"<img alt='{_e(title)}' src='data:image/png;base64,{encoded}'>")
 

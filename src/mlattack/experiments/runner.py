@@ -46,35 +46,43 @@ from mlattack.experiments.distributed import (
     distributed_rank,
     joined_ranks,
 )
+from mlattack.experiments.layout import (
+    CONFIG_FILE,
+    EXAMPLES_DIR,
+    REPORT_DIR,
+    config_partial_path,
+    find_stores,
+    lock_files,
+    lock_path,
+    rank_store_path,
+    world_lock_path,
+)
 from mlattack.experiments.planning import (
     Unit,
     deal_units,
     plan_target_sets,
     plan_transfer,
-    scan_clean,
     unit_cost,
     work_list,
 )
+from mlattack.experiments.scan import CleanScan, scan_clean
 from mlattack.experiments.store import (
     ResultStore,
     StoreError,
     encode_labels,
-    find_stores,
     label_mask,
     lock_held_elsewhere,
-    lock_path,
     lock_run_dir,
     open_no_follow,
-    rank_store_path,
-    world_lock_path,
 )
-from mlattack.experiments.units import EXAMPLES_DIR, UnitContext, configured_attack, execute
+from mlattack.experiments.targets import TargetSet
+from mlattack.experiments.units import UnitContext, configured_attack, execute
 
 if TYPE_CHECKING:
     from mlattack.graph import LabelGraph
 
-CONFIG_FILE = "config.json"
 SCAN_HASH_KEY = "clean_scan_hash"  # the store meta key of the clean scan's hash
+DROPPED_KEY = "dropped_unreadable"  # the store meta key: images the dataset dropped when built
 
 
 def run_experiment(
@@ -159,7 +167,7 @@ def _remove_failed_first_run(run_dir: Path, ranks: Ranks) -> None:
     """A first run that failed leaves nothing, unless a store exists or another process (a rank
     of this run, or a run started since) holds a lock of the folder: never delete its files."""
     own = {lock_path(run_dir, ranks.rank).name, world_lock_path(run_dir, ranks.world).name}
-    others = [p for p in run_dir.glob(".lock-*") if p.name not in own]
+    others = [p for p in lock_files(run_dir) if p.name not in own]
     if find_stores(run_dir) or any(lock_held_elsewhere(p) for p in others):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -194,6 +202,7 @@ def _run_locked(
     check_ranks_agree(ranks.gather(scan_hash), "the clean scan (hash)")
     _refuse_newly_unreadable(run_dir, scan.skipped, stored_skips)
     target_sets = plan_target_sets(config, names, graph, outside, scan)
+    _refuse_nothing_to_attack(config, n_scan, scan, target_sets)
     transfer = plan_transfer(
         config, transfer_models, names, dataset, n_scan, columns, graph, target_sets, ranks,
         device=device, base=base, progress=progress, keep_skipped=stored_skips,
@@ -209,6 +218,7 @@ def _run_locked(
         "has_ground_truth": columns is not None,
         "n_scanned": n_scan,
         "skipped_images": [[image_id, why] for image_id, why in scan.skipped.items()],
+        DROPPED_KEY: _dropped_before_the_scan(dataset),
         SCAN_HASH_KEY: scan_hash,
         "world_size": ranks.world,
         "mlattack_version": __version__,
@@ -233,6 +243,46 @@ def _run_locked(
             config, model, dataset, graph, scan, run_dir, device, target_sets, transfer
         )
         _execute_all(mine, context, store, ranks, progress=progress)
+
+
+def _dropped_before_the_scan(dataset: Dataset[Any]) -> int:
+    """Unreadable images a dataset dropped when it was built (``validate: true``): they have no
+    index, so the scan never sees them; the report counts them with the skipped ones."""
+    met: frozenset[int] = getattr(dataset, "skipped", frozenset())
+    return max(0, int(getattr(dataset, "num_skipped", 0) or 0) - len(met))
+
+
+def _refuse_nothing_to_attack(
+    config: ExperimentConfig, n_scan: int, scan: CleanScan, target_sets: list[TargetSet]
+) -> None:
+    """A run that would attack no image at all is an error saying why, not an empty report."""
+    skipped = scan.skipped
+    if n_scan == 0:
+        raise ValueError("config key 'dataset': the dataset has no image to scan")
+    if len(skipped) == n_scan:
+        raise ValueError(
+            f"config key 'dataset': every one of the {n_scan} scanned images is unreadable (e.g. "
+            f"{next(iter(skipped.values()))}); nothing to attack"
+        )
+    readable = n_scan - len(skipped)
+    if scan.n_nonfinite == readable:
+        raise ValueError(
+            f"config key 'model': the model's output on every one of the {readable} read images "
+            "holds a NaN or an infinite logit (NaN/Inf weights, or a broken normalisation?); "
+            "nothing to attack"
+        )
+    if not any(ts.image_ids for ts in target_sets):
+        sizes = ", ".join(str(k) for k in config.target_sets.sizes)
+        drawn = (
+            f"{len(target_sets)} target set(s) of size {sizes}" if target_sets else "no target set"
+        )
+        raise ValueError(
+            f"config key 'target_sets': {drawn} drawn, and none has an eligible image among the "
+            f"{n_scan - len(skipped)} readable images (an eligible image's clean prediction"
+            f"{' and ground truth' if scan.ground_truth is not None else ''} "
+            "contain every label of the set); nothing to attack. Check the dataset's labels, "
+            "'target_sets.sizes' and 'target_sets.labels'"
+        )
 
 
 def _stored_skips(run_dir: Path) -> dict[int, str]:
@@ -379,9 +429,10 @@ def resolve_device(name: str, *, what: str = DEVICE_KEY) -> torch.device:
 
 def _clear_run_dir(run_dir: Path) -> None:
     """``--force``: delete the stores, examples, report and config file of earlier runs."""
-    for path in run_dir.glob("results-rank*.sqlite*"):
-        path.unlink()
-    for name in (EXAMPLES_DIR, "report"):
+    for store in find_stores(run_dir):
+        for path in (store, *store.parent.glob(store.name + "-*")):  # with its -wal and -shm
+            path.unlink(missing_ok=True)
+    for name in (EXAMPLES_DIR, REPORT_DIR):
         shutil.rmtree(run_dir / name, ignore_errors=True)
     (run_dir / CONFIG_FILE).unlink(missing_ok=True)
 
@@ -406,7 +457,7 @@ def _write_config_file(run_dir: Path, config: ExperimentConfig, rank: int) -> No
     temporary file, so that two ranks never rename one file from under each other.
     """
     path = run_dir / CONFIG_FILE
-    partial = path.with_name(f"{path.name}.partial-rank{rank}")
+    partial = config_partial_path(run_dir, rank)
     partial.unlink(missing_ok=True)  # a leftover, or a link planted there: removed, not followed
     handle = open_no_follow(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     with os.fdopen(handle, "w", encoding="utf-8") as stream:

@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from mlattack.experiments.layout import WORLD_LOCK_PREFIX, lock_path, world_lock_path
+
 SCHEMA_VERSION = 1
-STORE_GLOB = "results-rank*.sqlite"
 PARTIAL_SUFFIX = ".partial"  # a store being created; never matched by STORE_GLOB
 # Testing hook: "POINT" or "POINT:N" kills this process with SIGKILL the N-th time (default 1st) it
 # reaches the named fault point (see docs/experiments.md). Used by tests/experiments/test_crash.py.
 FAULT_ENV = "MLATTACK_KILL_AT"
-WORLD_LOCK_PREFIX = ".lock-world"  # + the world size: held shared by every rank of a run
 REQUIRED_TABLES = ("meta", "units", "target_sets", "results", "gradcorr", "transfer", "examples")
 
 RESULT_COLUMNS = (
@@ -142,14 +142,6 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def lock_path(run_dir: Path, rank: int) -> Path:
-    return Path(run_dir) / f".lock-rank{rank}"
-
-
-def world_lock_path(run_dir: Path, world: int) -> Path:
-    return Path(run_dir) / f"{WORLD_LOCK_PREFIX}{world}"
-
-
 def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
     """``os.open`` that refuses a symbolic link or anything but a regular file at ``path``.
 
@@ -216,8 +208,8 @@ def lock_run_dir(run_dir: Path, rank: int = 0, world: int = 1) -> Iterator[None]
     """
     run_dir = Path(run_dir)
     with _flocked(world_lock_path(run_dir, world), shared=True) as world_handle:
-        if world_handle is None:
-            raise RunDirInUseError(_busy_with_other_world(run_dir, world))
+        if world_handle is None:  # held exclusively: a run of another size checks it right now
+            raise RunDirInUseError(_busy_with_other_world(run_dir, "another number of"))
         for other in sorted(run_dir.glob(WORLD_LOCK_PREFIX + "*")):
             if other.name != world_lock_path(run_dir, world).name and lock_held_elsewhere(other):
                 raise RunDirInUseError(
@@ -237,10 +229,10 @@ def lock_run_dir(run_dir: Path, rank: int = 0, world: int = 1) -> Iterator[None]
 
 
 def _busy_with_other_world(run_dir: Path, other: int | str) -> str:
+    size = f"{other} rank(s) (WORLD_SIZE={other})" if isinstance(other, int) else f"{other} ranks"
     return (
-        f"{run_dir}: folder in use by a run of {other} rank(s) (WORLD_SIZE={other}); ranks "
-        "dealt the work another way must not run at once on one folder: wait for it to finish "
-        "or give another '--out'"
+        f"{run_dir}: folder in use by a run of {size}; ranks dealt the work another way must not "
+        "run at once on one folder: wait for it to finish or give another '--out'"
     )
 
 
@@ -259,14 +251,6 @@ def label_mask(indices: Sequence[int], num_labels: int) -> np.ndarray:
 def decode_labels(text: str, num_labels: int) -> np.ndarray:
     """The inverse of :func:`encode_labels`."""
     return label_mask(json.loads(text), num_labels)
-
-
-def rank_store_path(run_dir: Path, rank: int) -> Path:
-    return run_dir / f"results-rank{rank}.sqlite"
-
-
-def find_stores(run_dir: Path) -> list[Path]:
-    return sorted(run_dir.glob(STORE_GLOB))
 
 
 class ResultStore:

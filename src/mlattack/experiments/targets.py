@@ -37,11 +37,13 @@ def draw_target_sets(
     leaves: Sequence[int] = (),
     outside: Sequence[int] = (),
     seed: int = 0,
+    image_labels: np.ndarray | None = None,
 ) -> list[tuple[int, ...]]:
     """Target sets (sorted label-index tuples), grouped by size in ascending order.
 
     ``present`` is a bool ``[C]`` mask of labels present in at least one scanned image; with
-    ``spec.only_present`` only those are candidates.
+    ``spec.only_present`` only those are candidates. ``image_labels`` (bool ``[N, C]``, the labels
+    on in each image that may be attacked) is what ``mode: leaves`` draws from.
     """
     index = {n: i for i, n in enumerate(names)}
     if spec.labels is not None:
@@ -70,6 +72,10 @@ def draw_target_sets(
             drawn = list(itertools.islice(itertools.combinations(pool, k), spec.max_sets))
         elif spec.mode == "random":
             drawn = _random_sets(rng, [pool], [k], spec.draws)
+        elif spec.mode == "leaves":
+            if image_labels is None:
+                raise ValueError("target_sets mode 'leaves' needs the images' labels")
+            drawn = _cooccurring_sets(rng, image_labels[:, leaf_pool], leaf_pool, k, spec.draws)
         else:
             n_leaves = _leaf_count(spec, k)
             drawn = _random_sets(
@@ -96,6 +102,8 @@ def _check_plan_size(spec: TargetSetSpec, n_pool: int, n_leaves: int, n_outside:
             counts[k] = possible if spec.max_sets is None else min(possible, spec.max_sets)
         elif spec.mode == "random":
             counts[k] = min(spec.draws, math.comb(n_pool, k))
+        elif spec.mode == "leaves":
+            counts[k] = min(spec.draws, math.comb(n_leaves, k))
         else:
             leaf = _leaf_count(spec, k)
             counts[k] = min(spec.draws, math.comb(n_leaves, leaf) * math.comb(n_outside, k - leaf))
@@ -108,6 +116,30 @@ def _check_plan_size(spec: TargetSetSpec, n_pool: int, n_leaves: int, n_outside:
             f"{counts[largest]:,} from {n_pool} candidate labels), more than the cap of "
             f"{MAX_TARGET_SETS:,}; set a smaller '{key}' or fewer 'target_sets.sizes'"
         )
+
+
+LEAF_DRAW_ATTEMPTS = 50  # per set asked for: ``leaves`` stops after draws × this many tries
+
+
+def _cooccurring_sets(
+    rng: np.random.Generator, on: np.ndarray, columns: list[int], k: int, draws: int
+) -> list[tuple[int, ...]]:
+    """Up to ``draws`` distinct sets of ``k`` of ``columns``, each among the columns one row of
+    ``on`` (bool ``[N, len(columns)]``) has on: a random row with at least ``k``, then ``k`` of
+    its columns at random."""
+    rows = np.flatnonzero(on.sum(axis=1) >= k) if on.size else np.zeros(0, dtype=np.int64)
+    seen: set[tuple[int, ...]] = set()
+    drawn: list[tuple[int, ...]] = []
+    for _ in range(draws * LEAF_DRAW_ATTEMPTS):
+        if len(drawn) >= draws or not len(rows):
+            break
+        row = on[rows[rng.integers(len(rows))]]
+        chosen = rng.choice(np.flatnonzero(row), size=k, replace=False)
+        labels = tuple(sorted(columns[int(c)] for c in chosen))
+        if labels not in seen:
+            seen.add(labels)
+            drawn.append(labels)
+    return drawn
 
 
 def _random_sets(

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import torch
 
-from mlattack.experiments.planning import Unit
-from mlattack.experiments.units.attack import EXAMPLES_DIR, run_attack
+from mlattack.experiments.planning import AttackUnit, GradcorrUnit, Unit
+from mlattack.experiments.units.attack import run_attack
 from mlattack.experiments.units.context import Records, UnitContext, configured_attack
 from mlattack.experiments.units.gradcorr import run_gradcorr
 from mlattack.experiments.units.transfer import run_transfer
-
-_RUNNERS = {"attack": run_attack, "gradcorr": run_gradcorr, "transfer": run_transfer}
 
 
 def execute(unit: Unit, context: UnitContext) -> Records:
     """The records of ``unit`` (store table -> rows)."""
     torch.manual_seed(context.config.seed)
-    return _RUNNERS[unit.kind](unit, context)
+    if isinstance(unit, AttackUnit):
+        return run_attack(unit, context)
+    if isinstance(unit, GradcorrUnit):
+        return run_gradcorr(unit, context)
+    return run_transfer(unit, context)
 
 
-__all__ = ["EXAMPLES_DIR", "Records", "UnitContext", "configured_attack", "execute"]
+__all__ = ["Records", "UnitContext", "configured_attack", "execute"]

@@ -20,15 +20,13 @@ import numpy as np
 import torch
 from matplotlib.image import imsave
 
-from mlattack.experiments.planning import Unit
+from mlattack.experiments.layout import EXAMPLES_DIR
+from mlattack.experiments.planning import AttackUnit
 from mlattack.experiments.store import encode_labels, label_mask, open_no_follow
 from mlattack.experiments.units.context import Records, UnitContext, nan_to_none, to_numpy
 
-EXAMPLES_DIR = "examples"
 
-
-def run_attack(unit: Unit, context: UnitContext) -> Records:
-    assert unit.attack is not None
+def run_attack(unit: AttackUnit, context: UnitContext) -> Records:
     images = context.load(unit.image_ids)
     increasing = sorted(unit.eps)
     attack = context.attack(unit.attack, context.model, increasing[0])
@@ -46,11 +44,15 @@ def run_attack(unit: Unit, context: UnitContext) -> Records:
 
 
 def _records_at(
-    unit: Unit, context: UnitContext, images: torch.Tensor, result: Any, eps: float, seconds: float
+    unit: AttackUnit,
+    context: UnitContext,
+    images: torch.Tensor,
+    result: Any,
+    eps: float,
+    seconds: float,
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     from mlattack.metrics import evaluate
 
-    assert unit.attack is not None
     # SSIM is NaN for images smaller than its window: the store records NaN, no need to warn
     # once per batch.
     with warnings.catch_warnings():
@@ -87,7 +89,7 @@ def _records_at(
 
 
 def _save_examples(
-    unit: Unit,
+    unit: AttackUnit,
     context: UnitContext,
     eps: float,
     images: torch.Tensor,
@@ -99,7 +101,6 @@ def _save_examples(
     """Figs. 9-10's images: the first ``examples`` images of the first target sets, as NPZ + PNG."""
     if unit.ts.ts_id not in context.example_sets or unit.position >= context.config.examples:
         return []
-    assert unit.attack is not None
     folder = context.run_dir / EXAMPLES_DIR
     if folder.is_symlink():
         raise OSError(f"{folder} is a symbolic link; refusing to write examples through it")

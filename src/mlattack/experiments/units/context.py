@@ -14,8 +14,9 @@ from torch.utils.data import Dataset
 
 from mlattack.experiments.builders import label_names_of
 from mlattack.experiments.config import AttackSpec, ExperimentConfig
-from mlattack.experiments.planning import CleanScan, TransferPlan, Unit, input_dtype
+from mlattack.experiments.planning import TransferPlan, Unit
 from mlattack.experiments.reading import read_item
+from mlattack.experiments.scan import CleanScan, input_dtype
 from mlattack.experiments.targets import TargetSet
 from mlattack.losses import logit_threshold
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from mlattack.experiments.planning import Unit
+from mlattack.experiments.planning import GradcorrUnit
 from mlattack.experiments.units.context import Records, UnitContext, nan_to_none, to_numpy
 
 
-def run_gradcorr(unit: Unit, context: UnitContext) -> Records:
+def run_gradcorr(unit: GradcorrUnit, context: UnitContext) -> Records:
     from mlattack.metrics import gradient_correlation
 
     images = context.load(unit.image_ids)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from mlattack.experiments.planning import Unit
+from mlattack.experiments.planning import TransferUnit
 from mlattack.experiments.units.context import Records, UnitContext, to_numpy
 
 
-def run_transfer(unit: Unit, context: UnitContext) -> Records:
-    assert unit.attack is not None and unit.source is not None
-    (eps,) = unit.eps
+def run_transfer(unit: TransferUnit, context: UnitContext) -> Records:
+    eps = unit.eps
     models = context.transfer.models
     images = context.load(unit.image_ids)
     targets = context.targets(unit)
