@@ -390,7 +390,7 @@ def test_images_dropped_by_validation_are_counted_in_the_report(tmp_path: Path) 
         (root / bad).write_bytes(b"\xff\xd8\xff\xe0 truncated")
     everything = ";".join(LABELS)
     (root / "labels.csv").write_text("".join(f"{n},{everything}\n" for n in names))
-    with pytest.warns(RuntimeWarning, match="dropping unreadable image"):
+    with pytest.warns(RuntimeWarning, match="dropping an unreadable image"):
         dataset = ImageFolderDataset(root, size=SIZE, label_names=LABELS, validate=True)
     run_dir = _run(tmp_path / "run", dataset=dataset, images={"per_target_set": 4})
     page = build_report(run_dir)

@@ -155,8 +155,8 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         except UnreadableImageError as exc:
             self._bad.add(index)
             raise UnreadableImageError(
-                f"{exc} (image {index}; validate=True / --validate-images drops unreadable "
-                "images up front)"
+                f"{exc} (image {index}; the dataset option validate: true, or `mlattack train "
+                "--validate-images`, drops unreadable images up front)"
             ) from exc
         if self.transform is not None:
             image = self.transform(image)

