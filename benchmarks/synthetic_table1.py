@@ -86,7 +86,9 @@ def parse_variant(text: str) -> dict[str, Any]:
 
 def experiment_config(args: argparse.Namespace, leaves: list[str]) -> dict[str, Any]:
     steps = {"steps": args.steps}
-    gmla = {**steps, "mode": args.gmla_mode, "tau": args.tau}
+    gmla: dict[str, Any] = {**steps, "mode": args.gmla_mode}
+    if args.gmla_mode == "adaptive":  # tau acts in that mode only (GMLA refuses it elsewhere)
+        gmla["tau"] = args.tau
     attacks: list[dict[str, Any]] = [
         {"name": "mla-u", "options": steps},
         {"name": "mla-c", "options": steps},

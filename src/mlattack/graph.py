@@ -534,7 +534,8 @@ class LabelGraph:
         *,
         direction: Direction = "off",
         logits: ArrayOrTensor | None = None,
-        repair: bool = False,
+        official_closure: bool = False,
+        repair: None = None,
     ) -> ArrayOrTensor:
         """The consistent target set ``Psi`` of ``targets`` (``Omega``) on prediction ``pred``.
 
@@ -582,7 +583,7 @@ class LabelGraph:
                 A mixed set whose two halves contradict (turning one target on needs a label
                 that turning another off removes) raises ``ValueError``.
             logits: the clean logits, shaped like ``pred``, to pick a child when turning on.
-            repair: the authors' ``compute_tree_off_loss`` on inconsistent predictions: the
+            official_closure: the authors' ``compute_tree_off_loss`` on inconsistent predictions: the
                 turn-off search also walks through off labels, so that, besides the rules
                 above,
 
@@ -596,19 +597,26 @@ class LabelGraph:
                 label that another on parent outside ``Psi`` still supports (DAG-safe), and on a
                 globally consistent prediction it gives the plain result.  It only changes the
                 turn-off closure.
+            repair: the former name of ``official_closure``, refused with a ``TypeError``.
 
         Raises:
             ValueError: wrong shapes, an unknown ``direction``, a target not on (``"off"``) /
                 already on (``"on"``) (naming the image and label), contradicting halves of a
                 mixed set, a label out of range, or logits missing or NaN when turning on
                 needs them.
-            TypeError: masks or logits of the wrong type, ``repair`` not a bool.
+            TypeError: masks or logits of the wrong type, ``official_closure`` not a bool,
+                ``repair`` given.
         """
         if not isinstance(direction, str) or direction not in DIRECTIONS:
             raise ValueError(
                 f"direction must be one of {', '.join(map(repr, DIRECTIONS))}, got {direction!r}"
             )
-        check_bool(repair, "repair")
+        if repair is not None:
+            raise TypeError(
+                "consistent_target_set(repair=...) was renamed official_closure=... (the authors' "
+                "closure; 'repair' now names GMLA's repair stage)"
+            )
+        check_bool(official_closure, "official_closure")
         io = _BatchIO(pred)
         on = self._check_prediction(pred)
         if on.ndim > 2:
@@ -662,7 +670,7 @@ class LabelGraph:
                 self._check_no_contradiction(turned_on & on_flat, batched)
 
         support_off = on_flat if turned_on is None else on_flat | turned_on
-        if repair:
+        if official_closure:
             psi = self._repaired_turn_off_closure(on_flat, support_off, off_keys)
         else:
             psi = self._turn_off_closure(on_flat, off_keys, support_off)

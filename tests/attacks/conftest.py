@@ -179,6 +179,7 @@ def build_problem(
         desired=pred ^ flip_set,
         logit_threshold=0.0,
         seed=None,
+        model=model,
     )
 
 

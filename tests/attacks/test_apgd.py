@@ -12,8 +12,10 @@ import torch
 from torch import Tensor, nn
 
 from mlattack.attacks import GMLA, MLAC, MLAU
-from mlattack.attacks.apgd import APGDAttack, DirectionStep, checkpoints, run_apgd
+from mlattack.attacks.apgd import AUTOPGD_SCHEDULE, DirectionStep, Schedule, checkpoints, run_apgd
+from mlattack.attacks.apgd_attack import APGDAttack
 from mlattack.attacks.base import AttackProblem
+from mlattack.attacks.official import OFFICIAL_SCHEDULE, official_checkpoints
 
 
 def test_checkpoints_follow_croce_hein_schedule() -> None:
@@ -25,9 +27,13 @@ def test_checkpoints_follow_croce_hein_schedule() -> None:
 
 def test_official_checkpoints_shrink_the_interval_twice() -> None:
     # Intervals floor(0.22 N), each checkpoint shrinking them twice by floor(0.03 N), >= floor(0.06 N).
-    assert checkpoints(30, "official") == [6, 10, 12, *range(13, 31)]
-    assert checkpoints(100, "official") == [22, 38, 48, *range(54, 97, 6)]
-    assert checkpoints(1, "official") == [1]
+    assert official_checkpoints(30) == [6, 10, 12, *range(13, 31)]
+    assert official_checkpoints(100) == [22, 38, 48, *range(54, 97, 6)]
+    assert official_checkpoints(1) == [1]
+
+
+#: The engine's checkpoint rules by the names the attacks' ``schedule=`` option uses.
+SCHEDULE: dict[str, Schedule] = {"autopgd": AUTOPGD_SCHEDULE, "official": OFFICIAL_SCHEDULE}
 
 
 def pixel_problem(values: list[float], eps: float, flip: bool = True) -> AttackProblem:
@@ -46,6 +52,7 @@ def pixel_problem(values: list[float], eps: float, flip: bool = True) -> AttackP
         desired=clean_pred ^ flip_set,
         logit_threshold=0.5,
         seed=None,
+        model=nn.Identity(),
     )
 
 
@@ -192,9 +199,9 @@ def test_image_reaching_at_a_restart_checkpoint_is_returned_as_reached(
     steps = 10
     problem = pixel_problem([start], eps=0.4)
     recorder = Recorder(step=0.1)
-    out = run_apgd(problem, recorder, steps=steps, schedule=schedule)  # type: ignore[arg-type]
+    out = run_apgd(problem, recorder, steps=steps, schedule=SCHEDULE[schedule])
     reached_at = next(i for i, v in enumerate(pixel_values(recorder, 0)) if v > 0.5)
-    assert reached_at in checkpoints(steps, schedule)  # type: ignore[arg-type]
+    assert reached_at in SCHEDULE[schedule].checkpoints(steps)
     assert out.iterations.tolist() == [reached_at]
     assert float(out.adv.flatten()[0]) > 0.5
     assert float(out.adv.flatten()[0]) == pixel_values(recorder, 0)[reached_at]
@@ -233,14 +240,14 @@ def test_every_early_stopped_image_is_on_the_desired_side(
         problem,
         Oscillating(),
         steps=steps,
-        schedule=schedule,  # type: ignore[arg-type]
+        schedule=SCHEDULE[schedule],
         reset_momentum=reset_momentum,
         compact=compact,
     )
     stopped = out.iterations < steps
     assert problem.flip_set_reached(out.adv.flatten(1)[:, :1])[stopped].all()
     # The stops fall both on checkpoints and between them.
-    at_checkpoint = torch.isin(out.iterations, torch.tensor(checkpoints(steps, schedule)))  # type: ignore[arg-type]
+    at_checkpoint = torch.isin(out.iterations, torch.tensor(SCHEDULE[schedule].checkpoints(steps)))
     assert (stopped & at_checkpoint).any() and (stopped & ~at_checkpoint).any()
 
 
@@ -287,7 +294,7 @@ def test_official_schedule_compares_the_first_step_with_zero() -> None:
     for schedule in ("autopgd", "official"):
         problem = pixel_problem([0.0], eps=1.0)
         recorder = Recorder(step=0.01, loss="value-1")
-        run_apgd(problem, recorder, steps=10, early_stop=False, schedule=schedule)  # type: ignore[arg-type]
+        run_apgd(problem, recorder, steps=10, early_stop=False, schedule=SCHEDULE[schedule])
         xs = pixel_values(recorder, 0)
         increments[schedule] = [b - a for a, b in zip(xs, xs[1:], strict=False)]
     assert all(abs(inc - 0.02) < 1e-6 for inc in increments["autopgd"])
@@ -487,5 +494,5 @@ def test_run_apgd_refuses_bad_options() -> None:
     problem = pixel_problem([0.2], eps=0.1)
     with pytest.raises(ValueError, match="restarts must be an integer >= 0"):
         run_apgd(problem, Recorder(), steps=3, restarts=-1)
-    with pytest.raises(ValueError, match="schedule must be one of"):
+    with pytest.raises(TypeError, match="schedule must be a Schedule"):
         run_apgd(problem, Recorder(), steps=3, schedule="fast")  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mlattack.attacks import GMLA
+from mlattack.attacks import GMLA, Repair
 from mlattack.attacks.base import LoopOutput
 from mlattack.attacks.gmla import multi_constraint_direction, steepest_constrained_direction
 
@@ -167,10 +167,11 @@ def test_repair_turns_back_a_collateral_flip_and_keeps_psi(
     found = images.clone()
     found.view(2, -1)[:, :16] -= 0.1
     start = torch.tensor([10, 20])
-    attack = GMLA(model, steps=30)
-    repaired = attack._repair(
+    repair = Repair()
+    repaired = repair.refine(
         problem,
         LoopOutput(adv=found, iterations=start, gradient_failed=torch.zeros(2, dtype=torch.bool)),
+        30,
     )
     with torch.no_grad():
         logits = model(repaired.adv)
@@ -181,13 +182,14 @@ def test_repair_turns_back_a_collateral_flip_and_keeps_psi(
     assert (repaired.iterations > start).all()
     assert (repaired.iterations <= 30).all()
     # No budget left: the found point is returned as it is.
-    spent = attack._repair(
+    spent = repair.refine(
         problem,
         LoopOutput(
             adv=found,
             iterations=torch.tensor([30, 30]),
             gradient_failed=torch.zeros(2, dtype=torch.bool),
         ),
+        30,
     )
     assert torch.equal(spent.adv, found)
 
@@ -280,9 +282,11 @@ def test_lazy_refresh_matches_every_step_refresh_when_gradients_are_constant(
     """For a linear model the protected gradients never change, so reusing them is exact."""
     model, images, targets, _ = protected_logits_case(make_linear_model)
     options: dict[str, Any] = {"eps": 0.05, "steps": 8, "loss": "bce", "fallback": "none"}
-    for mode in ("multi", "projection"):
-        eager = GMLA(model, mode=mode, k=3, **options)(images, targets, flip_set=targets)
-        lazy = GMLA(model, mode=mode, k=3, refresh=4, **options)(images, targets, flip_set=targets)
+    for mode, extra in (("multi", {"k": 3}), ("projection", {})):
+        eager = GMLA(model, mode=mode, **extra, **options)(images, targets, flip_set=targets)
+        lazy = GMLA(model, mode=mode, refresh=4, **extra, **options)(
+            images, targets, flip_set=targets
+        )
         assert torch.allclose(eager.adv, lazy.adv, atol=1e-6), mode
 
 
@@ -349,8 +353,11 @@ def test_official_preset_sets_the_papers_gmla_and_explicit_options_apply_on_top(
         0.85,
     )
     assert official.tau_rule == "official"
-    tuned = GMLA(linear_model, preset="official", tau=0.5, mode="projection")
-    assert (tuned.tau, tuned.mode, tuned.loss) == (0.5, "projection", "bce")
+    tuned = GMLA(linear_model, preset="official", tau=0.5)
+    assert (tuned.tau, tuned.mode, tuned.loss) == (0.5, "adaptive", "bce")
+    projection = GMLA(linear_model, preset="official", mode="projection")
+    assert (projection.mode, projection.loss) == ("projection", "bce")
+    assert "tau" not in repr(projection)  # the preset's tau does not act in projection mode
     assert official.repair is False
     default = GMLA(linear_model)
     assert (default.mode, default.loss, default.fallback, default.repair) == (
@@ -389,3 +396,50 @@ def test_mixed_targets_turn_present_labels_off_and_absent_ones_on(
         build_attack(
             name, linear_model, eps=0.3, **({"graph": label_graph} if name == "gmla" else {})
         )(images, targets)
+
+
+@pytest.mark.parametrize(
+    ("options", "named", "user"),
+    [
+        ({"tau": 0.5}, "tau", "mode='adaptive'"),
+        ({"mode": "projection", "tau": 0.85}, "tau", "mode='adaptive'"),
+        ({"tau_rule": "official"}, "tau_rule", "mode='adaptive'"),
+        ({"k": 3}, "k", "mode='multi'"),
+        ({"mode": "adaptive", "k": 2}, "k", "mode='multi'"),
+        ({"fallback_share": 0.3}, "fallback_share", "fallback"),
+        ({"loss": "bce", "repair": False, "margin": 2.0}, "margin", "loss='margin'"),
+        ({"preset": "official", "refresh": 4}, "refresh", "arithmetic='fast'"),
+        ({"preset": "official", "mode": "projection", "tau": 0.5}, "tau", "mode='adaptive'"),
+    ],
+)
+def test_an_option_the_chosen_variant_does_not_use_is_refused(
+    linear_model: nn.Module, options: dict[str, Any], named: str, user: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"^{named}=.* is not used by this GMLA .*{user}"):
+        GMLA(linear_model, **options)
+
+
+def test_options_the_variant_uses_are_accepted_and_shown(linear_model: nn.Module) -> None:
+    adaptive = GMLA(linear_model, mode="adaptive", tau=0.7, tau_rule="official")
+    assert "tau=0.7" in repr(adaptive) and "tau_rule='official'" in repr(adaptive)
+    multi = GMLA(linear_model, mode="multi", k=2, refresh=3)
+    assert "k=2" in repr(multi) and "refresh=3" in repr(multi) and "tau" not in repr(multi)
+    fallback = GMLA(linear_model, fallback="unconstrained", fallback_share=0.25)
+    assert "fallback_share=0.25" in repr(fallback)
+    plain = GMLA(linear_model, loss="bce", repair=False)
+    assert "margin" not in repr(plain)  # no hinge, no repair, no fallback: the margin does not act
+    assert "margin=1.0" in repr(GMLA(linear_model))
+
+
+def test_the_attack_object_keeps_nothing_of_a_call(trained_hierarchy: Any) -> None:
+    """The lazy-refresh cache belongs to the call: two calls, or one call inside another, agree."""
+    case = trained_hierarchy
+    images, targets = case.images[:4], case.targets[:4]
+    attack = GMLA(case.model, case.graph, eps=0.1, steps=10, mode="multi", refresh=3)
+    before = dict(vars(attack))
+    first = attack(images, targets)
+    assert vars(attack).keys() == before.keys()
+    assert all(vars(attack)[key] is value for key, value in before.items())
+    assert attack.model is case.model
+    again = attack(images, targets)
+    assert torch.equal(first.adv, again.adv)

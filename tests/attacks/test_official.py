@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from mlattack.attacks import GMLA, MLAC, MLAU, gmla_direction
-from mlattack.attacks.apgd import official_direction, official_gradients
 from mlattack.attacks.base import AttackProblem
+from mlattack.attacks.official import official_direction, official_gradients
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "official-reference"
 ATTACKS = {"mlaalpha": MLAU, "mlabeta": MLAC, "gmla": GMLA}
@@ -121,6 +121,7 @@ def test_count_nonzero_quirk_on_the_reference_batch(reference: dict[str, Any]) -
         desired=clean ^ flip_mask,
         logit_threshold=0.0,
         seed=None,
+        model=model,
     )
     gradients = official_gradients(model, problem, images, torch.arange(8))
     cosine = torch.mul(gradients.unit_flip, gradients.unit_other).sum(1)

@@ -203,7 +203,7 @@ def test_threshold_changes_prediction(case: Any) -> None:
 
 def test_registry_names_and_build(linear_model: nn.Module, label_graph: Any) -> None:
     assert {"mla-u", "mla-c", "gmla"} <= set(ATTACKS)
-    gmla = build_attack("GMLA", linear_model, graph=label_graph, eps=0.02, tau=0.5)
+    gmla = build_attack("GMLA", linear_model, graph=label_graph, eps=0.02, mode="adaptive", tau=0.5)
     assert gmla.eps == 0.02 and gmla.graph is label_graph and gmla.tau == 0.5  # type: ignore[attr-defined]
     mlau = build_attack("mla-u", linear_model, graph=label_graph, steps=7)
     assert isinstance(mlau, MLAU) and mlau.steps == 7

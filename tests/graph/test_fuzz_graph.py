@@ -50,7 +50,7 @@ def check_invariants(graph: LabelGraph, rng: np.random.Generator) -> None:
             row[graph.ancestors(int(leaf))] = True
     targets = pred & (rng.random(pred.shape) < 0.3)
     for repair in (False, True):
-        psi = graph.consistent_target_set(pred, targets, repair=repair)
+        psi = graph.consistent_target_set(pred, targets, official_closure=repair)
         assert (psi | ~targets).all() and not (psi & ~pred).any()
         assert np.asarray(graph.is_consistent(pred & ~psi, around=targets)).all()
 

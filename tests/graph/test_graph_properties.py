@@ -187,7 +187,7 @@ def test_local_consistency_matches_reference_region(case: tuple) -> None:
 @given(cases())
 def test_repair_matches_reference_and_is_dag_safe(case: tuple) -> None:
     graph, edges, pred, targets = case
-    psi = graph.consistent_target_set(pred, targets, repair=True)
+    psi = graph.consistent_target_set(pred, targets, official_closure=True)
     parents, children = neighbour_sets(len(graph), edges)
     for row in range(pred.shape[0]):
         on = pred[row].tolist()
@@ -197,7 +197,7 @@ def test_repair_matches_reference_and_is_dag_safe(case: tuple) -> None:
         )
         assert members == expected
         assert np.array_equal(
-            graph.consistent_target_set(pred[row], targets[row], repair=True), psi[row]
+            graph.consistent_target_set(pred[row], targets[row], official_closure=True), psi[row]
         )
         # DAG-safe: a label another on parent outside Psi supports is only taken when it has
         # no on child left, i.e. never dragged down by a parent
@@ -220,7 +220,7 @@ def test_repair_is_the_minimal_set_on_consistent_predictions(
     targets = pred & chooser
     assert graph.is_consistent(pred)
     assert np.array_equal(
-        graph.consistent_target_set(pred, targets, repair=True),
+        graph.consistent_target_set(pred, targets, official_closure=True),
         graph.consistent_target_set(pred, targets),
     )
 

@@ -102,12 +102,18 @@ def test_one_sided_directions_name_the_option() -> None:
         with pytest.raises(ValueError, match="direction must be one of 'off', 'on', 'mixed'"):
             ZOO.consistent_target_set(pred, ["dog"], direction=bad)  # type: ignore[arg-type]
     for bad in ("false", 0, 1, None):
-        with pytest.raises(TypeError, match="repair must be True or False"):
-            ZOO.consistent_target_set(pred, ["dog"], repair=bad)  # type: ignore[arg-type]
-    assert named(ZOO, ZOO.consistent_target_set(pred, ["dog"], repair=np.bool_(True))) == {
+        with pytest.raises(TypeError, match="official_closure must be True or False"):
+            ZOO.consistent_target_set(pred, ["dog"], official_closure=bad)  # type: ignore[arg-type]
+    assert named(
+        ZOO, ZOO.consistent_target_set(pred, ["dog"], official_closure=np.bool_(True))
+    ) == {
         "dog",
         "animal",
     }
+    # The former name of the option is refused, naming the new one.
+    for old in (True, False):
+        with pytest.raises(TypeError, match="repair=.* was renamed official_closure="):
+            ZOO.consistent_target_set(pred, ["dog"], repair=old)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- repair
@@ -137,7 +143,7 @@ def test_repair_known_answers(
     pred = mask(graph, on)
     target_mask = mask(graph, targets)
     assert named(graph, graph.consistent_target_set(pred, target_mask)) == plain
-    psi = graph.consistent_target_set(pred, target_mask, repair=True)
+    psi = graph.consistent_target_set(pred, target_mask, official_closure=True)
     assert named(graph, psi) == repaired
     assert graph.is_consistent(pred & ~psi, around=target_mask)
 
@@ -146,7 +152,9 @@ def test_repair_only_changes_the_turn_off_half() -> None:
     pred = mask(FORK, ["root", "x"])
     logits = np.arange(4, dtype=float)
     assert np.array_equal(
-        FORK.consistent_target_set(pred, ["y"], direction="on", logits=logits, repair=True),
+        FORK.consistent_target_set(
+            pred, ["y"], direction="on", logits=logits, official_closure=True
+        ),
         FORK.consistent_target_set(pred, ["y"], direction="on", logits=logits),
     )
 
@@ -170,7 +178,7 @@ def test_repair_reproduces_the_authors_target_sets(official_target_sets: dict) -
     data = official_target_sets
     graph = LabelGraph([str(name) for name in data["label_names"]], data["edges"].tolist())
     assert graph == LabelGraph.builtin(str(data["graph"]))
-    psi = graph.consistent_target_set(data["pred"], data["targets"], repair=True)
+    psi = graph.consistent_target_set(data["pred"], data["targets"], official_closure=True)
     assert len(psi) == 300
     mismatched = np.flatnonzero((psi != data["psi"]).any(axis=1))
     assert mismatched.size == 0, f"cases {mismatched.tolist()} differ"
@@ -183,7 +191,7 @@ def test_repair_reproduces_the_authors_target_sets(official_target_sets: dict) -
     for case in np.flatnonzero(data["n_targets"] == 2)[:20]:
         first, second = data["target_index"][case].tolist()
         for order in ([first, second], [second, first]):
-            got = graph.consistent_target_set(data["pred"][case], order, repair=True)
+            got = graph.consistent_target_set(data["pred"][case], order, official_closure=True)
             assert np.array_equal(got, data["psi"][case])
 
 
@@ -216,7 +224,7 @@ def test_repair_leaves_no_local_inconsistency_with_one_wrong_clean_label() -> No
     graph = LabelGraph.builtin("voc")
     pred, targets = _one_wrong_label_cases(graph)
     plain = graph.consistent_target_set(pred, targets)
-    repaired = graph.consistent_target_set(pred, targets, repair=True)
+    repaired = graph.consistent_target_set(pred, targets, official_closure=True)
     plain_bad = ~np.asarray(graph.is_consistent(pred & ~plain, around=targets))
     repaired_bad = ~np.asarray(graph.is_consistent(pred & ~repaired, around=targets))
     assert plain_bad.sum() > 0

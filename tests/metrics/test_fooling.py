@@ -259,8 +259,8 @@ def test_summarize_over_target_sets(crafted: AttackResult) -> None:
             "nt_denominator must be one of 'successful', 'attacked'",
         ),
         ({"ssim_pooling": 1}, ValueError, "ssim_pooling must be one of 'images', 'target_sets'"),
-        ({"repair": "yes"}, TypeError, "repair must be True or False"),
-        ({"repair": 1}, TypeError, "repair must be True or False"),
+        ({"official_closure": "yes"}, TypeError, "official_closure must be True or False"),
+        ({"official_closure": 1}, TypeError, "official_closure must be True or False"),
     ],
 )
 def test_unknown_options_are_named(
@@ -280,3 +280,9 @@ def test_summarize_rejects_what_is_not_a_list_of_metrics(crafted: AttackResult) 
         summarize([metrics], ssim_pooling="pixels")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="graph must be a LabelGraph"):
         evaluate(crafted, "voc")  # type: ignore[arg-type]
+
+
+def test_the_former_repair_option_is_refused_naming_official_closure() -> None:
+    graph = LabelGraph(["a", "b"], [("a", "b")])
+    with pytest.raises(TypeError, match=r"repair=.* was renamed official_closure="):
+        evaluate(None, graph, repair=True)  # type: ignore[arg-type]

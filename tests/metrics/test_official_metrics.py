@@ -79,7 +79,7 @@ def test_official_preset_reproduces_every_set(cases: dict[str, Any], graph: Labe
     assert np.abs([m.fr_naive for m in per_set] - cases["fr_n"]).max() <= 1e-9
     assert np.abs([m.fr_semantic for m in per_set] - cases["fr_s"]).max() <= 1e-9
     assert np.abs([m.nt_rate for m in per_set] - cases["nt_r"]).max() <= 1e-9
-    assert all(m.nt_denominator == "attacked" and m.repair for m in per_set)
+    assert all(m.nt_denominator == "attacked" and m.official_closure for m in per_set)
 
     summary = summarize(per_set)
     official = cases["json"]["summary"]
@@ -92,12 +92,12 @@ def test_official_preset_reproduces_every_set(cases: dict[str, Any], graph: Labe
 def test_each_official_choice_matters(cases: dict[str, Any], graph: LabelGraph) -> None:
     """Leaving out either official option breaks the match: both are needed."""
     reference = cases["nt_r"]
-    for options in ({"nt_denominator": "attacked"}, {"repair": True}, {}):
+    for options in ({"nt_denominator": "attacked"}, {"official_closure": True}, {}):
         values = np.array([m.nt_rate for m in _per_set(cases, graph, **options)])
         assert not np.allclose(np.nan_to_num(values, nan=-1.0), reference, rtol=0, atol=1e-9)
     # an option given with the preset is applied on top of it
     on_top = _per_set(cases, graph, preset="official", nt_denominator="successful")
-    assert all(m.nt_denominator == "successful" and m.repair for m in on_top)
+    assert all(m.nt_denominator == "successful" and m.official_closure for m in on_top)
 
 
 def test_default_stays_eq_13(cases: dict[str, Any], graph: LabelGraph) -> None:
@@ -106,4 +106,4 @@ def test_default_stays_eq_13(cases: dict[str, Any], graph: LabelGraph) -> None:
         success = cases["success"][k]
         assert np.isnan(metrics.nt_flip_fraction[~success]).all()
         assert metrics.n_nt == success.sum()
-        assert metrics.nt_denominator == "successful" and not metrics.repair
+        assert metrics.nt_denominator == "successful" and not metrics.official_closure

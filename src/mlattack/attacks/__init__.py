@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from .apgd import APGDAttack, run_apgd
+from .apgd import LoopSettings, Schedule, Update, run_apgd
+from .apgd_attack import APGDAttack
 from .base import Attack, AttackProblem, AttackResult, LoopOutput
 from .gmla import GMLA, gmla_direction
 from .mla import MLAC, MLAU
 from .mlalp import MLALP
 from .mldp import MLDP
+from .stages import Repair, Sequential, Stage
 
 if TYPE_CHECKING:
     from ..graph import LabelGraph
@@ -34,6 +36,12 @@ __all__ = [
     "AttackProblem",
     "AttackResult",
     "LoopOutput",
+    "LoopSettings",
+    "Repair",
+    "Schedule",
+    "Sequential",
+    "Stage",
+    "Update",
     "build_attack",
     "gmla_direction",
     "run_apgd",

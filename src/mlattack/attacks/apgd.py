@@ -1,7 +1,12 @@
 """The AutoPGD engine shared by MLA-U, MLA-C and GMLA (Croce & Hein, ICML 2020, Algorithm 1).
 
+The engine knows one algorithm; its variable parts are objects: a :class:`Schedule` (the
+checkpoint rules) and an :class:`Update` (the momentum step). The attack classes built on it are in
+:mod:`mlattack.attacks.apgd_attack`.
+
 Schedule, per image (the defaults; each point marked (*) has an option that switches it to the
-behaviour of the authors' code, see :class:`APGDAttack` and ``docs/semantics.md``):
+behaviour of the authors' code, which lives in :mod:`mlattack.attacks.official`, see
+``docs/semantics.md``):
 
 - initial step size ``η = 2ε`` (*); the first step is a plain step
   ``x¹ = P(x⁰ + η d⁰)``, later ones use momentum ``α = 0.75``:
@@ -26,75 +31,42 @@ starts on the images that have not reached their flip set.
 
 from __future__ import annotations
 
-import abc
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from mlattack._validation import check_bool, check_int, check_number
 from mlattack.losses import per_label_bce
 
-from .base import Attack, AttackProblem, LoopOutput, _check_choice, gradient_failed
+from .base import AttackProblem, LoopOutput, _check_choice
 
 __all__ = [
-    "PRESETS",
-    "APGDAttack",
+    "AUTOPGD_SCHEDULE",
+    "AUTOPGD_UPDATE",
+    "DirectionFn",
     "DirectionStep",
-    "OfficialGradients",
+    "LoopSettings",
+    "Schedule",
+    "Update",
     "checkpoints",
-    "official_direction",
-    "official_gradients",
     "run_apgd",
 ]
 
 MOMENTUM = 0.75
 RHO = 0.75
-#: The authors' initial step (``2 × 0.006``), whatever ε is.
-OFFICIAL_STEP_SIZE = 0.012
-#: The ``+1e-9`` the authors add to every gradient norm.
-OFFICIAL_NORM_EPSILON = 1e-9
 
-Schedule = Literal["autopgd", "official"]
 Failures = Literal["best", "clean"]
 Objective = Literal["attack", "all-labels"]
-Stop = Literal["image", "batch"]
-Arithmetic = Literal["fast", "official"]
-OfficialKind = Literal["mla-u", "mla-c", "gmla"]
 
-SCHEDULES: tuple[Schedule, ...] = ("autopgd", "official")
 FAILURES: tuple[Failures, ...] = ("best", "clean")
 OBJECTIVES: tuple[Objective, ...] = ("attack", "all-labels")
-STOPS: tuple[Stop, ...] = ("image", "batch")
-ARITHMETICS: tuple[Arithmetic, ...] = ("fast", "official")
 #: ``step_size=`` value meaning AutoPGD's rule, twice each image's ε.
 RELATIVE_STEP = "2eps"
-
-#: Loop options each preset sets (``tau_rule`` is read by :class:`~mlattack.attacks.gmla.GMLA`).
-#: Options passed explicitly are applied on top of the preset.
-PRESETS: dict[str, dict[str, Any]] = {
-    "official": {
-        "step_size": OFFICIAL_STEP_SIZE,
-        "schedule": "official",
-        "reset_momentum": False,
-        "failures": "clean",
-        "objective": "all-labels",
-        "stop": "batch",
-        "arithmetic": "official",
-        # GMLA's options (read by :class:`~mlattack.attacks.gmla.GMLA`): the paper's τ rule on BCE.
-        "tau_rule": "official",
-        "mode": "adaptive",
-        "tau": 0.85,
-        "loss": "bce",
-        "fallback": "none",
-        "refresh": 1,
-        "repair": False,
-    },
-}
 
 
 class DirectionStep(NamedTuple):
@@ -111,7 +83,7 @@ DirectionFn = Callable[[Tensor, Tensor], DirectionStep]
 ``[n]`` their row indices in the :class:`AttackProblem`. One forward pass per call."""
 
 
-def _check_step_size(value: Any) -> float | None:
+def check_step_size(value: object) -> float | None:
     """A finite step ``> 0`` as a float, or ``None`` for :data:`RELATIVE_STEP` (``2ε``)."""
     if isinstance(value, str) and value == RELATIVE_STEP:
         return None
@@ -120,26 +92,10 @@ def _check_step_size(value: Any) -> float | None:
     return check_number(value, "step_size", minimum=0.0, exclusive_minimum=True)
 
 
-def checkpoints(steps: int, schedule: Schedule = "autopgd") -> list[int]:
-    """The checkpoint iterations ``w_1 < w_2 < ... <= steps`` (``w_0 = 0``).
-
-    ``"autopgd"``: Croce & Hein's ``w_j = ⌈p_j N⌉`` (module docstring). ``"official"``: the
-    authors' integer intervals, starting at ``⌊0.22 N⌋`` and shrinking by ``⌊0.03 N⌋`` **twice**
-    per checkpoint down to ``⌊0.06 N⌋`` (each at least 1): 6, 10, 12, 13, ..., 30 for N = 30.
-    """
+def checkpoints(steps: int) -> list[int]:
+    """Croce & Hein's checkpoint iterations ``w_j = ⌈p_j N⌉`` (module docstring), ``w_0 = 0``."""
     check_int(steps, "steps", minimum=1)
-    _check_choice(schedule, "schedule", SCHEDULES)
     result: list[int] = []
-    if schedule == "official":
-        interval = max(int(0.22 * steps), 1)
-        shortest = max(int(0.06 * steps), 1)
-        decrement = max(int(0.03 * steps), 1)
-        at = interval
-        while at <= steps:
-            result.append(at)
-            interval = max(max(interval - decrement, shortest) - decrement, shortest)
-            at += interval
-        return result
     previous, current = 0.0, 0.22
     while current <= 1.0:
         # The small tolerance keeps e.g. 0.22 * 100 = 22.000000000000004 at 22.
@@ -150,25 +106,86 @@ def checkpoints(steps: int, schedule: Schedule = "autopgd") -> list[int]:
     return result
 
 
-def _broadcast(per_image: Tensor, like: Tensor) -> Tensor:
-    return per_image.view(-1, *([1] * (like.dim() - 1)))
+class Schedule:
+    """AutoPGD's checkpoint rules (Croce & Hein 2020, Section 3.2); subclasses change single rules
+    (:class:`~mlattack.attacks.official.OfficialSchedule`)."""
+
+    name: ClassVar[str] = "autopgd"
+    #: Whether the first checkpoint behaves as if the step had just been reduced (no stall test).
+    starts_reduced: ClassVar[bool] = False
+
+    def checkpoints(self, steps: int) -> list[int]:
+        """The checkpoint iterations ``w_1 < w_2 < ... <= steps``."""
+        return checkpoints(steps)
+
+    def too_few_improving(self, improving_steps: Tensor, window: int) -> Tensor:
+        """Condition (1): fewer than ``ρ`` of the ``window`` steps since the last checkpoint
+        increased the objective."""
+        return improving_steps < RHO * window
+
+    def first_reference(self, loss: Tensor) -> Tensor:
+        """The objective the first step is compared with, from the start's objective ``loss``."""
+        return loss
+
+    def reference_after_check(self, reduced: Tensor, best_loss: Tensor, loss: Tensor) -> Tensor:
+        """The objective the next step is compared with after a checkpoint: that of the point
+        restarted from where the step was reduced."""
+        return torch.where(reduced, best_loss, loss)
+
+    def __repr__(self) -> str:
+        return repr(self.name)
+
+
+class Update:
+    """AutoPGD's iterate update: a plain step at first, with momentum later (Croce & Hein 2020,
+    eq. 2-3); subclasses evaluate it otherwise (:class:`~mlattack.attacks.official.OfficialUpdate`)."""
+
+    name: ClassVar[str] = "fast"
+
+    def __call__(
+        self,
+        x: Tensor,
+        previous_x: Tensor,
+        direction: Tensor,
+        step: Tensor,
+        bounds: tuple[Tensor, Tensor],
+        *,
+        first: bool,
+    ) -> Tensor:
+        """The next iterate from ``x`` along ``direction`` (``step`` broadcast per image), inside
+        ``bounds = (lower, upper)``."""
+        lower, upper = bounds
+        z = torch.clamp(torch.addcmul(x, step, direction), lower, upper)
+        if first:
+            return z
+        momentum = torch.lerp(x, z, MOMENTUM).add_(x - previous_x, alpha=1 - MOMENTUM)
+        return torch.clamp(momentum, lower, upper)
+
+    def __repr__(self) -> str:
+        return repr(self.name)
+
+
+AUTOPGD_SCHEDULE = Schedule()
+AUTOPGD_UPDATE = Update()
 
 
 @dataclass(frozen=True)
-class _LoopSettings:
+class LoopSettings:
+    """How :func:`run_apgd` runs (see its arguments)."""
+
     steps: int
-    early_stop: bool
-    compact: bool
-    step_size: float | None
-    schedule: Schedule
-    reset_momentum: bool
-    failures: Failures
-    objective: Objective
-    arithmetic: Arithmetic
-    verbose: bool
+    early_stop: bool = True
+    compact: bool = True
+    step_size: float | None = None  # None: twice each image's ε
+    schedule: Schedule = AUTOPGD_SCHEDULE
+    update: Update = AUTOPGD_UPDATE
+    reset_momentum: bool = True
+    failures: Failures = "best"
+    objective: Objective = "attack"
+    verbose: bool = False
 
 
-class _Run(NamedTuple):
+class _RunResult(NamedTuple):
     """One pass of the loop over some rows, in the order of those rows."""
 
     adv: Tensor  # float [n, ...], the returned iterate
@@ -189,11 +206,11 @@ def run_apgd(
     verbose: bool = False,
     description: str = "APGD",
     step_size: float | str = RELATIVE_STEP,
-    schedule: Schedule = "autopgd",
+    schedule: Schedule = AUTOPGD_SCHEDULE,
+    update: Update = AUTOPGD_UPDATE,
     reset_momentum: bool = True,
     failures: Failures = "best",
     objective: Objective = "attack",
-    arithmetic: Arithmetic = "fast",
     restarts: int = 0,
 ) -> LoopOutput:
     """Run the AutoPGD loop (see the module docstring) on every row of ``problem``.
@@ -209,13 +226,13 @@ def run_apgd(
         verbose: tqdm progress bar over iterations.
         description: label of the progress bar.
         step_size: the initial step, a number ``> 0`` or ``"2eps"`` (twice each image's ε).
-        schedule: ``"autopgd"`` or ``"official"`` checkpoint bookkeeping (:class:`APGDAttack`).
+        schedule: the checkpoint rules, a :class:`Schedule` (AutoPGD's by default).
+        update: the iterate update, an :class:`Update` (AutoPGD's by default).
         reset_momentum: a restart from the best point also resets the momentum term.
         failures: return an image that never reaches its flip set as its ``"best"``-objective
             iterate or ``"clean"``.
         objective: the tracked objective: the attack's own (``"attack"``) or ``Σ_c −BCE(f_c,
             y*_c)`` over all labels (``"all-labels"``).
-        arithmetic: ``"official"`` evaluates the update in the authors' float32 order.
         restarts: further runs from seeded random starts on the rows that did not reach their flip
             set; each image keeps its best result (reached first, then objective).
 
@@ -225,21 +242,25 @@ def run_apgd(
     """
     check_int(steps, "steps", minimum=1)
     check_int(restarts, "restarts", minimum=0)
-    settings = _LoopSettings(
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    if not isinstance(update, Update):
+        raise TypeError(f"update must be an Update, got {type(update).__name__}")
+    settings = LoopSettings(
         steps=steps,
         early_stop=check_bool(early_stop, "early_stop"),
         compact=check_bool(compact, "compact"),
-        step_size=_check_step_size(step_size),
-        schedule=_check_choice(schedule, "schedule", SCHEDULES),
+        step_size=check_step_size(step_size),
+        schedule=schedule,
+        update=update,
         reset_momentum=check_bool(reset_momentum, "reset_momentum"),
         failures=_check_choice(failures, "failures", FAILURES),
         objective=_check_choice(objective, "objective", OBJECTIVES),
-        arithmetic=_check_choice(arithmetic, "arithmetic", ARITHMETICS),
         verbose=check_bool(verbose, "verbose"),
     )
     rows = torch.arange(problem.images.shape[0], device=problem.images.device)
     start = problem.random_start() if random_start else problem.images
-    kept = _run_once(problem, direction_fn, rows, start, settings, description)
+    kept = _Run(problem, direction_fn, settings, rows, start).run(description)
     adv, iterations, failed, reached, loss = (value.clone() for value in kept)
     for restart in range(1, restarts + 1):
         unsolved = (~reached).nonzero().flatten()
@@ -247,8 +268,8 @@ def run_apgd(
             break
         seeded = replace(problem, seed=_restart_seed(problem.seed, restart))
         start = seeded.random_start()[unsolved]
-        again = _run_once(
-            problem, direction_fn, unsolved, start, settings, f"{description} restart {restart}"
+        again = _Run(problem, direction_fn, settings, unsolved, start).run(
+            f"{description} restart {restart}"
         )
         better = again.reached | (again.loss > loss[unsolved])
         winners = unsolved[better]
@@ -266,196 +287,239 @@ def _restart_seed(seed: int | None, restart: int) -> int | None:
     return None if seed is None else hash((seed, restart)) % 2**63
 
 
-def _run_once(
-    problem: AttackProblem,
-    direction_fn: DirectionFn,
-    rows: Tensor,
-    start: Tensor,
-    settings: _LoopSettings,
-    description: str,
-) -> _Run:
+class _Evaluation(NamedTuple):
+    """The direction function's answer at the working iterates, as the loop reads it."""
+
+    step: DirectionStep
+    loss: Tensor  # float [n], the tracked objective (-inf where not finite)
+    direction: Tensor  # float [n, ...], NaNs zeroed
+    reached: Tensor  # bool [n], the flip set is on its desired side
+
+
+@dataclass
+class _Working:
+    """Per-image state of the working rows; compaction indexes every tensor alike.
+
+    No tensor is written in place, so sharing one between fields is safe.
+    """
+
+    slot: Tensor  # int64 [n], position in the run's outputs
+    rows: Tensor  # int64 [n], rows of the AttackProblem
+    lower: Tensor  # float [n, ...], feasible set
+    upper: Tensor
+    clean: Tensor  # float [n, ...], the clean images
+    x: Tensor  # the current iterate
+    previous_x: Tensor  # the iterate before it (momentum)
+    direction: Tensor  # the ascent direction at x
+    loss: Tensor  # float [n], the objective the next step is compared with
+    step_size: Tensor  # float [n]
+    best_x: Tensor  # the best-objective iterate, its direction and objective
+    best_direction: Tensor
+    best_loss: Tensor
+    improving_steps: Tensor  # int64 [n], steps that improved since the last checkpoint
+    best_loss_at_check: Tensor  # best objective at the last checkpoint
+    reduced_at_check: Tensor  # bool [n], the step was reduced at the last checkpoint
+    # Without early stop: the iterate to return, ranked by (flip set reached, objective). With early
+    # stop it is the reaching iterate itself, or else the best-objective one: no copy is kept.
+    keep_x: Tensor | None = None
+    keep_loss: Tensor | None = None
+    keep_reached: Tensor | None = None
+
+    def select(self, working: Tensor) -> _Working:
+        """The state of the rows where ``working`` is True."""
+        picked: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            picked[item.name] = None if value is None else value[working]
+        return _Working(**picked)
+
+
+class _Run:
     """One AutoPGD run on rows ``rows`` of ``problem`` from ``start`` (float ``[n, ...]``)."""
-    count = rows.numel()
-    device = start.device
-    official = settings.schedule == "official"
-    clean = problem.images[rows]
-    out_adv = clean.clone()
-    out_iterations = torch.zeros(count, dtype=torch.int64, device=device)
-    out_failed = torch.zeros(count, dtype=torch.bool, device=device)
-    out_reached = torch.zeros(count, dtype=torch.bool, device=device)
-    # Objectives are at least float32 (under autocast the logits are, whatever the images' dtype).
-    loss_dtype = torch.promote_types(start.dtype, torch.float32)
-    out_loss = torch.full((count,), -math.inf, dtype=loss_dtype, device=device)
-    finished = torch.zeros(count, dtype=torch.bool, device=device)
 
-    def evaluate(x: Tensor, working_rows: Tensor) -> tuple[DirectionStep, Tensor, Tensor, Tensor]:
-        evaluation = direction_fn(x, working_rows)
-        if settings.objective == "all-labels":
-            tracked = per_label_bce(evaluation.logits, problem.desired[working_rows]).neg().sum(1)
+    def __init__(
+        self,
+        problem: AttackProblem,
+        direction_fn: DirectionFn,
+        settings: LoopSettings,
+        rows: Tensor,
+        start: Tensor,
+    ) -> None:
+        self.problem = problem
+        self.direction_fn = direction_fn
+        self.settings = settings
+        count = rows.numel()
+        device = start.device
+        clean = problem.images[rows]
+        # Outputs, in the order of ``rows``.
+        self.adv = clean.clone()
+        self.iterations = torch.zeros(count, dtype=torch.int64, device=device)
+        self.failed = torch.zeros(count, dtype=torch.bool, device=device)
+        self.reached = torch.zeros(count, dtype=torch.bool, device=device)
+        # Objectives are at least float32 (under autocast the logits are, whatever the images' dtype).
+        loss_dtype = torch.promote_types(start.dtype, torch.float32)
+        self.loss = torch.full((count,), -math.inf, dtype=loss_dtype, device=device)
+        self.finished = torch.zeros(count, dtype=torch.bool, device=device)
+
+        self.evaluation = self._evaluate(start, rows)
+        loss, direction = self.evaluation.loss, self.evaluation.direction
+        lower, upper = problem.bounds()
+        if settings.step_size is None:
+            step_size = 2 * problem.eps[rows].to(start.dtype)
         else:
-            tracked = evaluation.loss
-        reached = problem.flip_set_reached(evaluation.logits, working_rows)
-        return evaluation, _finite_or_minus_inf(tracked), _clean_direction(evaluation), reached
+            step_size = torch.full((count,), settings.step_size, dtype=start.dtype, device=device)
+        schedule = settings.schedule
+        self.state = _Working(
+            slot=torch.arange(count, device=device),
+            rows=rows,
+            lower=lower[rows],
+            upper=upper[rows],
+            clean=clean,
+            x=start,
+            previous_x=start,
+            direction=direction,
+            loss=schedule.first_reference(loss),
+            step_size=step_size,
+            best_x=start,
+            best_direction=direction,
+            best_loss=loss,
+            improving_steps=torch.zeros(count, dtype=torch.int64, device=device),
+            best_loss_at_check=loss,
+            reduced_at_check=torch.full(
+                (count,), schedule.starts_reduced, dtype=torch.bool, device=device
+            ),
+        )
+        if not settings.early_stop:
+            self.state.keep_x = start
+            self.state.keep_loss = loss
+            self.state.keep_reached = self.evaluation.reached
+        self.checks = set(schedule.checkpoints(settings.steps))
 
-    evaluation, loss, direction, reached = evaluate(start, rows)
-    lower, upper = problem.bounds()
-    if settings.step_size is None:
-        step_size = 2 * problem.eps[rows].to(start.dtype)
-    else:
-        step_size = torch.full((count,), settings.step_size, dtype=start.dtype, device=device)
-    # Per-image state of the working rows; compaction indexes every entry alike.
-    state: dict[str, Tensor] = {
-        "slot": torch.arange(count, device=device),
-        "rows": rows,
-        "lower": lower[rows],
-        "upper": upper[rows],
-        "clean": clean,
-        "x": start,
-        "previous_x": start,
-        "direction": direction,
-        # The objective each step is compared with to count improving steps. The authors compare
-        # the first step with an unwritten (zero) entry of their loss buffer.
-        "loss": torch.zeros_like(loss) if official else loss,
-        "step_size": step_size,
-        "best_x": start,
-        "best_direction": direction,
-        "best_loss": loss,
-        "improving_steps": torch.zeros(count, dtype=torch.int64, device=device),
-        "best_loss_at_check": loss,
-        # The authors start as if the step had been reduced: no stall test at the first checkpoint.
-        "reduced_at_check": torch.full((count,), official, dtype=torch.bool, device=device),
-    }
-    if not settings.early_stop:
-        # The iterate to return, ranked by (flip set reached, objective). With early stop it is
-        # the reaching iterate itself, or else the best-objective one, so no extra copy is kept.
-        state.update(keep_x=start, keep_loss=loss, keep_reached=reached)
-    checks = set(checkpoints(settings.steps, settings.schedule))
-    last_check = 0
+    def run(self, description: str) -> _RunResult:
+        settings = self.settings
+        progress = tqdm(
+            total=settings.steps, desc=description, disable=not settings.verbose, leave=False
+        )
+        iteration, last_check = 0, 0
+        done = self._finish_stopped(iteration)
+        while not done:
+            state = self.state
+            x_new = settings.update(
+                state.x,
+                state.previous_x,
+                state.direction,
+                _broadcast(state.step_size, state.x),
+                (state.lower, state.upper),
+                first=iteration == 0,
+            )
+            iteration += 1
+            progress.update(1)
+            self.evaluation = self._evaluate(x_new, state.rows)
+            self._advance(x_new)
+            done = self._finish_stopped(iteration)
+            if done:
+                break
+            if iteration in self.checks:
+                self._checkpoint(iteration - last_check)
+                last_check = iteration
+            if settings.verbose:
+                progress.set_postfix(working=int(self.state.rows.numel()), refresh=False)
+        progress.close()
+        return _RunResult(self.adv, self.iterations, self.failed, self.reached, self.loss)
 
-    def finish_stopped(
-        iteration: int, evaluation: DirectionStep, loss: Tensor, reached: Tensor
-    ) -> bool:
+    def _evaluate(self, x: Tensor, rows: Tensor) -> _Evaluation:
+        step = self.direction_fn(x, rows)
+        if self.settings.objective == "all-labels":
+            tracked = per_label_bce(step.logits, self.problem.desired[rows]).neg().sum(1)
+        else:
+            tracked = step.loss
+        reached = self.problem.flip_set_reached(step.logits, rows)
+        return _Evaluation(step, _finite_or_minus_inf(tracked), _clean_direction(step), reached)
+
+    def _advance(self, x_new: Tensor) -> None:
+        """Move the working rows to ``x_new``, evaluated as :attr:`evaluation`."""
+        state, evaluation = self.state, self.evaluation
+        loss, direction = evaluation.loss, evaluation.direction
+        state.improving_steps = state.improving_steps + (loss > state.loss).long()
+        improved = loss > state.best_loss
+        state.previous_x = state.x
+        state.x = x_new
+        state.direction = direction
+        state.loss = loss
+        state.best_x = _select(improved, x_new, state.best_x)
+        state.best_direction = _select(improved, direction, state.best_direction)
+        state.best_loss = torch.maximum(loss, state.best_loss)
+        if not self.settings.early_stop:
+            assert state.keep_x is not None and state.keep_loss is not None
+            assert state.keep_reached is not None
+            reached, keep_reached = evaluation.reached, state.keep_reached
+            better = (reached & ~keep_reached) | (
+                (reached == keep_reached) & (loss > state.keep_loss)
+            )
+            state.keep_x = _select(better, x_new, state.keep_x)
+            state.keep_loss = torch.where(better, loss, state.keep_loss)
+            state.keep_reached = keep_reached | reached
+
+    def _finish_stopped(self, iteration: int) -> bool:
         """Write out the rows that stop at this iterate (before any checkpoint restart moves
-        ``state["x"]``); compact the batch. True when every row has finished."""
-        nonlocal state
-        stop = evaluation.failed | (iteration == settings.steps)
+        ``state.x``); compact the batch. True when every row has finished."""
+        settings, state, evaluation = self.settings, self.state, self.evaluation
+        failed, reached, loss = evaluation.step.failed, evaluation.reached, evaluation.loss
+        stop = failed | (iteration == settings.steps)
         if settings.early_stop:
             stop = stop | reached
-        stop = stop & ~finished[state["slot"]]
+        stop = stop & ~self.finished[state.slot]
         if not bool(stop.any()):
             return False
         if settings.early_stop:
             returned_reached = reached
-            returned_x = torch.where(_broadcast(reached, state["x"]), state["x"], state["best_x"])
-            returned_loss = torch.where(reached, loss, state["best_loss"])
+            returned_x = torch.where(_broadcast(reached, state.x), state.x, state.best_x)
+            returned_loss = torch.where(reached, loss, state.best_loss)
         else:
-            returned_reached = state["keep_reached"]
-            returned_x, returned_loss = state["keep_x"], state["keep_loss"]
+            assert state.keep_x is not None and state.keep_loss is not None
+            assert state.keep_reached is not None
+            returned_reached = state.keep_reached
+            returned_x, returned_loss = state.keep_x, state.keep_loss
         if settings.failures == "clean":
             returned_x = torch.where(
-                _broadcast(returned_reached, returned_x), returned_x, state["clean"]
+                _broadcast(returned_reached, returned_x), returned_x, state.clean
             )
             returned_loss = torch.where(returned_reached, returned_loss, -math.inf)
-        slots = state["slot"][stop]
-        out_adv[slots] = returned_x[stop]
-        out_iterations[slots] = iteration
-        out_failed[slots] = evaluation.failed[stop]
-        out_reached[slots] = returned_reached[stop]
-        out_loss[slots] = returned_loss[stop]
-        finished[slots] = True
-        if bool(finished.all()):
+        slots = state.slot[stop]
+        self.adv[slots] = returned_x[stop]
+        self.iterations[slots] = iteration
+        self.failed[slots] = failed[stop]
+        self.reached[slots] = returned_reached[stop]
+        self.loss[slots] = returned_loss[stop]
+        self.finished[slots] = True
+        if bool(self.finished.all()):
             return True
         if settings.compact:
-            working = ~finished[state["slot"]]
-            state = {key: value[working] for key, value in state.items()}
+            self.state = state.select(~self.finished[state.slot])
         return False
 
-    progress = tqdm(
-        total=settings.steps, desc=description, disable=not settings.verbose, leave=False
-    )
-    iteration = 0
-    done = finish_stopped(iteration, evaluation, loss, reached)
-    while not done:
-        x_new = _step(state, first=iteration == 0, arithmetic=settings.arithmetic)
-        iteration += 1
-        progress.update(1)
-
-        evaluation, loss, direction, reached = evaluate(x_new, state["rows"])
-        state["improving_steps"] = state["improving_steps"] + (loss > state["loss"]).long()
-        improved = loss > state["best_loss"]
-        state.update(
-            previous_x=state["x"],
-            x=x_new,
-            direction=direction,
-            loss=loss,
-            best_x=_select(improved, x_new, state["best_x"]),
-            best_direction=_select(improved, direction, state["best_direction"]),
-            best_loss=torch.maximum(loss, state["best_loss"]),
-        )
-        if not settings.early_stop:
-            keep_reached = state["keep_reached"]
-            better = (reached & ~keep_reached) | (
-                (reached == keep_reached) & (loss > state["keep_loss"])
-            )
-            state.update(
-                keep_x=_select(better, x_new, state["keep_x"]),
-                keep_loss=torch.where(better, loss, state["keep_loss"]),
-                keep_reached=keep_reached | reached,
-            )
-        done = finish_stopped(iteration, evaluation, loss, reached)
-        if done:
-            break
-        if iteration in checks:
-            _checkpoint(state, iteration - last_check, settings)
-            last_check = iteration
-        if settings.verbose:
-            progress.set_postfix(working=int(state["rows"].numel()), refresh=False)
-    progress.close()
-    return _Run(out_adv, out_iterations, out_failed, out_reached, out_loss)
+    def _checkpoint(self, window: int) -> None:
+        """Halve the step and restart from the best point where conditions (1) or (2) hold
+        (Croce & Hein 2020, Section 3.2)."""
+        state, schedule = self.state, self.settings.schedule
+        too_few_improving = schedule.too_few_improving(state.improving_steps, window)
+        stalled = ~state.reduced_at_check & (state.best_loss <= state.best_loss_at_check)
+        reduce = too_few_improving | stalled
+        restart = _broadcast(reduce, state.x)
+        best_x = state.best_x
+        state.step_size = torch.where(reduce, state.step_size / 2, state.step_size)
+        state.x = torch.where(restart, best_x, state.x)
+        state.direction = torch.where(restart, state.best_direction, state.direction)
+        state.reduced_at_check = reduce
+        state.best_loss_at_check = state.best_loss
+        state.improving_steps = torch.zeros_like(state.improving_steps)
+        if self.settings.reset_momentum:
+            state.previous_x = torch.where(restart, best_x, state.previous_x)
+        state.loss = schedule.reference_after_check(reduce, state.best_loss, state.loss)
 
 
-def _step(state: dict[str, Tensor], *, first: bool, arithmetic: Arithmetic) -> Tensor:
-    """The next iterate: a plain step at first, with momentum later (Croce & Hein 2020, eq. 2-3)."""
-    x, previous_x = state["x"], state["previous_x"]
-    lower, upper = state["lower"], state["upper"]
-    step = _broadcast(state["step_size"], x)
-    if arithmetic == "official":
-        # The authors' expression, evaluated in their order (α = 1 at the first step).
-        alpha = 1.0 if first else MOMENTUM
-        z = torch.clamp(x + step * state["direction"], lower, upper)
-        return torch.clamp(x + (z - x) * alpha + (x - previous_x) * (1 - alpha), lower, upper)
-    z = torch.clamp(torch.addcmul(x, step, state["direction"]), lower, upper)
-    if first:
-        return z
-    momentum = torch.lerp(x, z, MOMENTUM).add_(x - previous_x, alpha=1 - MOMENTUM)
-    return torch.clamp(momentum, lower, upper)
-
-
-def _checkpoint(state: dict[str, Tensor], window: int, settings: _LoopSettings) -> None:
-    """Halve the step and restart from the best point where conditions (1) or (2) hold
-    (Croce & Hein 2020, Section 3.2), in place on ``state``."""
-    if settings.schedule == "official":
-        too_few_improving = state["improving_steps"] <= RHO * window
-    else:
-        too_few_improving = state["improving_steps"] < RHO * window
-    stalled = ~state["reduced_at_check"] & (state["best_loss"] <= state["best_loss_at_check"])
-    reduce = too_few_improving | stalled
-    restart = _broadcast(reduce, state["x"])
-    best_x = state["best_x"]
-    state.update(
-        step_size=torch.where(reduce, state["step_size"] / 2, state["step_size"]),
-        x=torch.where(restart, best_x, state["x"]),
-        direction=torch.where(restart, state["best_direction"], state["direction"]),
-        reduced_at_check=reduce,
-        best_loss_at_check=state["best_loss"],
-        improving_steps=torch.zeros_like(state["improving_steps"]),
-    )
-    if settings.reset_momentum:
-        state["previous_x"] = torch.where(restart, best_x, state["previous_x"])
-    if settings.schedule == "autopgd":
-        # The next step is compared with the objective of the point restarted from; the authors
-        # compare it with the objective of the abandoned iterate.
-        state["loss"] = torch.where(reduce, state["best_loss"], state["loss"])
+def _broadcast(per_image: Tensor, like: Tensor) -> Tensor:
+    return per_image.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _select(rows: Tensor, new: Tensor, old: Tensor) -> Tensor:
@@ -480,279 +544,3 @@ def _clean_direction(evaluation: DirectionStep) -> Tensor:
     if bool(evaluation.failed.any()):
         return torch.nan_to_num(evaluation.direction, nan=0.0, posinf=0.0, neginf=0.0)
     return evaluation.direction
-
-
-# ---------------------------------------------------------------------------------------------
-# The authors' direction arithmetic (their ``attackstep``), for ``arithmetic="official"``.
-
-
-class OfficialGradients(NamedTuple):
-    """The gradient quantities of the authors' code at one point, in their sign convention.
-
-    With ``ℓ_c = −BCE(f_c(x), y*_c)`` (ascended): ``g1 = ∇ₓ Σ_{c∈Ψ} ℓ_c`` and
-    ``g2 = ∇ₓ Σ_{c∉Ψ} ℓ_c`` (``= −g_nt``), each normalised as ``ĝ = g / (‖g‖₂ + 1e-9)``.
-    """
-
-    per_label_loss: Tensor  # float [n, C], ℓ (detached)
-    logits: Tensor  # float [n, C] (detached)
-    unit_flip: Tensor  # float [n, D], ĝ1
-    norm_flip: Tensor  # float [n, 1], ‖g1‖₂ + 1e-9
-    unit_other: Tensor  # float [n, D], ĝ2
-    norm_other: Tensor  # float [n, 1], ‖g2‖₂ + 1e-9
-    failed: Tensor  # bool [n], g1 zero or not finite, or g2 not finite
-
-
-def official_gradients(
-    model: nn.Module, problem: AttackProblem, x: Tensor, rows: Tensor
-) -> OfficialGradients:
-    """One forward pass at ``x`` (rows ``rows``) and ``g1``, ``g2`` by two backward passes."""
-    x = x.detach().requires_grad_(True)
-    logits = model(x)
-    loss = per_label_bce(logits, problem.desired[rows]).neg()
-    flip_set = problem.flip_set[rows]
-    (g1,) = torch.autograd.grad(torch.mul(loss, flip_set).sum(), x, retain_graph=True)
-    (g2,) = torch.autograd.grad(torch.mul(loss, ~flip_set).sum(), x)
-    g1, g2 = g1.flatten(1), g2.flatten(1)
-    norm_flip = torch.linalg.vector_norm(g1, dim=1)[:, None] + OFFICIAL_NORM_EPSILON
-    norm_other = torch.linalg.vector_norm(g2, dim=1)[:, None] + OFFICIAL_NORM_EPSILON
-    return OfficialGradients(
-        per_label_loss=loss.detach(),
-        logits=logits.detach(),
-        unit_flip=g1 / norm_flip,
-        norm_flip=norm_flip,
-        unit_other=g2 / norm_other,
-        norm_other=norm_other,
-        failed=gradient_failed(g1) | ~torch.isfinite(g2).all(dim=1),
-    )
-
-
-def official_direction(
-    kind: OfficialKind,
-    gradients: OfficialGradients,
-    *,
-    tau: float = 0.85,
-    count_nonzero_quirk: bool = True,
-    projection_only: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """The authors' step direction ``[n, D]`` and which rows projected, evaluated as they do.
-
-    - ``"mla-u"``: ``sgn(‖g1‖ ĝ1)``; ``"mla-c"``: ``sgn(‖g1‖ ĝ1 + ‖g2‖ ĝ2)``;
-    - ``"gmla"``: ``sgn(‖g1‖ (ĝ1 + ĝ2))``, or where ``ĝ1·ĝ2 ≤ −tau`` (i.e. ``cos(g_t, g_nt) ≥ tau``)
-      ``P / (‖P‖∞ + 1e-9)`` with ``P = sgn(ĝ1) − ĝ2 (ĝ2·sgn(ĝ1))``. With ``count_nonzero_quirk`` no
-      row projects unless some row other than row 0 qualifies (the authors count the non-zero
-      *indices* of the qualifying rows). ``projection_only`` projects every row.
-    """
-    _check_choice(kind, "kind", ("mla-u", "mla-c", "gmla"))
-    unit_flip, norm_flip = gradients.unit_flip, gradients.norm_flip
-    unit_other = gradients.unit_other
-    none = torch.zeros(unit_flip.shape[0], dtype=torch.bool, device=unit_flip.device)
-    scaled = unit_flip * norm_flip
-    if kind == "mla-u":
-        return scaled.sign(), none
-    if kind == "mla-c":
-        return (scaled + unit_other * gradients.norm_other).sign(), none
-    summed = (scaled + unit_other * norm_flip).sign()
-    if projection_only:
-        projected = ~none
-    else:
-        projected = torch.mul(unit_flip, unit_other).sum(1) <= -tau
-        if count_nonzero_quirk and not bool(projected[1:].any()):
-            projected = none
-    if not bool(projected.any()):
-        return summed, projected
-    nu = unit_flip.sign()
-    coefficient = torch.mul(unit_other, nu).sum(1)[:, None]
-    p = nu - unit_other * coefficient
-    p = p / (torch.linalg.vector_norm(p, ord=math.inf, dim=1)[:, None] + OFFICIAL_NORM_EPSILON)
-    return torch.where(projected[:, None], p, summed), projected
-
-
-# ---------------------------------------------------------------------------------------------
-
-#: The loop options of :class:`APGDAttack` when neither passed nor set by a preset.
-_DEFAULTS: dict[str, Any] = {
-    "step_size": RELATIVE_STEP,
-    "schedule": "autopgd",
-    "reset_momentum": True,
-    "failures": "best",
-    "objective": "attack",
-    "stop": "image",
-    "arithmetic": "fast",
-}
-
-
-class APGDAttack(Attack):
-    """An attack whose loop is :func:`run_apgd`; subclasses give :meth:`_direction`.
-
-    The loop options below default to the AutoPGD loop of Croce & Hein (module docstring). Each
-    can be switched to the behaviour of the authors' code (Mahmood & Elhamifar, CVPR 2024), and
-    ``preset="official"`` switches them all (``docs/semantics.md``, "Official mode"). An option
-    passed explicitly is applied on top of the preset: ``MLAC(model, preset="official",
-    step_size=0.1)`` is the official loop with a first step of 0.1.
-
-    Args:
-        model: the multi-label classifier (returns logits).
-        preset: ``None`` or ``"official"`` (every option below at the authors' value).
-        step_size: the initial step: a number ``> 0``, or ``"2eps"`` (twice each image's ε,
-            default). Official: 0.012.
-        schedule: ``"autopgd"`` (default) or ``"official"``: the authors' checkpoints (intervals
-            shrunk twice per checkpoint), oscillation test ``≤ ρ·window`` instead of ``<``, first
-            step compared with 0, no stall test at the first checkpoint, and steps after a restart
-            compared with the abandoned iterate.
-        reset_momentum: a restart also resets the momentum term (default ``True``; official
-            ``False``).
-        failures: an image that never reaches its flip set is returned as its ``"best"``-objective
-            iterate (default) or ``"clean"`` (official).
-        objective: the objective tracked for the step-size tests and the best point: the attack's
-            own (``"attack"``, default) or ``Σ_c −BCE(f_c, y*_c)`` over ``"all-labels"``
-            (official).
-        stop: ``"image"`` (default): finished images leave the working batch; ``"batch"``
-            (official): they stay in it, their results frozen, until every image has finished
-            (only the batch-dependent τ quirk of GMLA can tell the two apart).
-        arithmetic: ``"fast"`` (default) or ``"official"``: gradients, directions and the update
-            evaluated as the authors' code does, in float32 order (two backward passes for
-            MLA-C); needed to reproduce their iterates bit for bit.
-        restarts: ``None`` (default) or ``k ≥ 1``: rerun the loop up to ``k`` times from seeded
-            random starts on the images that have not reached their flip set; each image keeps
-            its best result. ``iterations`` then counts the steps of every run.
-        **options: the shared options of :class:`~mlattack.attacks.base.Attack`.
-    """
-
-    default_steps = 100
-    #: The authors' attack type this class reproduces under ``arithmetic="official"``.
-    official_kind: ClassVar[OfficialKind | None] = None
-    #: Drop finished images from the working batch (off only to measure what that saves).
-    _compact_finished: bool = True
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        preset: str | None = None,
-        step_size: float | str | None = None,
-        schedule: Schedule | None = None,
-        reset_momentum: bool | None = None,
-        failures: Failures | None = None,
-        objective: Objective | None = None,
-        stop: Stop | None = None,
-        arithmetic: Arithmetic | None = None,
-        restarts: int | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(model, **options)
-        if preset is not None:
-            _check_choice(preset, "preset", tuple(PRESETS))
-        self.preset = preset
-        #: The initial step; ``None`` means twice each image's ε.
-        self.step_size = _check_step_size(
-            self._preset_value("step_size", step_size, _DEFAULTS["step_size"])
-        )
-        self.schedule: Schedule = _check_choice(
-            self._preset_value("schedule", schedule, _DEFAULTS["schedule"]), "schedule", SCHEDULES
-        )
-        self.reset_momentum = check_bool(
-            self._preset_value("reset_momentum", reset_momentum, _DEFAULTS["reset_momentum"]),
-            "reset_momentum",
-        )
-        self.failures: Failures = _check_choice(
-            self._preset_value("failures", failures, _DEFAULTS["failures"]), "failures", FAILURES
-        )
-        self.objective: Objective = _check_choice(
-            self._preset_value("objective", objective, _DEFAULTS["objective"]),
-            "objective",
-            OBJECTIVES,
-        )
-        self.stop: Stop = _check_choice(
-            self._preset_value("stop", stop, _DEFAULTS["stop"]), "stop", STOPS
-        )
-        self.arithmetic: Arithmetic = _check_choice(
-            self._preset_value("arithmetic", arithmetic, _DEFAULTS["arithmetic"]),
-            "arithmetic",
-            ARITHMETICS,
-        )
-        if self.arithmetic == "official" and self.official_kind is None:
-            raise ValueError(
-                f"arithmetic='official' is not available for {self.name}: the authors' code has "
-                "no such attack; use arithmetic='fast'"
-            )
-        self.restarts = None if restarts is None else check_int(restarts, "restarts", minimum=1)
-
-    def _preset_value(self, name: str, given: Any, default: Any) -> Any:
-        """``given`` when passed (not ``None``), else the preset's value, else ``default``."""
-        if given is not None:
-            return given
-        if self.preset is None:
-            return default
-        return PRESETS[self.preset].get(name, default)
-
-    def _loop_options(self) -> dict[str, Any]:
-        return {
-            "step_size": RELATIVE_STEP if self.step_size is None else self.step_size,
-            "schedule": self.schedule,
-            "reset_momentum": self.reset_momentum,
-            "failures": self.failures,
-            "objective": self.objective,
-            "stop": self.stop,
-            "arithmetic": self.arithmetic,
-        }
-
-    def __repr__(self) -> str:
-        """The shared options, the preset, and the loop options that differ from it."""
-        shown = [f"preset={self.preset!r}"] if self.preset is not None else []
-        for name, value in self._loop_options().items():
-            if value != self._preset_value(name, None, _DEFAULTS[name]):
-                shown.append(f"{name}={value!r}")
-        if self.restarts is not None:
-            shown.append(f"restarts={self.restarts}")
-        base = super().__repr__()
-        return f"{base[:-1]}, {', '.join(shown)})" if shown else base
-
-    @abc.abstractmethod
-    def _direction(self, problem: AttackProblem, x: Tensor, rows: Tensor) -> DirectionStep:
-        """Objective, ascent direction and logits at ``x`` for rows ``rows``, from one forward."""
-
-    def _official_direction(self, problem: AttackProblem, x: Tensor, rows: Tensor) -> DirectionStep:
-        """:meth:`_direction` in the authors' arithmetic (``arithmetic="official"``)."""
-        return self._official_step(problem, x, rows)
-
-    def _official_step(
-        self, problem: AttackProblem, x: Tensor, rows: Tensor, **gmla_options: Any
-    ) -> DirectionStep:
-        """The authors' gradients and :func:`official_direction` of :attr:`official_kind`; the
-        objective is the attack's own (``Σ_{c∈Ψ} ℓ_c``, all labels for MLA-C)."""
-        assert self.official_kind is not None
-        gradients = official_gradients(self.model, problem, x, rows)
-        direction, _ = official_direction(self.official_kind, gradients, **gmla_options)
-        loss = gradients.per_label_loss
-        if self.official_kind != "mla-c":
-            loss = torch.where(problem.flip_set[rows], loss, torch.zeros_like(loss))
-        return DirectionStep(
-            loss=loss.sum(1),
-            direction=direction.view(x.shape),
-            logits=gradients.logits,
-            failed=gradients.failed,
-        )
-
-    def _attack(self, problem: AttackProblem) -> LoopOutput:
-        direction = self._official_direction if self.arithmetic == "official" else self._direction
-        return self._loop(problem, lambda x, rows: direction(problem, x, rows), self.steps)
-
-    def _loop(self, problem: AttackProblem, direction_fn: DirectionFn, steps: int) -> LoopOutput:
-        """:func:`run_apgd` of ``steps`` steps along ``direction_fn`` with this attack's options."""
-        return run_apgd(
-            problem,
-            direction_fn,
-            steps=steps,
-            early_stop=self.early_stop,
-            random_start=self.random_start,
-            compact=self._compact_finished and self.stop == "image",
-            verbose=self.verbose,
-            description=self.name,
-            step_size=RELATIVE_STEP if self.step_size is None else self.step_size,
-            schedule=self.schedule,
-            reset_momentum=self.reset_momentum,
-            failures=self.failures,
-            objective=self.objective,
-            arithmetic=self.arithmetic,
-            restarts=0 if self.restarts is None else self.restarts,
-        )

@@ -119,6 +119,9 @@ class AttackProblem:
     desired: Tensor  # bool [b, C]  (y*)
     logit_threshold: float
     seed: int | None  # seeds random draws per image (see :meth:`random_start`); None: global RNG
+    #: The module every forward pass of the loop runs: the attacked model under the call's
+    #: ``amp``, ``channels_last`` and ``compile`` options (the model itself without them).
+    model: nn.Module
 
     def flip_set_reached(self, logits: Tensor, rows: Tensor | None = None) -> Tensor:
         """bool ``[n]``: every label of Ψ is on its desired side for ``logits`` (rows ``rows``).
@@ -401,7 +404,8 @@ class Attack(abc.ABC):
         ``requires_grad`` flags are restored in every case.
     """
 
-    name: ClassVar[str] = "attack"
+    #: The attack's name in results (a class attribute; a composite sets its own).
+    name: str = "attack"
     default_steps: ClassVar[int] = 100
 
     def __init__(
@@ -444,9 +448,9 @@ class Attack(abc.ABC):
 
     @property
     def model(self) -> nn.Module:
-        """The attacked model; during a call, the module every forward pass runs (the model under
-        the ``amp``, ``channels_last`` and ``compile`` options, or the model itself without them)."""
-        return self._model if self._prepared is None else self._prepared
+        """The attacked model, as given (also during a call: a loop runs
+        :attr:`AttackProblem.model`, the model under the precision options)."""
+        return self._model
 
     @model.setter
     def model(self, model: nn.Module) -> None:
@@ -455,6 +459,11 @@ class Attack(abc.ABC):
         self._model = model
         self._prepared: _PreparedModel | None = None
         self._compiled: nn.Module | None = None
+
+    @property
+    def _running_model(self) -> nn.Module:
+        """The module the base class's own forward passes run during a call."""
+        return self._model if self._prepared is None else self._prepared
 
     @property
     def logit_threshold(self) -> float:
@@ -641,7 +650,7 @@ class Attack(abc.ABC):
 
     def _forward(self, images: Tensor) -> Tensor:
         with torch.no_grad():
-            logits = self.model(images)
+            logits = self._running_model(images)
         if not isinstance(logits, Tensor) or logits.dim() != 2:
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ValueError(f"the model must return logits of shape [B, C], got {shape}")
@@ -669,6 +678,7 @@ class Attack(abc.ABC):
             desired=clean_pred[rows] ^ flip_set[rows],
             logit_threshold=self.logit_threshold,
             seed=self.seed,
+            model=self._running_model,
         )
 
     def _check_images(self, images: Tensor) -> Tensor:

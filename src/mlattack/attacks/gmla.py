@@ -37,9 +37,12 @@ from torch import Tensor, nn
 
 from mlattack._validation import check_bool, check_int, check_number
 
-from .apgd import APGDAttack, DirectionStep
+from .apgd import DirectionStep
+from .apgd_attack import APGDAttack
 from .base import AttackProblem, LoopOutput, _check_choice, gradient_failed
 from .mla import evaluate_objectives
+from .official import official_step
+from .stages import Repair, Stage, consistent_flip_set, hinge
 
 if TYPE_CHECKING:
     from ..graph import LabelGraph
@@ -79,6 +82,16 @@ DEFAULTS: dict[str, Any] = {
 }
 #: ``"per-image"``: each image's cosine decides; ``"official"``: the authors' batch quirk on top.
 TauRule = Literal["per-image", "official"]
+#: Each option that only some variants use, and which: given to another, it is refused.
+USED_BY: dict[str, str] = {
+    "tau": "mode='adaptive'",
+    "tau_rule": "mode='adaptive'",
+    "k": "mode='multi'",
+    "margin": "loss='margin' (arithmetic='fast'), the repair (repair=True) and the fallbacks",
+    "fallback_share": "a fallback other than 'none'",
+    "loss": "arithmetic='fast' (arithmetic='official' always uses 'bce')",
+    "refresh": "arithmetic='fast'",
+}
 
 
 def _inverse_norms(vectors: Tensor) -> tuple[Tensor, Tensor]:
@@ -241,15 +254,6 @@ def steepest_constrained_direction(g_t: Tensor, g_nt: Tensor) -> Tensor:
     return direction.view(shape)
 
 
-def _hinge(
-    logits: Tensor, wanted_on: Tensor, mask: Tensor, margin: float, threshold: float
-) -> Tensor:
-    """``Σ_{c ∈ mask} max(0, margin − s_c (z_c − θ))`` per image, ``s_c = ±1`` for wanted on/off."""
-    signs = wanted_on.to(logits.dtype) * 2 - 1
-    shortfall = torch.relu(margin - signs * (logits - threshold))
-    return torch.where(mask, shortfall, torch.zeros_like(shortfall)).sum(dim=1)
-
-
 def _rows_of(problem: AttackProblem, rows: Tensor) -> AttackProblem:
     """The sub-problem of rows ``rows`` (every per-image field indexed alike)."""
     batch = problem.images.shape[0]
@@ -292,7 +296,8 @@ class GMLA(APGDAttack):
         refresh: recompute the protected gradients every ``refresh`` steps only (default 1: every
             step); between refreshes the last ones are reused, which saves their backward passes.
         repair: spend the steps an image did not need to reach Ψ on turning back the labels
-            outside Ψ that flipped, without losing Ψ (default ``True``; see :meth:`_repair`).
+            outside Ψ that flipped, without losing Ψ (default ``True``): the search is followed by the
+            :class:`~mlattack.attacks.stages.Repair` stage (with this ``margin``).
         tau_rule: ``"per-image"`` or ``"official"`` (the authors' batch quirk, see
             :func:`gmla_direction`); default ``"per-image"``, ``"official"`` under
             ``preset="official"``.
@@ -302,6 +307,12 @@ class GMLA(APGDAttack):
     ``preset="official"`` sets ``mode="adaptive"``, ``loss="bce"``, ``fallback="none"``,
     ``repair=False`` and ``refresh=1`` with the authors' loop; an option given explicitly is applied
     on top of it.
+
+    No option is silently ignored: one the chosen variant does not use (``tau`` or ``tau_rule``
+    without ``mode="adaptive"``, ``k`` without ``mode="multi"``, ``fallback_share`` without a
+    fallback, ``margin`` with neither ``loss="margin"``, the repair nor a fallback, ``loss`` other than
+    ``"bce"`` or ``refresh`` under ``arithmetic="official"``) raises a ``ValueError`` naming it
+    and the variant that uses it (see :data:`USED_BY`); ``repr`` shows every option that acts.
     """
 
     name = "GMLA"
@@ -354,59 +365,97 @@ class GMLA(APGDAttack):
         self.tau_rule: TauRule = _check_choice(
             resolved("tau_rule", tau_rule), "tau_rule", ("per-image", "official")
         )
-        if self.arithmetic == "official" and (
-            self.mode not in ("adaptive", "projection")
-            or self.loss == "margin"
-            or self.fallback != "none"
+        if self.arithmetic == "official":
+            self._check_official()
+        given = {
+            "tau": tau,
+            "tau_rule": tau_rule,
+            "k": k,
+            "margin": margin,
+            "fallback_share": fallback_share,
+            "loss": loss,
+            "refresh": refresh,
+        }
+        for name, value in given.items():
+            if value is not None and not self._uses(name):
+                raise ValueError(
+                    f"{name}={value!r} is not used by this GMLA ({self._variant()}): {name} is "
+                    f"used by {USED_BY[name]}"
+                )
+        #: What runs after the search (:class:`~mlattack.attacks.stages.Repair` with ``repair``).
+        self.stages: tuple[Stage, ...] = (Repair(margin=self.margin),) if self.repair else ()
+
+    def _check_official(self) -> None:
+        """``arithmetic="official"`` runs the authors' GMLA: one loop of eq. 10/11 on BCE."""
+        wrong = {
+            "mode": (
+                self.mode,
+                self.mode in ("adaptive", "projection"),
+                "'adaptive' or 'projection'",
+            ),
+            "loss": (self.loss, self.loss == "bce", "'bce'"),
+            "fallback": (self.fallback, self.fallback == "none", "'none'"),
+            "repair": (self.repair, not self.repair, "False"),
+        }
+        for name, (value, fits, needed) in wrong.items():
+            if not fits:
+                raise ValueError(
+                    f"arithmetic='official' reproduces the authors' GMLA only: {name} must be "
+                    f"{needed} with it, got {name}={value!r} (or use arithmetic='fast')"
+                )
+
+    def _uses(self, name: str) -> bool:
+        """Whether option ``name`` acts in this configuration (see :data:`USED_BY`)."""
+        official = self.arithmetic == "official"
+        uses = {
+            "tau": self.mode == "adaptive",
+            "tau_rule": self.mode == "adaptive",
+            "k": self.mode == "multi" and not official,
+            "margin": (self.loss == "margin" and not official)
             or self.repair
-        ):
-            raise ValueError(
-                "arithmetic='official' reproduces the authors' GMLA only: it needs "
-                "mode='adaptive' or 'projection', loss='bce', fallback='none' and repair=False, "
-                f"got mode={self.mode!r}, loss={self.loss!r}, fallback={self.fallback!r}, "
-                f"repair={self.repair!r}"
-            )
-        # Lazy refresh: the protected gradients of every problem row, and the calls since.
-        self._cache: Tensor | None = None
-        self._cache_valid: Tensor | None = None
-        self._calls = 0
+            or self.fallback != "none",
+            "fallback_share": self.fallback != "none",
+            "loss": not official or self.loss == "bce",
+            "refresh": not official,
+        }
+        return uses[name]
+
+    def _variant(self) -> str:
+        return (
+            f"mode={self.mode!r}, loss={self.loss!r}, fallback={self.fallback!r}, "
+            f"repair={self.repair!r}, arithmetic={self.arithmetic!r}"
+        )
 
     def __repr__(self) -> str:
         shown = [f"mode={self.mode!r}"]
-        if self.mode == "adaptive":
+        if self._uses("tau"):
             shown.append(f"tau={self.tau}")
-        if self.mode == "multi":
+            shown.append(f"tau_rule={self.tau_rule!r}")
+        if self._uses("k"):
             shown.append(f"k={self.k}")
         shown.append(f"loss={self.loss!r}")
-        if self.loss == "margin":
+        if self._uses("margin"):
             shown.append(f"margin={self.margin}")
         shown.append(f"fallback={self.fallback!r}")
-        if self.fallback != "none":
+        if self._uses("fallback_share"):
             shown.append(f"fallback_share={self.fallback_share}")
-        if self.refresh != 1:
+        if self._uses("refresh"):
             shown.append(f"refresh={self.refresh}")
         shown.append(f"repair={self.repair}")
         return f"{super().__repr__()[:-1]}, {', '.join(shown)})"
 
     def _flip_set(self, clean_pred: Tensor, targets: Tensor, clean_logits: Tensor) -> Tensor:
         """Ψ: the consistent target set of Ω on the clean prediction (paper Section 4.1)."""
-        if self.graph is None:
-            raise ValueError(
-                "GMLA needs a label graph to compute the flip set; pass graph= or flip_set="
-            )
-        if len(self.graph) != targets.shape[1]:
-            raise ValueError(
-                f"the graph has {len(self.graph)} labels but the model outputs {targets.shape[1]}"
-            )
-        flip_set = self.graph.consistent_target_set(
-            clean_pred, targets, direction=self.direction, logits=clean_logits
+        return consistent_flip_set(
+            self.graph, clean_pred, targets, clean_logits, self.direction, "GMLA"
         )
-        return torch.as_tensor(flip_set, dtype=torch.bool, device=targets.device)
 
     # ------------------------------------------------------------------ the loop
     def _attack(self, problem: AttackProblem) -> LoopOutput:
         out = self._search(problem)
-        return self._repair(problem, out) if self.repair else out
+        for stage in self.stages:
+            out = stage.refine(problem, out, self.steps)
+        return out
 
     def _search(self, problem: AttackProblem) -> LoopOutput:
         """The constrained loop, then the fallback stages on the images it left unsolved."""
@@ -418,7 +467,7 @@ class GMLA(APGDAttack):
         adv, failed = out.adv.clone(), out.gradient_failed.clone()
         iterations = out.iterations.clone()
         with torch.no_grad():
-            logits = self.model(adv)
+            logits = problem.model(adv)
         left = self.steps - first
         for number, mode in enumerate(stages):
             steps = math.ceil(left / (len(stages) - number))
@@ -430,7 +479,7 @@ class GMLA(APGDAttack):
             retry = _rows_of(problem, unsolved)
             again = self._loop_along(retry, mode, steps)
             with torch.no_grad():
-                retry_logits = self.model(again.adv)
+                retry_logits = problem.model(again.adv)
             before = self._target_shortfall(retry, logits[unsolved])
             after = self._target_shortfall(retry, retry_logits)
             better = retry.flip_set_reached(retry_logits) | (after < before)
@@ -442,84 +491,41 @@ class GMLA(APGDAttack):
             iterations[unsolved] += again.iterations
         return LoopOutput(adv=adv, iterations=iterations, gradient_failed=failed)
 
-    def _repair(self, problem: AttackProblem, found: LoopOutput) -> LoopOutput:
-        """Spend each image's unused steps on turning back the labels outside Ψ that flipped.
-
-        An image that reached Ψ after ``i`` of its ``steps`` steps, with some label outside Ψ off
-        its clean side, takes up to ``steps − i`` more signed-gradient steps from there on the sum
-        of the hinge losses (``margin``) of every label towards its desired side: Ψ's keep it
-        reached, the others' pull the flipped ones back and keep the rest away from their
-        threshold. The step shrinks linearly from ``ε/2`` to ``ε/20`` over the image's remaining
-        steps. An iterate replaces the returned one only where Ψ is still reached and fewer labels
-        outside Ψ are flipped, so success is never lost and collateral flips never grow; an image
-        stops once none is flipped. One forward and one backward pass per step, counted in
-        ``iterations``.
-        """
-        threshold = problem.logit_threshold
-        budget = self.steps - found.iterations.to(problem.flip_set.device)
-        rows = ((budget > 0) & ~found.gradient_failed).nonzero().flatten()
-        if rows.numel() == 0:
-            return found
-        adv, iterations = found.adv.clone(), found.iterations.clone()
-        # The working set: problem rows, their iterates, best flip counts and remaining budgets.
-        x, budget = found.adv[rows].detach(), budget[rows]
-        eps = problem.eps.to(x.dtype)
-        shape = (-1, *([1] * (x.dim() - 1)))
-        for step in range(int(budget.max()) + 1):
-            x = x.detach().requires_grad_(True)
-            logits = self.model(x)
-            desired = problem.desired[rows]
-            flipped = (((logits.detach() > threshold) != desired) & ~problem.flip_set[rows]).sum(1)
-            reached = problem.flip_set_reached(logits.detach(), rows)
-            if step == 0:  # the found point: only images with collateral flips go on
-                best, live = flipped, reached & (flipped > 0)
-            else:
-                better = reached & (flipped < best)
-                adv[rows[better]] = x.detach()[better]
-                best = torch.where(better, flipped, best)
-                live = (best > 0) & (step < budget)
-            if not bool(live.any()):
-                break
-            loss = _hinge(logits, desired, torch.ones_like(desired), self.margin, threshold)
-            (gradient,) = torch.autograd.grad(loss.sum(), x)
-            live &= torch.isfinite(gradient).flatten(1).all(dim=1)
-            rows, budget, best = rows[live], budget[live], best[live]
-            iterations[rows] += 1
-            left = 1 - step / budget.to(x.dtype)
-            size = (eps[rows] * (0.05 + 0.45 * left)).view(shape)
-            with torch.no_grad():
-                x = problem.project(x.detach()[live] - size * gradient[live].sign(), rows)
-        return LoopOutput(adv=adv, iterations=iterations, gradient_failed=found.gradient_failed)
-
     def _loop_along(self, problem: AttackProblem, mode: str, steps: int) -> LoopOutput:
         """One AutoPGD loop of ``steps`` steps along the direction of ``mode``."""
         if self.arithmetic == "official":
             return self._loop(
                 problem, lambda x, rows: self._official_direction(problem, x, rows), steps
             )
-        self._cache, self._cache_valid, self._calls = None, None, 0
+        # The lazy-refresh cache belongs to this loop alone: nothing of a call stays on the attack.
+        cache = _ProtectedCache(self.refresh)
         return self._loop(
-            problem, lambda x, rows: self._mode_direction(problem, x, rows, mode), steps
+            problem, lambda x, rows: self._mode_direction(problem, x, rows, mode, cache), steps
         )
 
     def _target_shortfall(self, problem: AttackProblem, logits: Tensor) -> Tensor:
         """How far Ψ is from its desired side (the hinge with this attack's margin), per image."""
-        return _hinge(
+        return hinge(
             logits, problem.desired, problem.flip_set, self.margin, problem.logit_threshold
         )
 
     # ------------------------------------------------------------------ directions
     def _direction(self, problem: AttackProblem, x: Tensor, rows: Tensor) -> DirectionStep:
-        return self._mode_direction(problem, x, rows, self.mode)
+        return self._mode_direction(problem, x, rows, self.mode, _ProtectedCache(1))
 
     def _mode_direction(
-        self, problem: AttackProblem, x: Tensor, rows: Tensor, mode: str
+        self,
+        problem: AttackProblem,
+        x: Tensor,
+        rows: Tensor,
+        mode: str,
+        cache: _ProtectedCache,
     ) -> DirectionStep:
-        objectives = evaluate_objectives(self.model, problem, x, rows)
+        objectives = evaluate_objectives(problem.model, problem, x, rows)
         logits, threshold = objectives.logits, problem.logit_threshold
         flip_set, clean_pred = problem.flip_set[rows], problem.clean_pred[rows]
         if self.loss == "margin":
-            target_loss = _hinge(logits, problem.desired[rows], flip_set, self.margin, threshold)
+            target_loss = hinge(logits, problem.desired[rows], flip_set, self.margin, threshold)
         else:
             target_loss = objectives.target_loss
         if mode == "unconstrained":
@@ -528,16 +534,18 @@ class GMLA(APGDAttack):
             nontarget_failed = torch.zeros_like(flip_set[:, 0])
         elif mode == "multi":
             g_t, protected, valid = self._protected_logit_gradients(
-                objectives.x, logits, target_loss, flip_set, threshold, rows
+                objectives.x, logits, target_loss, flip_set, threshold, rows, cache
             )
             direction = multi_constraint_direction(g_t, protected, valid)
             nontarget_failed = ~torch.isfinite(protected).flatten(1).all(dim=1)
         else:
             if self.loss == "margin":
-                nontarget_loss = _hinge(logits, clean_pred, ~flip_set, self.margin, threshold)
+                nontarget_loss = hinge(logits, clean_pred, ~flip_set, self.margin, threshold)
             else:
                 nontarget_loss = objectives.nontarget_loss
-            g_t, g_nt = self._summed_gradients(objectives.x, target_loss, nontarget_loss, rows)
+            g_t, g_nt = self._summed_gradients(
+                objectives.x, target_loss, nontarget_loss, rows, cache
+            )
             if mode == "steepest":
                 direction = steepest_constrained_direction(g_t, g_nt)
             else:
@@ -554,32 +562,24 @@ class GMLA(APGDAttack):
         failed = (gradient_failed(g_t) & (loss > 0)) | nontarget_failed
         return DirectionStep(loss=-loss, direction=direction, logits=logits.detach(), failed=failed)
 
-    def _refresh_due(self, rows: Tensor, width: int, like: Tensor) -> bool:
-        """Whether this call recomputes the protected gradients (and sets up the cache)."""
-        due = self._cache is None or self._calls % self.refresh == 0
-        self._calls += 1
-        if self.refresh > 1 and self._cache is None:
-            size = int(rows.max()) + 1 if rows.numel() else 0
-            self._cache = like.new_zeros((max(size, 1), width, *like.shape[1:]))
-            self._cache_valid = torch.zeros(
-                self._cache.shape[:2], dtype=torch.bool, device=like.device
-            )
-        return due
-
     def _summed_gradients(
-        self, x: Tensor, target_loss: Tensor, nontarget_loss: Tensor, rows: Tensor
+        self,
+        x: Tensor,
+        target_loss: Tensor,
+        nontarget_loss: Tensor,
+        rows: Tensor,
+        cache: _ProtectedCache,
     ) -> tuple[Tensor, Tensor]:
         """``g_t`` and ``g_nt`` from one forward pass (``g_nt`` reused between refreshes)."""
-        due = self._refresh_due(rows, 1, x)
-        if not due:
+        if not cache.due(rows, 1, x):
             (g_t,) = torch.autograd.grad(-target_loss.sum(), x)
-            assert self._cache is not None
-            return g_t, self._cache[rows, 0]
+            assert cache.gradients is not None
+            return g_t, cache.gradients[rows, 0]
         # The parameters are frozen by the base class: each backward computes input gradients only.
         (g_t,) = torch.autograd.grad(-target_loss.sum(), x, retain_graph=True)
         (g_nt,) = torch.autograd.grad(nontarget_loss.sum(), x)
-        if self._cache is not None:
-            self._cache = self._cache.index_put((rows, torch.zeros_like(rows)), g_nt)
+        if cache.gradients is not None:
+            cache.gradients = cache.gradients.index_put((rows, torch.zeros_like(rows)), g_nt)
         return g_t, g_nt
 
     def _protected_logit_gradients(
@@ -590,6 +590,7 @@ class GMLA(APGDAttack):
         flip_set: Tensor,
         threshold: float,
         rows: Tensor,
+        cache: _ProtectedCache,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``g_t`` and the logit gradients of the ``k`` non-targets nearest their threshold.
 
@@ -600,10 +601,10 @@ class GMLA(APGDAttack):
         """
         n, labels = logits.shape
         width = min(self.k, labels)
-        if not self._refresh_due(rows, width, x):
+        if not cache.due(rows, width, x):
             (g_t,) = torch.autograd.grad(-target_loss.sum(), x)
-            assert self._cache is not None and self._cache_valid is not None
-            return g_t, self._cache[rows], self._cache_valid[rows]
+            assert cache.gradients is not None and cache.valid is not None
+            return g_t, cache.gradients[rows], cache.valid[rows]
         distance = torch.where(flip_set, math.inf, (logits.detach() - threshold).abs())
         nearest_distance, nearest = distance.topk(width, dim=1, largest=False)
         valid = torch.isfinite(nearest_distance)
@@ -613,14 +614,16 @@ class GMLA(APGDAttack):
         (gradients,) = torch.autograd.grad(logits, x, cotangents, is_grads_batched=True)
         g_t = gradients[0]
         protected = gradients[1:].transpose(0, 1)  # [n, k, ...]
-        if self._cache is not None and self._cache_valid is not None:
-            self._cache = self._cache.index_put((rows,), protected)
-            self._cache_valid = self._cache_valid.index_put((rows,), valid)
+        if cache.gradients is not None and cache.valid is not None:
+            cache.gradients = cache.gradients.index_put((rows,), protected)
+            cache.valid = cache.valid.index_put((rows,), valid)
         return g_t, protected, valid
 
     def _official_direction(self, problem: AttackProblem, x: Tensor, rows: Tensor) -> DirectionStep:
-        """The authors' GMLA step (:func:`~mlattack.attacks.apgd.official_direction`)."""
-        return self._official_step(
+        """The authors' GMLA step (:func:`~mlattack.attacks.official.official_direction`)."""
+        return official_step(
+            "gmla",
+            problem.model,
             problem,
             x,
             rows,
@@ -628,3 +631,26 @@ class GMLA(APGDAttack):
             count_nonzero_quirk=self.tau_rule == "official",
             projection_only=self.mode == "projection",
         )
+
+
+class _ProtectedCache:
+    """The protected gradients of one loop's rows for the lazy refresh (``refresh > 1``).
+
+    Created per loop, so that an attack object keeps nothing of a call (reentrant).
+    """
+
+    def __init__(self, refresh: int) -> None:
+        self.refresh = refresh
+        self.gradients: Tensor | None = None  # float [rows, width, ...]
+        self.valid: Tensor | None = None  # bool [rows, width]
+        self.calls = 0
+
+    def due(self, rows: Tensor, width: int, like: Tensor) -> bool:
+        """Whether this call recomputes the protected gradients (and sets up the cache)."""
+        due = self.gradients is None or self.calls % self.refresh == 0
+        self.calls += 1
+        if self.refresh > 1 and self.gradients is None:
+            size = int(rows.max()) + 1 if rows.numel() else 0
+            self.gradients = like.new_zeros((max(size, 1), width, *like.shape[1:]))
+            self.valid = torch.zeros(self.gradients.shape[:2], dtype=torch.bool, device=like.device)
+        return due

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ..losses import masked_bce
-from .apgd import APGDAttack, DirectionStep
+from .apgd import DirectionStep
+from .apgd_attack import APGDAttack
 from .base import AttackProblem, gradient_failed
 
 __all__ = ["MLAC", "MLAU", "Objectives", "evaluate_objectives"]
@@ -67,7 +68,7 @@ class MLAU(APGDAttack):
     official_kind = "mla-u"
 
     def _direction(self, problem: AttackProblem, x: Tensor, rows: Tensor) -> DirectionStep:
-        objectives = evaluate_objectives(self.model, problem, x, rows)
+        objectives = evaluate_objectives(problem.model, problem, x, rows)
         # eq. 1: x ← x + η sgn(g_t), g_t = −∇ L_t.
         return _sign_step(-objectives.target_loss, objectives)
 
@@ -85,6 +86,6 @@ class MLAC(APGDAttack):
     official_kind = "mla-c"
 
     def _direction(self, problem: AttackProblem, x: Tensor, rows: Tensor) -> DirectionStep:
-        objectives = evaluate_objectives(self.model, problem, x, rows)
+        objectives = evaluate_objectives(problem.model, problem, x, rows)
         # eq. 3: x ← x + η sgn(g_t − g_nt) = x + η sgn(∇(−L_t − L_nt)).
         return _sign_step(-objectives.target_loss - objectives.nontarget_loss, objectives)

@@ -231,10 +231,10 @@ class LinearizedAttack(Attack):
             last = step == self.steps
             if last:  # only the final iterates remain to be scored
                 with torch.no_grad():
-                    logits = self.model(x[rows])
+                    logits = problem.model(x[rows])
             else:
                 variable, inputs = self._parametrize(x[rows])
-                logits = self.model(inputs)
+                logits = problem.model(inputs)
             finite = torch.isfinite(logits.detach()).all(dim=1)
             on_side = (logits.detach() > theta) == problem.desired[rows]
             signed = signs[rows] * (logits.detach() - theta)

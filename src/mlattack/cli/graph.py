@@ -310,7 +310,7 @@ def _target_set(args: argparse.Namespace) -> int:
     logits = _logit_values(graph, args.logits) if args.logits else None
     psi = np.asarray(
         graph.consistent_target_set(
-            pred, targets, direction=args.direction, logits=logits, repair=args.repair
+            pred, targets, direction=args.direction, logits=logits, official_closure=args.repair
         )
     )
     names = graph.names

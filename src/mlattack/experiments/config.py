@@ -17,7 +17,15 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 ATTACK_NAMES = ("mla-u", "mla-c", "gmla", "ml-dp", "mla-lp")
 PRESET_ATTACKS = ("mla-u", "mla-c", "gmla")  # the attacks that take ``preset: official``
@@ -91,11 +99,30 @@ class DatasetSpec(_Section):
 
 
 class AttackSpec(_Section):
-    """One attack: a registry name (``mla-u``, ``mla-c``, ``gmla``, ``ml-dp``, ``mla-lp``) + options."""
+    """One attack: a registry name (``mla-u``, ``mla-c``, ``gmla``, ``ml-dp``, ``mla-lp``) + options.
+
+    ``flip_set: consistent`` attacks the consistent target set Ψ of Ω instead of the attack's own
+    flip set ("MLA-U on Ψ"); ``repair: true`` follows the attack with the repair stage
+    (:class:`~mlattack.attacks.stages.Repair`, GMLA's collateral-flip repair): together, the
+    control "MLA-U on Ψ + repair". GMLA has both already (``options.repair``).
+    """
 
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
     label: str | None = None  # distinguishes two entries of the same attack (e.g. GMLA modes)
+    flip_set: Literal["own", "consistent"] = "own"
+    repair: bool = False
+
+    @model_serializer(mode="wrap")
+    def _without_stage_defaults(self, handler: Any) -> Any:
+        """The stage keys only when set: configs written before them keep their hash."""
+        data = handler(self)
+        if isinstance(data, dict):
+            if data.get("flip_set") == "own":
+                data.pop("flip_set")
+            if data.get("repair") is False:
+                data.pop("repair")
+        return data
 
     @field_validator("name")
     @classmethod
@@ -129,9 +156,23 @@ class AttackSpec(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _stages_fit(self) -> AttackSpec:
+        if self.name == "gmla" and (self.flip_set != "own" or self.repair):
+            key = "flip_set" if self.flip_set != "own" else "repair"
+            raise ValueError(
+                f"{key} is for the other attacks: gmla attacks Ψ and repairs by itself "
+                "(options.repair)"
+            )
+        return self
+
     @property
     def display_name(self) -> str:
-        return self.label or self.name
+        """The label, or the name with the stages: ``mla-u on psi + repair``."""
+        if self.label:
+            return self.label
+        on_psi = " on psi" if self.flip_set == "consistent" else ""
+        return self.name + on_psi + (" + repair" if self.repair else "")
 
 
 class TargetSetSpec(_Section):

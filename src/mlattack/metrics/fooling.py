@@ -22,8 +22,9 @@ explicitly is applied on top of the preset):
 * ``nt_denominator``: ``"successful"`` (default, eq. 13: the mean over ``A``) or ``"attacked"``
   (the authors' ``cvpr24/compute_asr.py``: the mean over ``I``, where a failed image counts its
   changed labels over all labels);
-* ``repair``: Ψ of NT_R computed with ``LabelGraph.consistent_target_set(..., repair=True)``, the
-  authors' ``compute_tree_off_loss`` on inconsistent clean predictions (default False);
+* ``official_closure``: Ψ of NT_R computed with ``LabelGraph.consistent_target_set(...,
+  official_closure=True)``, the authors' ``compute_tree_off_loss`` on inconsistent clean
+  predictions (default False; formerly ``repair=``, a name now kept for GMLA's repair stage);
 * ``ssim_pooling``: how SSIM is averaged when a result holds several target sets (rows with
   different Ω): ``"images"`` (default, and the authors' way) pools every image of ``A``, each
   counting once; ``"target_sets"`` averages per target set first, then over the sets with a
@@ -69,8 +70,8 @@ NT_DENOMINATORS: tuple[NtDenominator, ...] = ("successful", "attacked")
 SSIM_POOLINGS: tuple[SsimPooling, ...] = ("images", "target_sets")
 #: The option values each preset sets (``None``: mlattack's defaults, eq. 12-13 of the paper).
 PRESETS: dict[str | None, dict[str, Any]] = {
-    None: {"nt_denominator": "successful", "repair": False, "ssim_pooling": "images"},
-    "official": {"nt_denominator": "attacked", "repair": True, "ssim_pooling": "images"},
+    None: {"nt_denominator": "successful", "official_closure": False, "ssim_pooling": "images"},
+    "official": {"nt_denominator": "attacked", "official_closure": True, "ssim_pooling": "images"},
 }
 
 
@@ -99,7 +100,7 @@ class Metrics:
         ssim_per_image: float ``[B]`` (NaN outside ``A``).
         nt_denominator: the ``nt_denominator`` option the figures were computed with.
         ssim_pooling: the ``ssim_pooling`` option.
-        repair: the ``repair`` option.
+        official_closure: the ``official_closure`` option.
     """
 
     fr_naive: float
@@ -118,7 +119,7 @@ class Metrics:
     ssim_per_image: np.ndarray
     nt_denominator: NtDenominator = "successful"
     ssim_pooling: SsimPooling = "images"
-    repair: bool = False
+    official_closure: bool = False
 
     def summary(self) -> dict[str, float | int | str | bool]:
         """The scalar figures, counts and options (JSON-able), without the per-image arrays."""
@@ -135,7 +136,7 @@ class Metrics:
             "n_ssim": self.n_ssim,
             "nt_denominator": self.nt_denominator,
             "ssim_pooling": self.ssim_pooling,
-            "repair": self.repair,
+            "official_closure": self.official_closure,
         }
 
 
@@ -180,7 +181,7 @@ def _resolve_options(
     preset: str | None,
     nt_denominator: str | None,
     ssim_pooling: str | None,
-    repair: bool | None,
+    official_closure: bool | None,
 ) -> dict[str, Any]:
     """The preset's option values with the options given explicitly applied on top."""
     if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
@@ -191,8 +192,8 @@ def _resolve_options(
         options["nt_denominator"] = _choice(nt_denominator, "nt_denominator", NT_DENOMINATORS)
     if ssim_pooling is not None:
         options["ssim_pooling"] = _choice(ssim_pooling, "ssim_pooling", SSIM_POOLINGS)
-    if repair is not None:
-        options["repair"] = check_bool(repair, "repair")
+    if official_closure is not None:
+        options["official_closure"] = check_bool(official_closure, "official_closure")
     return options
 
 
@@ -216,7 +217,8 @@ def evaluate(
     preset: Literal["official"] | None = None,
     nt_denominator: NtDenominator | None = None,
     ssim_pooling: SsimPooling | None = None,
-    repair: bool | None = None,
+    official_closure: bool | None = None,
+    repair: None = None,
 ) -> Metrics:
     """FR_N, FR_S, NT_R and SSIM of ``result`` (see the module docstring for the exact sets).
 
@@ -225,15 +227,16 @@ def evaluate(
             NaN, with a warning, for images smaller than the SSIM window).
         graph: the label graph of the attacked model (labels in output order).
         preset: ``None`` (mlattack's definitions, eq. 12-13) or ``"official"``, the authors'
-            metric script: ``nt_denominator="attacked"``, ``repair=True``,
+            metric script: ``nt_denominator="attacked"``, ``official_closure=True``,
             ``ssim_pooling="images"``.  With ``preset="official"`` and one target set per
             result, FR_N, FR_S and NT_R equal the per-set values of ``cvpr24/compute_asr.py``.
         nt_denominator: ``"successful"`` or ``"attacked"`` (module docstring); ``None``: the
             preset's.
         ssim_pooling: ``"images"`` or ``"target_sets"`` (module docstring); ``None``: the
             preset's.
-        repair: compute Ψ for NT_R with the authors' repair (module docstring); ``None``: the
-            preset's.
+        official_closure: compute Ψ for NT_R with the authors' closure (module docstring);
+            ``None``: the preset's.
+        repair: the former name of ``official_closure``, refused with a ``TypeError`` naming it.
 
     Returns:
         a :class:`Metrics`, which records the options used.
@@ -242,9 +245,13 @@ def evaluate(
         ValueError: an unknown preset or option value (the message lists the allowed ones),
             shapes that disagree, or a graph of another label count.
         TypeError: ``result`` is not an :class:`AttackResult`, ``graph`` not a
-            :class:`LabelGraph`, ``repair`` not a bool.
+            :class:`LabelGraph`, ``official_closure`` not a bool, ``repair`` given.
     """
-    options = _resolve_options(preset, nt_denominator, ssim_pooling, repair)
+    if repair is not None:
+        raise TypeError(
+            "evaluate(repair=...) was renamed official_closure=... (the authors' closure of Ψ)"
+        )
+    options = _resolve_options(preset, nt_denominator, ssim_pooling, official_closure)
     _check_result(result, graph)
     clean_pred = result.clean_pred.bool()
     adv_pred = result.adv_pred.bool()
@@ -266,7 +273,7 @@ def evaluate(
             targets[success],
             direction="mixed",
             logits=result.clean_logits[success],
-            repair=options["repair"],
+            official_closure=options["official_closure"],
         )
         outside = ~torch.as_tensor(psi, dtype=torch.bool, device=targets.device)
         size = outside.sum(dim=1)
@@ -313,7 +320,7 @@ def evaluate(
         ssim_per_image=ssim_values.numpy(),
         nt_denominator=options["nt_denominator"],
         ssim_pooling=options["ssim_pooling"],
-        repair=options["repair"],
+        official_closure=options["official_closure"],
     )
 
 

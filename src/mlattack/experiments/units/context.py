@@ -27,11 +27,16 @@ Records = dict[str, list[tuple[Any, ...]]]  # store table -> rows, committed wit
 def configured_attack(
     config: ExperimentConfig, spec: AttackSpec, model: nn.Module, graph: LabelGraph, eps: float
 ) -> Any:
-    """The attack ``spec`` names, with the run's threshold and seed, skipping ineligible images."""
-    from mlattack.attacks import build_attack
+    """The attack ``spec`` names, with the run's threshold and seed, skipping ineligible images,
+    on the flip set and followed by the stages the spec asks for."""
+    from mlattack.attacks import Repair, Sequential, build_attack
 
     options = {"threshold": config.threshold, "seed": config.seed, **spec.options}
-    return build_attack(spec.name, model, graph=graph, eps=eps, on_invalid="skip", **options)
+    attack = build_attack(spec.name, model, graph=graph, eps=eps, on_invalid="skip", **options)
+    if spec.flip_set == "own" and not spec.repair:
+        return attack
+    stages = (Repair(),) if spec.repair else ()
+    return Sequential(attack, *stages, graph=graph if spec.flip_set == "consistent" else None)
 
 
 @dataclass

@@ -1,0 +1,111 @@
+"""The repair as a stage of its own: after any attack, as a composite attack or on a result."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from mlattack.attacks import GMLA, MLAC, MLAU, Attack, AttackResult, Repair, Sequential
+from mlattack.attacks.base import AttackProblem, LoopOutput
+
+RESULT_FIELDS = (
+    "adv", "clean_pred", "adv_pred", "targets", "flip_set", "success", "iterations", "eps",
+    "attacked", "gradient_failed", "clean_logits", "adv_logits", "nonfinite_logits",
+)  # fmt: skip
+
+
+def assert_same(first: AttackResult, second: AttackResult) -> None:
+    for name in RESULT_FIELDS:
+        assert torch.equal(getattr(first, name), getattr(second, name)), name
+
+
+def collateral(result: AttackResult) -> Tensor:
+    return ((result.adv_pred != result.clean_pred) & ~result.flip_set).sum(dim=1)
+
+
+def test_gmla_repair_is_the_search_followed_by_the_repair_stage(trained_hierarchy: Any) -> None:
+    case = trained_hierarchy
+    images, targets = case.images[:6], case.targets[:6]
+    options: dict[str, Any] = {"eps": 0.1, "steps": 20}
+    default = GMLA(case.model, case.graph, **options)(images, targets)
+    composed = Sequential(GMLA(case.model, case.graph, repair=False, **options), Repair())
+    assert_same(default, composed(images, targets))
+    assert composed.name == "GMLA+repair"
+    # The same repair on the result of the search alone, computed beforehand.
+    searched = GMLA(case.model, case.graph, repair=False, **options)(images, targets)
+    afterwards = Repair()(case.model, searched, steps=20, eps=0.1)
+    assert_same(default, afterwards)
+    assert afterwards.name == "GMLA+repair"
+    # Without eps, the ball of result.eps (0.1 rounded to float32): within one float32 step.
+    rounded = Repair()(case.model, searched, steps=20)
+    assert ((rounded.adv - images).abs().amax(dim=(1, 2, 3)) <= searched.eps).all()
+    assert torch.allclose(rounded.adv, default.adv, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("attack_class", [MLAU, MLAC])
+def test_mla_on_psi_plus_repair_reaches_psi_with_fewer_collateral_flips(
+    trained_hierarchy: Any, attack_class: type[Attack]
+) -> None:
+    case = trained_hierarchy
+    images, targets = case.images[:8], case.targets[:8]
+    options: dict[str, Any] = {"eps": 0.1, "steps": 30}
+    on_psi = Sequential(attack_class(case.model, **options), graph=case.graph)
+    repaired = Sequential(attack_class(case.model, **options), Repair(), graph=case.graph)
+    plain, fixed = on_psi(images, targets), repaired(images, targets)
+    assert repaired.name == f"{attack_class.name} on Psi+repair"
+    psi = case.graph.consistent_target_set(plain.clean_pred, targets, logits=plain.clean_logits)
+    assert torch.equal(plain.flip_set, torch.as_tensor(psi))  # the consistent set, not Ω
+    assert not torch.equal(plain.flip_set, targets)
+    assert torch.equal(plain.success, fixed.success)  # the repair never loses a success
+    assert (collateral(fixed) <= collateral(plain)).all()
+    assert (fixed.iterations >= plain.iterations).all() and (fixed.iterations <= 30).all()
+    assert ((fixed.adv - images).abs().amax(dim=(1, 2, 3)) <= 0.1).all()
+
+
+def test_a_users_own_attack_can_be_repaired(trained_hierarchy: Any) -> None:
+    class SignStep(Attack):
+        """One big signed-gradient step on Ψ: overshoots and flips other labels too."""
+
+        name = "sign-step"
+
+        def _attack(self, problem: AttackProblem) -> LoopOutput:
+            x = problem.images.detach().requires_grad_(True)
+            logits = problem.model(x)
+            toward = torch.where(problem.desired, logits, -logits)
+            (gradient,) = torch.autograd.grad((toward * problem.flip_set).sum(), x)
+            adv = problem.project(x.detach() + problem.eps.view(-1, 1, 1, 1) * gradient.sign())
+            one = torch.ones(len(x), dtype=torch.int64)
+            return LoopOutput(
+                adv=adv, iterations=one, gradient_failed=torch.zeros_like(one, dtype=torch.bool)
+            )
+
+    case = trained_hierarchy
+    images, targets = case.images[:8], case.targets[:8]
+    plain = SignStep(case.model, eps=0.2, steps=20)(images, targets)
+    fixed = Sequential(SignStep(case.model, eps=0.2, steps=20), Repair())(images, targets)
+    assert plain.success.any()
+    assert torch.equal(plain.success, fixed.success)
+    assert (collateral(fixed) <= collateral(plain)).all()
+
+
+def test_a_repair_needs_the_flip_set(trained_hierarchy: Any) -> None:
+    case = trained_hierarchy
+    images, targets = case.images[:2], case.targets[:2]
+    result = MLAU(case.model, eps=0.1, steps=5)(images, targets)
+    without = replace(result, flip_set=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="flip_set"):
+        Repair()(case.model, without, steps=5)
+    with pytest.raises(ValueError, match="steps"):
+        Repair()(case.model, result, steps=0)
+    with pytest.raises(ValueError, match="threshold"):
+        Repair()(case.model, result, steps=5, threshold=1e-6)
+    with pytest.raises(ValueError, match="margin"):
+        Repair(margin=0.0)
+    with pytest.raises(TypeError, match="attack must be an Attack"):
+        Sequential(Repair())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="stages must be Stage objects"):
+        Sequential(MLAU(case.model), MLAU(case.model))  # type: ignore[arg-type]
