@@ -386,8 +386,8 @@ def test_fuzz_calls(
     targets = torch.as_tensor(targets).bool()
     for result, budget in zip(results, budgets, strict=True):
         eps = torch.as_tensor(budget, dtype=torch.float64).expand(images.shape[0])
-        with attack._prepared_model(images.device):
-            check_result(result, attack.model, images, targets, eps, attack.logit_threshold)
+        with attack._prepared_model(images.device) as running:
+            check_result(result, running, images, targets, eps, attack.logit_threshold)
         if model_kind == "nan everywhere":
             assert not result.attacked.any()
     record(f"call/{case.area}", "accepted")

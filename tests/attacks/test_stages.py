@@ -109,3 +109,32 @@ def test_a_repair_needs_the_flip_set(trained_hierarchy: Any) -> None:
         Sequential(Repair())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="stages must be Stage objects"):
         Sequential(MLAU(case.model), MLAU(case.model))  # type: ignore[arg-type]
+
+
+def test_a_call_leaves_the_attack_object_as_it_was(trained_hierarchy: Any) -> None:
+    """No per-call state: the attributes after a call are those before it, ``model`` is the model
+    given throughout, and a call made from inside the model's forward pass (the same attack object,
+    reentered) leaves the outer call's numbers as they are."""
+    case = trained_hierarchy
+    images, targets = case.images[:3], case.targets[:3]
+    seen: list[Any] = []
+    entered: list[bool] = []
+    nested: list[AttackResult] = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            seen.append(attack.model)
+            if not entered and torch.is_grad_enabled():
+                entered.append(True)
+                nested.append(attack(images[:1], targets[:1]))  # reentered mid-call
+            return case.model(x)
+
+    spy = Spy()
+    attack = MLAU(spy, eps=0.05, steps=3, amp="bf16")
+    before = dict(vars(attack))
+    result = attack(images, targets)
+    assert dict(vars(attack)) == before
+    assert seen and all(model is spy for model in seen)
+    assert nested
+    plain = MLAU(case.model, eps=0.05, steps=3, amp="bf16")(images, targets)
+    assert_same(result, plain)

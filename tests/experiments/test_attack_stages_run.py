@@ -10,6 +10,7 @@ import pytest
 from exp_fixtures import run_tiny, tiny_config
 
 from mlattack.experiments import ExperimentConfig
+from mlattack.experiments.aggregate import aggregate, open_run
 
 SMALL = {
     "target_sets": {"sizes": [1], "mode": "combinations", "labels": ["dog", "car"]},
@@ -37,6 +38,11 @@ def test_mla_u_on_psi_plus_repair_is_a_configured_control(tmp_path: Path) -> Non
             assert set(json.loads(targets)) <= set(json.loads(flip_set))
             grown += set(json.loads(targets)) < set(json.loads(flip_set))
     assert grown > 0
+    db.close()
+    run = open_run(run_dir)
+    assert run.attack_kinds == {"mla-u": "mla-u", "mla-u on psi + repair": "mla-u"}
+    summary = {row["attack"] for row in aggregate([run_dir]).summary}
+    assert summary == {"mla-u", "mla-u on psi + repair"}
 
 
 def test_stage_keys_are_checked_and_keep_old_config_hashes() -> None:

@@ -186,10 +186,11 @@ def test_ctrl_c_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
 def test_unavailable_attack_is_named_before_any_work(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mlattack.attacks
+    import mlattack.attacks.registry
 
-    monkeypatch.delitem(mlattack.attacks.ATTACKS, "gmla")
-    with pytest.raises(ValueError, match=r"'attacks': \['gmla'\] not available"):
+    # An attack missing from the registry is named by the config check, before any work.
+    monkeypatch.delitem(mlattack.attacks.registry.REGISTRY, "gmla")
+    with pytest.raises(ValueError, match=r"unknown attack 'gmla'"):
         run_tiny(tmp_path / "run", **SMALL)
     assert not list((tmp_path / "run").glob("*.sqlite"))
 

@@ -263,7 +263,8 @@ def run_apgd(
     kept = _Run(problem, direction_fn, settings, rows, start).run(description)
     adv, iterations, failed, reached, loss = (value.clone() for value in kept)
     for restart in range(1, restarts + 1):
-        unsolved = (~reached).nonzero().flatten()
+        # A restart costs at least one more evaluation: images at their budget are not restarted.
+        unsolved = (~reached & problem.within_budget(None, 1)).nonzero().flatten()
         if unsolved.numel() == 0:
             break
         seeded = replace(problem, seed=_restart_seed(problem.seed, restart))
@@ -361,6 +362,7 @@ class _Run:
         self.loss = torch.full((count,), -math.inf, dtype=loss_dtype, device=device)
         self.finished = torch.zeros(count, dtype=torch.bool, device=device)
 
+        self.cost = torch.zeros(count, dtype=torch.int64, device=device)
         self.evaluation = self._evaluate(start, rows)
         loss, direction = self.evaluation.loss, self.evaluation.direction
         lower, upper = problem.bounds()
@@ -428,7 +430,13 @@ class _Run:
         return _RunResult(self.adv, self.iterations, self.failed, self.reached, self.loss)
 
     def _evaluate(self, x: Tensor, rows: Tensor) -> _Evaluation:
-        step = self.direction_fn(x, rows)
+        budget = self.problem.max_backward is not None
+        spent = self.problem.backward_spent(rows) if budget else None
+        with self.problem.rows(rows):
+            step = self.direction_fn(x, rows)
+        if spent is not None:
+            # What an evaluation costs, to stop an image before the next one would exceed it.
+            self.cost = self.problem.backward_spent(rows) - spent
         if self.settings.objective == "all-labels":
             tracked = per_label_bce(step.logits, self.problem.desired[rows]).neg().sum(1)
         else:
@@ -468,6 +476,8 @@ class _Run:
         stop = failed | (iteration == settings.steps)
         if settings.early_stop:
             stop = stop | reached
+        if self.problem.max_backward is not None:
+            stop = stop | ~self.problem.within_budget(state.rows, self.cost)
         stop = stop & ~self.finished[state.slot]
         if not bool(stop.any()):
             return False

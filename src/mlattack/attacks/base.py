@@ -21,7 +21,7 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from typing import Any, ClassVar, Literal, final, overload
 
@@ -30,6 +30,8 @@ from torch import Tensor, nn
 
 from mlattack._validation import check_bool, check_int, check_number, check_seed
 from mlattack.losses import logit_threshold as probability_to_logit
+
+from .compute import PassCounter
 
 __all__ = [
     "AMP_DTYPES",
@@ -77,6 +79,13 @@ class AttackResult:
         nonfinite_logits: bool ``[B]``, the fresh forward pass on ``adv`` gave a NaN or infinite
             logit: such an image never counts as a success. Filled from ``adv_logits`` when not
             given.
+        forward_passes: int64 ``[B]``, the image's rows through the model in the attack's loop
+            and its stages (:mod:`mlattack.attacks.compute`). The base class's clean forward pass
+            and its fresh forward pass on ``adv`` (one each per image and call) are not included.
+            Zeros when not given.
+        backward_passes: int64 ``[B]``, the image's backward passes through the model (one per
+            gradient with respect to the input; a batched product of ``k`` cotangents counts
+            ``k``). Zeros when not given.
     """
 
     adv: Tensor
@@ -94,10 +103,17 @@ class AttackResult:
     adv_logits: Tensor
     name: str
     nonfinite_logits: Tensor = None  # type: ignore[assignment]  # filled in __post_init__
+    forward_passes: Tensor = None  # type: ignore[assignment]  # filled in __post_init__
+    backward_passes: Tensor = None  # type: ignore[assignment]  # filled in __post_init__
 
     def __post_init__(self) -> None:
         if self.nonfinite_logits is None:
             self.nonfinite_logits = ~torch.isfinite(self.adv_logits).all(dim=1)
+        zeros = torch.zeros(self.adv.shape[0], dtype=torch.int64, device=self.adv.device)
+        if self.forward_passes is None:
+            self.forward_passes = zeros
+        if self.backward_passes is None:
+            self.backward_passes = zeros.clone()
 
 
 @dataclass(frozen=True)
@@ -120,8 +136,57 @@ class AttackProblem:
     logit_threshold: float
     seed: int | None  # seeds random draws per image (see :meth:`random_start`); None: global RNG
     #: The module every forward pass of the loop runs: the attacked model under the call's
-    #: ``amp``, ``channels_last`` and ``compile`` options (the model itself without them).
+    #: ``amp``, ``channels_last`` and ``compile`` options (the model itself without them), in a
+    #: :class:`~mlattack.attacks.compute.PassCounter` in problems built by :class:`Attack`.
     model: nn.Module
+    #: Backward passes each image may spend (``max_backward``); ``None``: no limit.
+    max_backward: int | None = None
+
+    @contextmanager
+    def rows(self, rows: Tensor) -> Iterator[None]:
+        """Within the block, a batch through :attr:`model` is rows ``rows`` of the problem (for
+        the per-image counts, :mod:`mlattack.attacks.compute`)."""
+        if isinstance(self.model, PassCounter):
+            with self.model.rows(rows):
+                yield
+        else:
+            yield
+
+    def backward_spent(self, rows: Tensor | None = None) -> Tensor:
+        """int64 ``[n]``: backward passes spent so far by rows ``rows`` (all when ``None``)."""
+        if isinstance(self.model, PassCounter):
+            return self.model.spent(rows)
+        count = self.images.shape[0] if rows is None else rows.numel()
+        return torch.zeros(count, dtype=torch.int64, device=self.images.device)
+
+    def add_backward(self, rows: Tensor | None, count: int) -> None:
+        """Count ``count`` more backward passes for rows ``rows`` (see
+        :meth:`~mlattack.attacks.compute.PassCounter.add_backward`)."""
+        if isinstance(self.model, PassCounter):
+            self.model.add_backward(rows, count)
+
+    def within_budget(self, rows: Tensor | None, cost: Tensor | int) -> Tensor:
+        """bool ``[n]``: rows ``rows`` can spend ``cost`` more backward passes within
+        ``max_backward`` (all True without a budget)."""
+        spent = self.backward_spent(rows)
+        if self.max_backward is None:
+            return torch.ones_like(spent, dtype=torch.bool)
+        return spent + cost <= self.max_backward
+
+    def subset(self, rows: Tensor) -> AttackProblem:
+        """The sub-problem of rows ``rows`` (every per-image field indexed alike; its passes are
+        counted for the same images)."""
+        batch = self.images.shape[0]
+        picked: dict[str, Any] = {
+            field.name: value[rows]
+            for field in fields(self)
+            if isinstance(value := getattr(self, field.name), Tensor)
+            and value.dim() > 0
+            and value.shape[0] == batch
+        }
+        if isinstance(self.model, PassCounter):
+            picked["model"] = self.model.subset(rows)
+        return replace(self, **picked)
 
     def flip_set_reached(self, logits: Tensor, rows: Tensor | None = None) -> Tensor:
         """bool ``[n]``: every label of Ψ is on its desired side for ``logits`` (rows ``rows``).
@@ -390,6 +455,12 @@ class Attack(abc.ABC):
             convolutional nets on CUDA, above all under ``amp``, and can slow them on CPU.
         compile: run the model through ``torch.compile``, compiled lazily at the first call and
             kept for later ones (the first call pays for the compilation).
+        max_backward: ``None`` (no limit) or a budget ``≥ 1`` of backward passes per image
+            (``AttackResult.backward_passes``, :mod:`mlattack.attacks.compute`): an image stops
+            where its next evaluation would exceed it (as at the end of its steps: its best
+            iterate is returned), so that attacks can be compared at equal compute. The start is
+            always evaluated once, even if that alone costs more; ML-DP and MLA-LP linearise their
+            working batch together, so an image may be charged up to one more linearisation.
 
     Raises:
         TypeError: an argument of the wrong type, at construction or per call (``early_stop="false"``,
@@ -424,6 +495,7 @@ class Attack(abc.ABC):
         amp: Amp | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        max_backward: int | None = None,
     ) -> None:
         self.model = model
         self.eps = _check_budget(eps, "eps")
@@ -439,12 +511,35 @@ class Attack(abc.ABC):
         self.amp: Amp | None = None if amp is None else _check_choice(amp, "amp", ("bf16", "fp16"))
         self.channels_last = check_bool(channels_last, "channels_last")
         self.compile = check_bool(compile, "compile")
+        self.max_backward = (
+            None if max_backward is None else check_int(max_backward, "max_backward", minimum=1)
+        )
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(eps={self.eps}, steps={self.steps}, "
-            f"threshold={self.threshold}, direction={self.direction!r})"
-        )
+        """The budget, steps, threshold and direction, and every other shared option that is not
+        at its default (each of them acts)."""
+        shown = [
+            f"eps={self.eps}",
+            f"steps={self.steps}",
+            f"threshold={self.threshold}",
+            f"direction={self.direction!r}",
+        ]
+        defaults: dict[str, Any] = {
+            "early_stop": True,
+            "random_start": False,
+            "seed": None,
+            "on_invalid": "raise",
+            "amp": None,
+            "channels_last": False,
+            "compile": False,
+            "max_backward": None,
+        }
+        shown += [
+            f"{name}={getattr(self, name)!r}"
+            for name, default in defaults.items()
+            if getattr(self, name) != default
+        ]
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @property
     def model(self) -> nn.Module:
@@ -457,13 +552,7 @@ class Attack(abc.ABC):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self._model = model
-        self._prepared: _PreparedModel | None = None
         self._compiled: nn.Module | None = None
-
-    @property
-    def _running_model(self) -> nn.Module:
-        """The module the base class's own forward passes run during a call."""
-        return self._model if self._prepared is None else self._prepared
 
     @property
     def logit_threshold(self) -> float:
@@ -537,8 +626,8 @@ class Attack(abc.ABC):
         if flip_set is not None:
             flip_set = self._check_flip_set(flip_set, targets, images)
         self._check_precision(images)
-        with _frozen_eval(self._model), self._prepared_model(images.device):
-            clean_logits = self._forward(images)
+        with _frozen_eval(self._model), self._prepared_model(images.device) as running:
+            clean_logits = self._forward(running, images)
             if clean_logits.shape != targets.shape:
                 raise ValueError(
                     f"the model returned logits of shape {tuple(clean_logits.shape)} but targets have "
@@ -561,7 +650,7 @@ class Attack(abc.ABC):
                     ).to(device=images.device, dtype=torch.bool)
             results = [
                 self._attack_with_budget(
-                    images, targets, flip_set, budget, clean_logits, clean_pred, attacked
+                    running, images, targets, flip_set, budget, clean_logits, clean_pred, attacked
                 )
                 for budget in budgets
             ]
@@ -569,6 +658,7 @@ class Attack(abc.ABC):
 
     def _attack_with_budget(
         self,
+        running: nn.Module,
         images: Tensor,
         targets: Tensor,
         flip_set: Tensor,
@@ -577,23 +667,29 @@ class Attack(abc.ABC):
         clean_pred: Tensor,
         attacked: Tensor,
     ) -> AttackResult:
-        """Run the loop on the attacked rows at budget ``eps`` (float64 ``[B]``) and score it."""
+        """Run the loop on the attacked rows at budget ``eps`` (float64 ``[B]``) and score it;
+        ``running`` is the model as this call runs it (:meth:`_prepared_model`)."""
         batch = images.shape[0]
         adv = images.clone()
         iterations = torch.zeros(batch, dtype=torch.int64, device=images.device)
         failed = torch.zeros(batch, dtype=torch.bool, device=images.device)
+        forward_passes = torch.zeros_like(iterations)
+        backward_passes = torch.zeros_like(iterations)
         if attacked.any():
             problem = self._problem(
-                images, attacked, eps, clean_logits, clean_pred, targets, flip_set
+                running, images, attacked, eps, clean_logits, clean_pred, targets, flip_set
             )
             out = self._run_loop(problem)
+            assert isinstance(problem.model, PassCounter)
+            forward_passes[attacked] = problem.model.forward_passes.to(images.device)
+            backward_passes[attacked] = problem.model.backward_passes.to(images.device)
             found = out.adv.detach().to(device=images.device, dtype=images.dtype)
             # A loop must return finite iterates; any other entry falls back to the clean pixel.
             found = torch.where(torch.isfinite(found), found, problem.images)
             adv[attacked] = problem.project(found)
             iterations[attacked] = out.iterations.to(device=images.device, dtype=torch.int64)
             failed[attacked] = out.gradient_failed.to(device=images.device, dtype=torch.bool)
-        adv_logits = self._forward(adv)
+        adv_logits = self._forward(running, adv)
         nonfinite = ~torch.isfinite(adv_logits).all(dim=1)
         adv_pred = adv_logits > self.logit_threshold
         flipped = ((adv_pred != clean_pred) | ~targets).all(dim=1)
@@ -613,6 +709,8 @@ class Attack(abc.ABC):
             adv_logits=adv_logits,
             name=self.name,
             nonfinite_logits=nonfinite,
+            forward_passes=forward_passes,
+            backward_passes=backward_passes,
         )
 
     def _run_loop(self, problem: AttackProblem) -> LoopOutput:
@@ -627,14 +725,14 @@ class Attack(abc.ABC):
 
     # ------------------------------------------------------------------ helpers
     @contextmanager
-    def _prepared_model(self, device: torch.device) -> Iterator[None]:
-        """For the duration of a call, :attr:`model` runs under the precision options (and gives
-        float32 logits for a half-precision model)."""
+    def _prepared_model(self, device: torch.device) -> Iterator[nn.Module]:
+        """The model as every forward pass of a call runs it: under the precision options (and
+        giving float32 logits for a half-precision model), or the model itself without them."""
         half_model = any(
             param.dtype in (torch.float16, torch.bfloat16) for param in self._model.parameters()
         )
         if self.amp is None and not self.channels_last and not self.compile and not half_model:
-            yield
+            yield self._model
             return
         if self.channels_last:
             self._model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -642,15 +740,12 @@ class Attack(abc.ABC):
             self._compiled = torch.compile(self._model)  # type: ignore[assignment]
         inner = self._compiled if self.compile and self._compiled is not None else self._model
         amp_dtype = None if self.amp is None else AMP_DTYPES[self.amp]
-        self._prepared = _PreparedModel(inner, device.type, amp_dtype, self.channels_last)
-        try:
-            yield
-        finally:
-            self._prepared = None
+        # Handed down the call, never stored: the attack object keeps nothing of a call.
+        yield _PreparedModel(inner, device.type, amp_dtype, self.channels_last)
 
-    def _forward(self, images: Tensor) -> Tensor:
+    def _forward(self, running: nn.Module, images: Tensor) -> Tensor:
         with torch.no_grad():
-            logits = self._running_model(images)
+            logits = running(images)
         if not isinstance(logits, Tensor) or logits.dim() != 2:
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ValueError(f"the model must return logits of shape [B, C], got {shape}")
@@ -660,6 +755,7 @@ class Attack(abc.ABC):
 
     def _problem(
         self,
+        running: nn.Module,
         images: Tensor,
         rows: Tensor,
         eps: Tensor,
@@ -678,7 +774,8 @@ class Attack(abc.ABC):
             desired=clean_pred[rows] ^ flip_set[rows],
             logit_threshold=self.logit_threshold,
             seed=self.seed,
-            model=self._running_model,
+            model=PassCounter.around(running, int(rows.sum()), images.device),
+            max_backward=self.max_backward,
         )
 
     def _check_images(self, images: Tensor) -> Tensor:

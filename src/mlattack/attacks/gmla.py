@@ -30,7 +30,6 @@ default"):
 from __future__ import annotations
 
 import math
-from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -263,19 +262,6 @@ def steepest_constrained_direction(g_t: Tensor, g_nt: Tensor) -> Tensor:
     return direction.view(shape)
 
 
-def _rows_of(problem: AttackProblem, rows: Tensor) -> AttackProblem:
-    """The sub-problem of rows ``rows`` (every per-image field indexed alike)."""
-    batch = problem.images.shape[0]
-    picked: dict[str, Any] = {
-        field.name: value[rows]
-        for field in fields(problem)
-        if isinstance(value := getattr(problem, field.name), Tensor)
-        and value.dim() > 0
-        and value.shape[0] == batch
-    }
-    return replace(problem, **picked)
-
-
 class GMLA(APGDAttack):
     """GMLA: flip the consistent target set Ψ of Ω and leave the other labels alone.
 
@@ -487,14 +473,16 @@ class GMLA(APGDAttack):
         for number, mode in enumerate(stages):
             steps = math.ceil(left / (len(stages) - number))
             left -= steps
-            # An image whose gradient failed stopped where no gradient helps: it is not retried.
-            unsolved = (~problem.flip_set_reached(logits) & ~failed).nonzero().flatten()
+            # An image whose gradient failed stopped where no gradient helps: it is not retried,
+            # nor one whose budget of backward passes (max_backward) is spent.
+            retried = ~problem.flip_set_reached(logits) & ~failed & problem.within_budget(None, 1)
+            unsolved = retried.nonzero().flatten()
             if steps == 0 or unsolved.numel() == 0:
                 continue
-            retry = _rows_of(problem, unsolved)
+            retry = problem.subset(unsolved)
             again = self._loop_along(retry, mode, steps)
             with torch.no_grad():
-                retry_logits = problem.model(again.adv)
+                retry_logits = retry.model(again.adv)
             before = self._target_shortfall(retry, logits[unsolved])
             after = self._target_shortfall(retry, retry_logits)
             better = retry.flip_set_reached(retry_logits) | (after < before)
@@ -549,7 +537,7 @@ class GMLA(APGDAttack):
             nontarget_failed = torch.zeros_like(flip_set[:, 0])
         elif mode == "multi":
             g_t, protected, valid = self._protected_logit_gradients(
-                objectives.x, logits, target_loss, flip_set, threshold, rows, cache
+                objectives.x, logits, target_loss, flip_set, threshold, rows, cache, problem
             )
             direction = multi_constraint_direction(g_t, protected, valid)
             nontarget_failed = ~torch.isfinite(protected).flatten(1).all(dim=1)
@@ -606,6 +594,7 @@ class GMLA(APGDAttack):
         threshold: float,
         rows: Tensor,
         cache: _ProtectedCache,
+        problem: AttackProblem,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``g_t`` and the logit gradients of the ``k`` non-targets nearest their threshold.
 
@@ -627,6 +616,7 @@ class GMLA(APGDAttack):
         (cotangents[0],) = torch.autograd.grad(-target_loss.sum(), logits, retain_graph=True)
         cotangents[1:].scatter_(2, nearest.T.unsqueeze(2), 1.0)
         (gradients,) = torch.autograd.grad(logits, x, cotangents, is_grads_batched=True)
+        problem.add_backward(rows, width)  # counted as one by the model's hook: width + 1 in all
         g_t = gradients[0]
         protected = gradients[1:].transpose(0, 1)  # [n, k, ...]
         if cache.gradients is not None and cache.valid is not None:

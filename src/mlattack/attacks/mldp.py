@@ -44,7 +44,9 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -106,7 +108,13 @@ def select_labels(
 
 
 def label_jacobian(
-    logits: Tensor, leaf: Tensor, labels: Tensor, valid: Tensor, *, batched: bool | None = None
+    logits: Tensor,
+    leaf: Tensor,
+    labels: Tensor,
+    valid: Tensor,
+    *,
+    batched: bool | None = None,
+    on_batched: Callable[[int], None] | None = None,
 ) -> Tensor:
     """Rows ``∂ logits[i, labels[i, k]] / ∂ leaf[i]`` by vector-Jacobian products.
 
@@ -120,6 +128,8 @@ def label_jacobian(
         valid: bool ``[n, m]``; rows of padding come back zero.
         batched: one batched VJP call (True) or one backward pass per row (False); ``None`` picks
             batched off the CPU (see the module docstring).
+        on_batched: called with ``m`` when the batched call ran (``m`` backward passes in one
+            call, which a pass counter sees as one).
 
     Returns:
         float ``[n, m, d]`` with ``d`` the size of one ``leaf`` row.
@@ -136,6 +146,8 @@ def label_jacobian(
             )
         except RuntimeError:  # an operation without a vmap rule: per-row passes below
             rows = None
+        if rows is not None and on_batched is not None:
+            on_batched(cotangents.shape[0])
     if rows is None:
         rows = torch.stack(
             [
@@ -230,11 +242,12 @@ class LinearizedAttack(Attack):
                 break
             last = step == self.steps
             if last:  # only the final iterates remain to be scored
-                with torch.no_grad():
+                with torch.no_grad(), problem.rows(rows):
                     logits = problem.model(x[rows])
             else:
                 variable, inputs = self._parametrize(x[rows])
-                logits = problem.model(inputs)
+                with problem.rows(rows):
+                    logits = problem.model(inputs)
             finite = torch.isfinite(logits.detach()).all(dim=1)
             on_side = (logits.detach() > theta) == problem.desired[rows]
             signed = signs[rows] * (logits.detach() - theta)
@@ -256,6 +269,14 @@ class LinearizedAttack(Attack):
             if last or done.all():
                 break
             progress.update(1)
+            rows_in_batch = rows
+            if problem.max_backward is not None:
+                # The next linearisation costs up to max_labels backward passes per image.
+                over = ~done & ~problem.within_budget(rows, self.max_labels)
+                running[rows[over]] = False
+                done = done | over
+                if done.all():
+                    break
             work = (~done).nonzero().flatten()
             rows = rows[work]
             logits_work = logits.detach()[work]
@@ -266,7 +287,14 @@ class LinearizedAttack(Attack):
             )
             full_valid = torch.zeros_like(full_labels, dtype=torch.bool)
             full_labels[work], full_valid[work] = labels, valid
-            jacobian = label_jacobian(logits, variable, full_labels, full_valid)[work].detach()
+            # Every row of the batch goes through each backward pass: one per selected label.
+            jacobian = label_jacobian(
+                logits,
+                variable,
+                full_labels,
+                full_valid,
+                on_batched=partial(_count_batched, problem, rows_in_batch),
+            )[work].detach()
             bad = gradient_failed(jacobian.flatten(1)) | ~finite[work]
             failed[rows[bad]] = True
             running[rows[bad]] = False
@@ -300,6 +328,11 @@ class LinearizedAttack(Attack):
             x[rows] = moved
         progress.close()
         return LoopOutput(adv=best, iterations=iterations, gradient_failed=failed)
+
+
+def _count_batched(problem: AttackProblem, rows: Tensor, width: int) -> None:
+    """A batched Jacobian of ``width`` rows is ``width`` backward passes; the model saw one."""
+    problem.add_backward(rows, width - 1)
 
 
 class MLDP(LinearizedAttack):

@@ -31,6 +31,7 @@ from .base import (
     _check_choice,
     _frozen_eval,
 )
+from .compute import PassCounter
 
 if TYPE_CHECKING:
     from ..graph import LabelGraph
@@ -98,7 +99,8 @@ class Repair(Stage):
     shrinks linearly from ``ε/2`` to ``ε/20`` over the image's remaining steps. An iterate replaces
     the returned one only where Ψ is still reached and fewer labels outside Ψ are flipped, so
     success is never lost and collateral flips never grow; an image stops once none is flipped.
-    One forward and one backward pass per step, counted in ``iterations``.
+    One forward and one backward pass per step, counted in ``iterations``; an image stops where
+    another step would exceed ``max_backward``.
 
     Args:
         margin: the hinge margin in logits (default 1.0, a number > 0).
@@ -128,7 +130,8 @@ class Repair(Stage):
         shape = (-1, *([1] * (x.dim() - 1)))
         for step in range(int(budget.max()) + 1):
             x = x.detach().requires_grad_(True)
-            logits = model(x)
+            with problem.rows(rows):
+                logits = model(x)
             desired = problem.desired[rows]
             wrong_side = (logits.detach() > threshold) != desired
             flipped = (wrong_side & ~problem.flip_set[rows]).sum(1)
@@ -140,6 +143,8 @@ class Repair(Stage):
                 adv[rows[better]] = x.detach()[better]
                 best = torch.where(better, flipped, best)
                 live = (best > 0) & (step < budget)
+            if problem.max_backward is not None:
+                live &= problem.within_budget(rows, 1)
             if not bool(live.any()):
                 break
             if self.labels == "flipped":
@@ -188,12 +193,11 @@ class Repair(Stage):
                 f"tensor, got {flip_set if flip_set is None else type(flip_set).__name__}"
             )
         check_int(steps, "steps", minimum=1)
-        budget = (
-            result.eps.double()
-            if eps is None
-            else torch.full_like(result.eps, 0, dtype=torch.float64)
-            + check_number(eps, "eps", minimum=0.0, maximum=1.0, exclusive_minimum=True)
-        )
+        if eps is None:
+            budget = result.eps.double()
+        else:
+            value = check_number(eps, "eps", minimum=0.0, maximum=1.0, exclusive_minimum=True)
+            budget = torch.full_like(result.eps, value, dtype=torch.float64)
         theta = probability_to_logit(threshold)
         if not torch.equal(result.clean_logits > theta, result.clean_pred):
             raise ValueError(
@@ -203,6 +207,8 @@ class Repair(Stage):
         attacked = result.attacked
         adv = result.adv.clone()
         iterations = result.iterations.clone()
+        forward_passes = result.forward_passes.clone()
+        backward_passes = result.backward_passes.clone()
         with _frozen_eval(model):
             if attacked.any():
                 problem = AttackProblem(
@@ -215,7 +221,7 @@ class Repair(Stage):
                     desired=result.clean_pred[attacked] ^ flip_set[attacked].bool(),
                     logit_threshold=theta,
                     seed=None,
-                    model=model,
+                    model=PassCounter.around(model, int(attacked.sum()), adv.device),
                 )
                 found = LoopOutput(
                     adv=result.adv[attacked],
@@ -226,6 +232,9 @@ class Repair(Stage):
                     out = self.refine(problem, found, steps)
                 adv[attacked] = problem.project(out.adv.detach())
                 iterations[attacked] = out.iterations
+                assert isinstance(problem.model, PassCounter)
+                forward_passes[attacked] += problem.model.forward_passes
+                backward_passes[attacked] += problem.model.backward_passes
             with torch.no_grad():
                 adv_logits = model(adv).detach()
         nonfinite = ~torch.isfinite(adv_logits).all(dim=1)
@@ -240,6 +249,8 @@ class Repair(Stage):
             success=attacked & flipped & ~nonfinite,
             nonfinite_logits=nonfinite,
             name=f"{result.name}+{self.name}",
+            forward_passes=forward_passes,
+            backward_passes=backward_passes,
         )
 
 
@@ -257,6 +268,7 @@ _SHARED = (
     "amp",
     "channels_last",
     "compile",
+    "max_backward",
 )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mlattack.experiments.config import attack_display_name
 from mlattack.experiments.store import ResultStore, StoreError, decode_labels, find_stores
 
 METRICS = ("fr_naive", "fr_semantic", "nt_rate", "ssim")
@@ -32,12 +33,17 @@ SELECT attack, eps, ts_id, COUNT(*), SUM(success), SUM(semantic_success),
        SUM(CASE WHEN success AND nt_flip_fraction IS NOT NULL THEN 1 ELSE 0 END),
        SUM(CASE WHEN success THEN ssim END),
        SUM(CASE WHEN success AND ssim IS NOT NULL THEN 1 ELSE 0 END),
-       SUM(linf), SUM(l2), SUM(iterations), SUM(seconds)
+       SUM(linf), SUM(l2), SUM(iterations), SUM(seconds),
+       {passes}
 FROM results WHERE attacked GROUP BY attack, eps, ts_id
 """
+#: The pass counts, or (for a store written before they were stored) nothing counted.
+_PASSES_SQL = "SUM(forward_passes), SUM(backward_passes), COUNT(backward_passes)"
+_NO_PASSES_SQL = "NULL, NULL, 0"
 _SUM_FIELDS = (
     "n_images", "n_success", "n_semantic", "nt_sum", "nt_count", "ssim_sum", "ssim_count",
     "linf_sum", "l2_sum", "iterations_sum", "seconds_sum",
+    "forward_sum", "backward_sum", "passes_count",
 )  # fmt: skip
 
 
@@ -67,7 +73,7 @@ class Run:
     @property
     def attack_kinds(self) -> dict[str, str]:
         """Display name -> registry name of each configured attack."""
-        return {a.get("label") or a["name"]: a["name"] for a in self.meta["config"]["attacks"]}
+        return {attack_display_name(a): a["name"] for a in self.meta["config"]["attacks"]}
 
 
 @dataclass
@@ -181,7 +187,9 @@ def aggregate(run_dirs: list[Path]) -> Aggregates:
         for path in run.stores:
             with ResultStore.open_readonly(path) as store:
                 result.n_rows += store.query("SELECT COUNT(*) FROM results")[0][0]
-                for attack, eps, ts_id, *values in store.iter_query(_PER_SET_SQL):
+                counted = "backward_passes" in store.result_columns()
+                sql = _PER_SET_SQL.format(passes=_PASSES_SQL if counted else _NO_PASSES_SQL)
+                for attack, eps, ts_id, *values in store.iter_query(sql):
                     sums[(attack, float(eps), int(ts_id))] += np.array(
                         [v or 0.0 for v in values], dtype=float
                     )
@@ -223,7 +231,15 @@ def _per_set_row(
         "mean_l2": s["l2_sum"] / n,
         "mean_iterations": s["iterations_sum"] / n,
         "seconds_per_image": s["seconds_sum"] / n,
+        # Passes through the model per attacked image (NaN for rows stored without them).
+        "forward_passes": _mean_passes(s["forward_sum"], s["passes_count"], n),
+        "backward_passes": _mean_passes(s["backward_sum"], s["passes_count"], n),
     }
+
+
+def _mean_passes(total: float, counted: float, n: float) -> float:
+    """The mean over the images, known only when every image's count was stored."""
+    return total / n if counted == n else math.nan
 
 
 def _summarise(per_set: list[dict[str, Any]], runs: list[Run]) -> list[dict[str, Any]]:
@@ -252,6 +268,11 @@ def _summarise(per_set: list[dict[str, Any]], runs: list[Run]) -> list[dict[str,
             "n_empty_sets": empty[(model, size)],
             "n_images": sum(r["n_images"] for r in rows),
         }
+        images = entry["n_images"]
+        for passes in ("forward_passes", "backward_passes"):
+            # Per attacked image of the cell (every image counts once, whatever its set).
+            weighted = sum(r[passes] * r["n_images"] for r in rows)
+            entry[f"{passes}_per_image"] = weighted / images if images else math.nan
         for metric in METRICS:
             raw = np.array([r[metric] for r in rows], dtype=float)
             values = raw[~np.isnan(raw)]

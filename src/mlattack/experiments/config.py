@@ -27,9 +27,6 @@ from pydantic import (
     model_validator,
 )
 
-ATTACK_NAMES = ("mla-u", "mla-c", "gmla", "ml-dp", "mla-lp")
-PRESET_ATTACKS = ("mla-u", "mla-c", "gmla")  # the attacks that take ``preset: official``
-PRESETS = ("official",)
 MAX_SEED = 2**63 - 1
 MAX_IMAGE_SIZE = 8192  # pixels per side of a dataset's images
 MAX_NESTING = 32  # levels of mappings / lists in a config
@@ -98,8 +95,18 @@ class DatasetSpec(_Section):
         return value
 
 
+def attack_display_name(entry: dict[str, Any]) -> str:
+    """The name results carry for a config's attack entry (as stored in a run's config): its
+    label, or its name with the stages it asks for (``mla-u on psi + repair``)."""
+    if entry.get("label"):
+        return str(entry["label"])
+    on_psi = " on psi" if entry.get("flip_set", "own") == "consistent" else ""
+    return str(entry["name"]) + on_psi + (" + repair" if entry.get("repair", False) else "")
+
+
 class AttackSpec(_Section):
-    """One attack: a registry name (``mla-u``, ``mla-c``, ``gmla``, ``ml-dp``, ``mla-lp``) + options.
+    """One attack: a name of the attack registry (``mla-u``, ``mla-c``, ``gmla``, ``ml-dp``,
+    ``mla-lp``, and any registered since: :mod:`mlattack.attacks.registry`) + options.
 
     ``flip_set: consistent`` attacks the consistent target set Ψ of Ω instead of the attack's own
     flip set ("MLA-U on Ψ"); ``repair: true`` follows the attack with the repair stage
@@ -127,8 +134,10 @@ class AttackSpec(_Section):
     @field_validator("name")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value.lower() not in ATTACK_NAMES:
-            raise ValueError(f"unknown attack {value!r}; choose from {', '.join(ATTACK_NAMES)}")
+        from mlattack.attacks.registry import REGISTRY
+
+        if value.lower() not in REGISTRY:
+            raise ValueError(f"unknown attack {value!r}; choose from {', '.join(REGISTRY)}")
         return value.lower()
 
     @field_validator("options")
@@ -147,12 +156,16 @@ class AttackSpec(_Section):
         which the runner calls once per attack before any work, naming the attack's config key."""
         if "preset" not in self.options or self.options["preset"] is None:
             return self
+        from mlattack.attacks.official import PRESETS
+        from mlattack.attacks.registry import REGISTRY
+
         preset = self.options["preset"]
         if not isinstance(preset, str) or preset not in PRESETS:
             raise ValueError(f"options.preset must be one of {list(PRESETS)}, got {preset!r}")
-        if self.name not in PRESET_ATTACKS:
+        if preset not in REGISTRY[self.name].presets:
+            takers = [name for name, entry in REGISTRY.items() if preset in entry.presets]
             raise ValueError(
-                f"options.preset is for {', '.join(PRESET_ATTACKS)}; {self.name} has no presets"
+                f"options.preset is for {', '.join(takers)}; {self.name} has no presets"
             )
         return self
 
@@ -169,10 +182,7 @@ class AttackSpec(_Section):
     @property
     def display_name(self) -> str:
         """The label, or the name with the stages: ``mla-u on psi + repair``."""
-        if self.label:
-            return self.label
-        on_psi = " on psi" if self.flip_set == "consistent" else ""
-        return self.name + on_psi + (" + repair" if self.repair else "")
+        return attack_display_name(self.model_dump(mode="json"))
 
 
 class TargetSetSpec(_Section):

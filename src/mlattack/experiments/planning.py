@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 # Cost of one attack step on one image relative to MLA-U's (one forward and one backward pass),
 # for dealing units to ranks; measured on CPU (GMLA adds a backward pass; ML-DP differentiates each
 # label it linearises; MLA-LP also solves a linear program per step).
-ATTACK_STEP_COST = {"mla-u": 1.0, "mla-c": 1.0, "gmla": 1.7, "ml-dp": 4.0, "mla-lp": 6.0}
 GRADCORR_COST = 3.0  # per image: two gradients and a forward, about three attack steps
 
 
@@ -316,10 +315,19 @@ def work_list(
 
 
 def _attack_steps(spec: AttackSpec) -> int:
-    from mlattack.attacks import ATTACKS
+    from mlattack.attacks.registry import attack_entry
 
     steps = spec.options.get("steps")
-    return int(steps) if steps is not None else ATTACKS[spec.name].default_steps
+    return int(steps) if steps is not None else attack_entry(spec.name).default_steps
+
+
+def attack_step_cost(spec: AttackSpec) -> float:
+    """The cost of one step of ``spec``'s attack relative to MLA-U's, from the attack registry
+    (the repair stage, when asked for, adds at most one MLA-U step per step)."""
+    from mlattack.attacks.registry import attack_entry
+
+    cost = attack_entry(spec.name).step_cost
+    return cost + 1.0 if spec.repair else cost
 
 
 def unit_cost(unit: Unit, config: ExperimentConfig) -> float:
@@ -329,7 +337,7 @@ def unit_cost(unit: Unit, config: ExperimentConfig) -> float:
         return GRADCORR_COST * images
     assert unit.attack is not None
     steps = _attack_steps(unit.attack) * len(unit.eps)
-    cost = ATTACK_STEP_COST[unit.attack.name] * steps * images
+    cost = attack_step_cost(unit.attack) * steps * images
     if unit.kind == "transfer" and config.transfer is not None:
         cost += len(config.transfer.models) * images  # one forward per model tried
     return cost
@@ -348,7 +356,7 @@ def deal_units(costs: Sequence[float], world: int) -> list[list[int]]:
 
 
 __all__ = [
-    "ATTACK_STEP_COST",
+    "attack_step_cost",
     "CleanScan",
     "TransferPlan",
     "Unit",

@@ -47,7 +47,10 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 DENOMINATORS = {
     "table1": "FR_N and FR_S: over the attacked images of each target set (images whose clean "
     "prediction and ground truth contain Ω); NT_R and SSIM: over the images where every label of Ω "
-    "flipped. Then mean ± std (population) across target sets; n_sets counts the target sets averaged.",
+    "flipped. Then mean ± std (population) across target sets; n_sets counts the target sets averaged. "
+    "Forward and backward passes: rows through the model in the attack's loop and stages per "
+    "attacked image, over all images of the cell (the clean and the final forward pass, one each, "
+    "not included).",
     "table2": "NT_R per target set over its successful images (Ψ̄ = labels outside the consistent "
     "target set of Ω on the clean prediction), then mean ± std across target sets.",
     "fig5": "FR_N / FR_S over the attacked images of each target set, averaged across target sets.",
@@ -194,6 +197,11 @@ def _pm(mean: float, std: float) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
 
 
+def _passes(mean: float) -> str:
+    """Passes through the model per image ("n/a" for results stored without the counts)."""
+    return "n/a" if math.isnan(mean) else f"{mean:.1f}"
+
+
 def escape_cell(value: Any) -> Any:
     """A CSV cell that no spreadsheet runs as a formula; see the module docstring."""
     if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
@@ -330,6 +338,7 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], not
             r["n_images"],
         ]
         + [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS]
+        + [_passes(r["forward_passes_per_image"]), _passes(r["backward_passes_per_image"])]
         for r in agg.summary
     ]
     parts.append(
@@ -343,6 +352,8 @@ def _html(agg: Aggregates, figures: list[tuple[str, str, Path | None, str]], not
                 "empty sets",
                 "images",
                 *(METRIC_TITLES[m] for m in METRICS),
+                "forward passes / image",
+                "backward passes / image",
             ],
             rows,
             left=2,

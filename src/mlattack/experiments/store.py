@@ -54,7 +54,12 @@ RESULT_COLUMNS = (
     "adv_pred",
     "targets",
     "flip_set",
+    "forward_passes",
+    "backward_passes",
 )
+#: Columns added after schema 1 was released: stores written before them get them (NULL) when
+#: opened for writing, and readers treat them as unknown where absent.
+ADDED_RESULT_COLUMNS = {"forward_passes": "INTEGER", "backward_passes": "INTEGER"}
 GRADCORR_COLUMNS = ("ts_id", "image_id", "cos_mla_c", "cos_gmla")
 TRANSFER_COLUMNS = (
     "source",
@@ -83,6 +88,7 @@ CREATE TABLE IF NOT EXISTS results (
     nt_flip_fraction REAL, linf REAL NOT NULL, l2 REAL NOT NULL, ssim REAL,
     iterations INTEGER NOT NULL, seconds REAL NOT NULL, gradient_failed INTEGER NOT NULL,
     clean_pred TEXT NOT NULL, adv_pred TEXT NOT NULL, targets TEXT NOT NULL, flip_set TEXT NOT NULL,
+    forward_passes INTEGER, backward_passes INTEGER,
     UNIQUE (ts_id, image_id, attack, eps));
 CREATE TABLE IF NOT EXISTS gradcorr (
     ts_id INTEGER NOT NULL, image_id INTEGER NOT NULL, cos_mla_c REAL, cos_gmla REAL,
@@ -96,6 +102,14 @@ CREATE TABLE IF NOT EXISTS examples (
     ts_id INTEGER NOT NULL, image_id INTEGER NOT NULL, attack TEXT NOT NULL, eps REAL NOT NULL,
     path TEXT NOT NULL, UNIQUE (ts_id, image_id, attack, eps));
 """
+
+
+def _with_added(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A result row of the columns before :data:`ADDED_RESULT_COLUMNS`: those stored as NULL
+    (unknown); any other length is left for SQLite to refuse."""
+    if len(row) == len(RESULT_COLUMNS) - len(ADDED_RESULT_COLUMNS):
+        return (*row, *(None for _ in ADDED_RESULT_COLUMNS))
+    return row
 
 
 class StoreError(ValueError):
@@ -211,6 +225,7 @@ class ResultStore:
                     f"'--force' (deletes the old results), another '--out' directory, or "
                     f"delete {path.parent} yourself."
                 )
+            store._add_missing_result_columns()
             # WAL + NORMAL survives a killed process (only a power cut may lose the last commit).
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -284,6 +299,15 @@ class ResultStore:
     def done_units(self) -> set[str]:
         return {row[0] for row in self.iter_query("SELECT unit_id FROM units")}
 
+    def result_columns(self) -> set[str]:
+        """The columns of the ``results`` table (older stores lack :data:`ADDED_RESULT_COLUMNS`)."""
+        return {str(row[1]) for row in self.query("PRAGMA table_info(results)")}
+
+    def _add_missing_result_columns(self) -> None:
+        missing = [name for name in ADDED_RESULT_COLUMNS if name not in self.result_columns()]
+        for name in missing:
+            self._db.execute(f"ALTER TABLE results ADD COLUMN {name} {ADDED_RESULT_COLUMNS[name]}")
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self.iter_query(sql, params))
 
@@ -321,7 +345,7 @@ class ResultStore:
         """Write a unit's records and its done-marker atomically."""
         with self.transaction():
             self._db.execute("INSERT INTO units (unit_id) VALUES (?)", (unit_id,))
-            self._insert("results", RESULT_COLUMNS, results)
+            self._insert("results", RESULT_COLUMNS, (_with_added(row) for row in results))
             self._insert("gradcorr", GRADCORR_COLUMNS, gradcorr)
             self._insert("transfer", TRANSFER_COLUMNS, transfer)
             self._insert("examples", EXAMPLE_COLUMNS, examples)

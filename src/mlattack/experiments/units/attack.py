@@ -61,6 +61,8 @@ def _records_at(
     semantic = to_numpy(metrics.semantic_success)
     nt = to_numpy(metrics.nt_flip_fraction)
     iterations = to_numpy(result.iterations)
+    forward_passes = to_numpy(result.forward_passes)
+    backward_passes = to_numpy(result.backward_passes)
     grad_failed = to_numpy(result.gradient_failed)
     clean, adv = to_numpy(result.clean_pred), to_numpy(result.adv_pred)
     targets, flip = to_numpy(result.targets), to_numpy(result.flip_set)
@@ -71,6 +73,7 @@ def _records_at(
             bool(semantic[b]), nan_to_none(float(nt[b])), float(linf[b]), float(l2[b]),
             nan_to_none(float(ssim[b])), int(iterations[b]), seconds, bool(grad_failed[b]),
             encode_labels(clean[b]), encode_labels(adv[b]), encode_labels(targets[b]), encode_labels(flip[b]),
+            int(forward_passes[b]), int(backward_passes[b]),
         )
         for b, image_id in enumerate(unit.image_ids)
     ]  # fmt: skip

@@ -1,0 +1,110 @@
+"""Adding an attack is one file and one registration (docs/adding-an-attack.md): a toy attack added
+that way runs through `mlattack run` and shows in `mlattack report`."""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mlattack.attacks import REGISTRY
+from mlattack.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: The one file: the attack class and its registration, as docs/adding-an-attack.md shows them.
+TOY_ATTACK = '''
+import torch
+
+from mlattack.attacks import Attack, AttackProblem, LoopOutput, register_attack
+
+
+class SignStep(Attack):
+    """One signed-gradient step of size eps on the flip set's BCE."""
+
+    name = "sign-step"
+    default_steps = 1
+
+    def _attack(self, problem: AttackProblem) -> LoopOutput:
+        x = problem.images.detach().requires_grad_(True)
+        logits = problem.model(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, problem.desired.float(), reduction="none"
+        )
+        (gradient,) = torch.autograd.grad((loss * problem.flip_set).sum(), x)
+        step = problem.eps.to(x.dtype).view(-1, 1, 1, 1) * gradient.sign()
+        ones = torch.ones(len(x), dtype=torch.int64, device=x.device)
+        return LoopOutput(
+            adv=problem.project(x.detach() - step),
+            iterations=ones,
+            gradient_failed=torch.zeros_like(ones, dtype=torch.bool),
+        )
+
+
+register_attack("sign-step", SignStep, step_cost=1.0)
+'''
+
+
+@pytest.fixture
+def toy_attack(tmp_path: Path) -> Iterator[None]:
+    path = tmp_path / "sign_step.py"
+    path.write_text(TOY_ATTACK, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("sign_step", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield
+    REGISTRY.pop("sign-step", None)
+    sys.modules.pop("sign_step", None)
+
+
+def test_a_toy_attack_runs_through_mlattack_run_and_the_report(
+    toy_attack: None, tmp_path: Path
+) -> None:
+    from mlattack.data import build_dataset
+    from mlattack.models import build_model, save
+
+    torch.manual_seed(0)
+    data = build_dataset("synthetic", n=2, size=16, split="train")
+    model = build_model(
+        "small-cnn",
+        num_labels=len(data.label_names),
+        label_names=data.label_names,
+        graph=data.graph,
+    )  # type: ignore[attr-defined]
+    save(model, tmp_path / "model.pt")
+    config = {
+        "name": "toy",
+        "model": {"checkpoint": "model.pt"},
+        "dataset": {
+            "name": "synthetic",
+            "options": {"n": 6, "size": 16, "split": "test", "seed": 3},
+        },
+        "graph": "model",
+        "attacks": [{"name": "mla-u", "options": {"steps": 2}}, {"name": "sign-step"}],
+        "eps": [0.05],
+        "target_sets": {"sizes": [1], "mode": "random", "draws": 2},
+        "images": {"per_target_set": 2},
+        "batch_size": 4,
+        "examples": 0,
+    }
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 0
+    db = sqlite3.connect(out / "results-rank0.sqlite")
+    rows = db.execute(
+        "SELECT iterations, forward_passes, backward_passes, linf FROM results "
+        "WHERE attack = 'sign-step' AND attacked"
+    ).fetchall()
+    db.close()
+    assert rows and all(row[:3] == (1, 1, 1) and row[3] <= 0.05 + 1e-6 for row in rows)
+    assert main(["report", str(out)]) == 0
+    page = (out / "report" / "report.html").read_text(encoding="utf-8")
+    assert '<td class="l">sign-step</td>' in page  # a row of Table 1
