@@ -46,14 +46,27 @@ TARGET_BASELINE_FR_S = 0.70
 BASELINES = ("mla-u", "mla-c")
 
 
-def train_checkpoint(out: Path, *, threads: int, seed: int) -> None:
-    """``mlattack train`` with the settings of ``benchmarks/train_synthetic.py``."""
+def train_checkpoint(
+    out: Path,
+    *,
+    threads: int,
+    seed: int,
+    dense: bool = False,
+    n_train: int | None = None,
+    epochs: int | None = None,
+) -> None:
+    """``mlattack train`` with the settings of ``benchmarks/train_synthetic.py``, or with
+    ``dense=True`` those of the demo's dense-scenes model (48 px, 14,000 scenes, 3 epochs)."""
     model_options = {"backbone": {"name": "small-cnn", "widths": [16, 32, 64, 64]}}
+    size = "48" if dense else "32"
+    n_train = (14000 if dense else 6000) if n_train is None else n_train
+    epochs = (3 if dense else 4) if epochs is None else epochs
+    dataset_options = ["--dataset-options", json.dumps({"dense": True})] if dense else []
     command = [
-        "train", "--model", "small-cnn", "--dataset", "synthetic",
-        "--n-train", "6000", "--n-val", "1000", "--image-size", "32", "--input-size", "32",
+        "train", "--model", "small-cnn", "--dataset", "synthetic", *dataset_options,
+        "--n-train", str(n_train), "--n-val", "1000", "--image-size", size, "--input-size", size,
         "--model-options", json.dumps(model_options),
-        "--epochs", "4", "--lr", "4e-3", "--batch-size", "64",
+        "--epochs", str(epochs), "--lr", "4e-3", "--batch-size", "64",
         "--seed", str(seed), "--threads", str(threads), "--no-progress", "--out", str(out),
     ]  # fmt: skip
     print("mlattack " + " ".join(command), flush=True)

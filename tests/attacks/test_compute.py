@@ -35,12 +35,15 @@ def test_one_pass_each_way_per_evaluation_of_mla(trained_hierarchy: Any) -> None
 def test_gmla_counts_its_protected_gradients(trained_hierarchy: Any) -> None:
     model, graph, images, targets = case_of(trained_hierarchy)
     options: dict[str, Any] = {"eps": 0.05, "steps": 6, "repair": False, "early_stop": False}
-    summed = GMLA(model, graph, **options)(images, targets)
+    default = GMLA(model, graph, **options)(images, targets)
+    # The default search steps on Ψ alone: one backward pass per evaluation.
+    assert torch.equal(default.backward_passes, default.iterations + 1)
+    summed = GMLA(model, graph, mode="steepest", **options)(images, targets)
     assert torch.equal(summed.forward_passes, summed.iterations + 1)
     assert torch.equal(summed.backward_passes, 2 * (summed.iterations + 1))
     multi = GMLA(model, graph, mode="multi", k=2, **options)(images, targets)
     assert torch.equal(multi.backward_passes, 3 * (multi.iterations + 1))  # g_t and k logits
-    lazy = GMLA(model, graph, refresh=3, **options)(images, targets)
+    lazy = GMLA(model, graph, mode="steepest", refresh=3, **options)(images, targets)
     # 7 evaluations, the protected gradient at evaluations 0, 3 and 6 only.
     assert (lazy.backward_passes == 7 + 3).all()
 

@@ -194,6 +194,34 @@ def test_repair_turns_back_a_collateral_flip_and_keeps_psi(
     assert torch.equal(spent.adv, found)
 
 
+def test_repair_pulls_only_on_flipped_labels_unless_told_all(
+    make_linear_model: Callable[[Tensor, Tensor], nn.Module], make_problem: Callable[..., Any]
+) -> None:
+    """Label 2 reads pixels of its own and sits within the margin of its threshold, unflipped:
+    the default repair leaves its pixels alone, ``labels="all"`` pushes it away from the
+    threshold (and spends the step on it)."""
+    model, images, targets = collateral_case(make_linear_model)
+    weight = torch.zeros(3, 48)
+    weight[:2] = model.weight.detach()
+    weight[2, 32:48] = 1.0
+    bias = torch.cat([model.bias.detach(), torch.tensor([-7.5])])  # label 2 at +0.5
+    model = make_linear_model(weight, bias)
+    targets = torch.cat([targets, torch.zeros(2, 1, dtype=torch.bool)], dim=1)
+    problem = make_problem(model, images, targets, eps=0.2)
+    found = images.clone()
+    found.view(2, -1)[:, :16] -= 0.1  # Ψ reached, label 1 flipped, label 2 untouched
+    start = LoopOutput(adv=found, iterations=torch.tensor([10, 20]),
+                       gradient_failed=torch.zeros(2, dtype=torch.bool))  # fmt: skip
+    flipped_only = Repair().refine(problem, start, 30).adv.view(2, -1)
+    every_label = Repair(labels="all").refine(problem, start, 30).adv.view(2, -1)
+    assert torch.equal(flipped_only[:, 32:48], found.view(2, -1)[:, 32:48])
+    assert (every_label[:, 32:48] > found.view(2, -1)[:, 32:48]).all()
+    with torch.no_grad():
+        assert (model(flipped_only.view_as(found))[:, 1] > 0).all()  # label 1 turned back
+    with pytest.raises(ValueError, match="labels"):
+        Repair(labels="some")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("batch", [1, 5])
 def test_repair_never_loses_success_nor_adds_collateral_flips(
     trained_hierarchy: Any, batch: int
@@ -361,12 +389,15 @@ def test_official_preset_sets_the_papers_gmla_and_explicit_options_apply_on_top(
     assert official.repair is False
     default = GMLA(linear_model)
     assert (default.mode, default.loss, default.fallback, default.repair) == (
-        "steepest",
-        "margin",
+        "unconstrained",
+        "bce",
         "none",
         True,
     )
-    assert "mode='steepest'" in repr(default)
+    assert "mode='unconstrained'" in repr(default)
+    # Each mode brings its own loss when none is given; a given one wins.
+    assert GMLA(linear_model, mode="steepest").loss == "margin"
+    assert GMLA(linear_model, loss="margin").loss == "margin"
 
 
 @pytest.mark.parametrize("name", ["mla-u", "mla-c", "gmla", "ml-dp", "mla-lp"])

@@ -18,7 +18,7 @@ SMALL = {
     "images": {"per_target_set": 3},
     "attacks": [
         {"name": "mla-u", "options": {"steps": 5}},
-        {"name": "gmla", "options": {"steps": 5, "repair": False}},
+        {"name": "gmla", "options": {"steps": 5, "mode": "steepest", "repair": False}},
     ],
 }
 
@@ -31,7 +31,7 @@ def test_stored_passes_are_the_attacks_counts_and_table1_shows_them(tmp_path: Pa
     ).fetchall()
     assert rows
     for attack, iterations, forward, backward in rows:
-        # One evaluation of the start and one per step; GMLA takes g_t and g_nt each time.
+        # One evaluation of the start and one per step; steepest GMLA takes g_t and g_nt each time.
         assert forward == iterations + 1
         assert backward == (iterations + 1) * (2 if attack == "gmla" else 1)
     db.close()
