@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from mlattack.models.asl import ASLModel
-from mlattack.models.released.classes import output_labels
 from mlattack.models.released.common import (
+    TResNetReleaseOptions,
     build_on_meta,
     load_released_weights,
     read_released_state_dict,
-    released_input_size,
+    tresnet_release,
 )
-from mlattack.models.tresnet import (
-    TResNetBackbone,
-    check_tresnet_input_size,
-    tresnet_spec_from_state_dict,
-    tresnet_variant,
-)
+from mlattack.models.tresnet import TResNetBackbone, tresnet_spec_from_state_dict
 
 if TYPE_CHECKING:
-    from mlattack.graph import LabelGraph
+    from typing import Unpack
 
 # Official head names -> ASLModel's.
 _HEAD_KEYS = {
@@ -66,15 +61,7 @@ def map_asl_state_dict(
     return mapped, official
 
 
-def load_asl_checkpoint(
-    path: str | Path,
-    *,
-    input_size: int | None = None,
-    label_names: Sequence[str] | None = None,
-    graph: LabelGraph | None = None,
-    mids: Sequence[str] | str | Path | None = None,
-    class_descriptions: str | Path | Mapping[str, str] | None = None,
-) -> ASLModel:
+def load_asl_checkpoint(path: str | Path, **options: Unpack[TResNetReleaseOptions]) -> ASLModel:
     """An :class:`ASLModel` giving the official ASL model's logits, from a released file.
 
     Reads ``{"model": state_dict, "num_classes": C, "idx_to_class": {...}}`` or the bare state dict
@@ -104,28 +91,14 @@ def load_asl_checkpoint(
             length than the head, an input size TResNet cannot take.
     """
     state, extras = read_released_state_dict(path, "asl")
-    return asl_from_state_dict(
-        state,
-        extras,
-        path,
-        input_size=input_size,
-        label_names=label_names,
-        graph=graph,
-        mids=mids,
-        class_descriptions=class_descriptions,
-    )
+    return asl_from_state_dict(state, extras, path, **options)
 
 
 def asl_from_state_dict(
     state: Mapping[str, Tensor],
     extras: Mapping[str, Any],
     source: str | Path,
-    *,
-    input_size: int | None = None,
-    label_names: Sequence[str] | None = None,
-    graph: LabelGraph | None = None,
-    mids: Sequence[str] | str | Path | None = None,
-    class_descriptions: str | Path | Mapping[str, str] | None = None,
+    **options: Unpack[TResNetReleaseOptions],
 ) -> ASLModel:
     """:func:`load_asl_checkpoint` on a state dict already read (official names, no ``module.``
     prefix) and the file's other top-level entries; ``source`` names it in errors."""
@@ -142,36 +115,12 @@ def asl_from_state_dict(
     else:
         head_key, bottleneck = "head.fc.weight", None
     num_classes = int(state[head_key].shape[0])
-    if "num_classes" in extras and extras["num_classes"] != num_classes:
-        raise ValueError(
-            f"{path}: 'num_classes' is {extras['num_classes']!r} but {head_key!r} has "
-            f"{num_classes} outputs"
+    release = tresnet_release(spec, extras, path, "asl", head_key, num_classes, **options)
+    model = build_on_meta(
+        lambda: ASLModel(
+            TResNetBackbone(**release.backbone), **release.labels, bottleneck_features=bottleneck
         )
-    variant = tresnet_variant(spec["layers"], spec["planes"], spec["first_block"])
-    size = released_input_size("asl", variant, num_classes, input_size, path)
-    check_tresnet_input_size(size)
-    names, label_mids = output_labels(
-        path,
-        head_key,
-        num_classes,
-        extras,
-        label_names=label_names if graph is None else list(graph.names),
-        mids=mids,
-        class_descriptions=class_descriptions,
     )
-    options: dict[str, Any] = {key: value for key, value in spec.items() if key != "name"}
-
-    def build() -> ASLModel:
-        return ASLModel(
-            TResNetBackbone(**options, input_size=size),
-            num_labels=num_classes,
-            label_names=names,
-            graph=graph,
-            bottleneck_features=bottleneck,
-            label_mids=label_mids,
-        )
-
-    model = build_on_meta(build)
     mapped, official = map_asl_state_dict(state, path)
     head = "head.fc." if bottleneck is None else "head.fc.FC."
 

@@ -6,14 +6,20 @@ Every failure is one ``ValueError`` line naming the file and the key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from mlattack.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint_file
+from mlattack.models.released.classes import output_labels
+from mlattack.models.tresnet import check_tresnet_input_size, tresnet_variant
+
+if TYPE_CHECKING:
+    from mlattack.graph import LabelGraph
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
@@ -125,6 +131,71 @@ def released_input_size(
             f"outputs is none of the released {FAMILY_TITLES[family]} layouts, whose sizes are known"
         )
     return known
+
+
+class TResNetReleaseOptions(TypedDict, total=False):
+    """The keyword options of the TResNet-based loaders (ASL, ML-Decoder); see
+    :func:`mlattack.models.load_asl_checkpoint`."""
+
+    input_size: int | None
+    label_names: Sequence[str] | None
+    graph: LabelGraph | None
+    mids: Sequence[str] | str | Path | None
+    class_descriptions: str | Path | Mapping[str, str] | None
+
+
+@dataclass(frozen=True)
+class TResNetRelease:
+    """What a TResNet-based model is built from, besides its head."""
+
+    backbone: dict[str, Any]  # TResNetBackbone's keyword arguments, the input size included
+    labels: dict[str, Any]  # the model's num_labels, label_names, graph and label_mids
+
+
+def tresnet_release(
+    spec: Mapping[str, Any],
+    extras: Mapping[str, Any],
+    path: str | Path,
+    family: str,
+    class_key: str,
+    num_classes: int,
+    *,
+    input_size: int | None = None,
+    label_names: Sequence[str] | None = None,
+    graph: LabelGraph | None = None,
+    mids: Sequence[str] | str | Path | None = None,
+    class_descriptions: str | Path | Mapping[str, str] | None = None,
+) -> TResNetRelease:
+    """The backbone and labels of a released ``family`` file whose TResNet is ``spec`` and whose
+    ``class_key`` tensor gives ``num_classes`` outputs: the file's ``num_classes`` entry must
+    agree, the input size is :func:`released_input_size`'s, the labels :func:`output_labels`'."""
+    if "num_classes" in extras and extras["num_classes"] != num_classes:
+        raise ValueError(
+            f"{path}: 'num_classes' is {extras['num_classes']!r} but {class_key!r} has "
+            f"{num_classes} outputs"
+        )
+    variant = tresnet_variant(spec["layers"], spec["planes"], spec["first_block"])
+    size = released_input_size(family, variant, num_classes, input_size, path)
+    check_tresnet_input_size(size)
+    names, label_mids = output_labels(
+        path,
+        class_key,
+        num_classes,
+        extras,
+        label_names=label_names if graph is None else list(graph.names),
+        mids=mids,
+        class_descriptions=class_descriptions,
+    )
+    backbone = {key: value for key, value in spec.items() if key != "name"}
+    return TResNetRelease(
+        backbone={**backbone, "input_size": size},
+        labels={
+            "num_labels": num_classes,
+            "label_names": names,
+            "graph": graph,
+            "label_mids": label_mids,
+        },
+    )
 
 
 def build_on_meta(factory: Callable[[], ModelT]) -> ModelT:

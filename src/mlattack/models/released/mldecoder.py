@@ -3,29 +3,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from mlattack.models.mldecoder import MLDecoderModel
-from mlattack.models.released.classes import output_labels
 from mlattack.models.released.common import (
+    TResNetReleaseOptions,
     build_on_meta,
     load_released_weights,
     read_released_state_dict,
-    released_input_size,
+    tresnet_release,
 )
-from mlattack.models.tresnet import (
-    TResNetBackbone,
-    check_tresnet_input_size,
-    tresnet_spec_from_state_dict,
-    tresnet_variant,
-)
+from mlattack.models.tresnet import TResNetBackbone, tresnet_spec_from_state_dict
 
 if TYPE_CHECKING:
-    from mlattack.graph import LabelGraph
+    from typing import Unpack
 
 # ML-Decoder's decoder layer has 8 heads in every release (nhead=8 in add_ml_decoder_head); the
 # count is not recoverable from the tensors.
@@ -97,13 +92,7 @@ def official_mldecoder_name(key: str) -> str:
 
 
 def load_mldecoder_checkpoint(
-    path: str | Path,
-    *,
-    input_size: int | None = None,
-    label_names: Sequence[str] | None = None,
-    graph: LabelGraph | None = None,
-    mids: Sequence[str] | str | Path | None = None,
-    class_descriptions: str | Path | Mapping[str, str] | None = None,
+    path: str | Path, **options: Unpack[TResNetReleaseOptions]
 ) -> MLDecoderModel:
     """An :class:`MLDecoderModel` giving the official ML-Decoder logits, from a released file.
 
@@ -129,28 +118,14 @@ def load_mldecoder_checkpoint(
         ValueError: one line naming the file and the key (see ``load_asl_checkpoint``).
     """
     state, extras = read_released_state_dict(path, "ml-decoder")
-    return mldecoder_from_state_dict(
-        state,
-        extras,
-        path,
-        input_size=input_size,
-        label_names=label_names,
-        graph=graph,
-        mids=mids,
-        class_descriptions=class_descriptions,
-    )
+    return mldecoder_from_state_dict(state, extras, path, **options)
 
 
 def mldecoder_from_state_dict(
     state: Mapping[str, Tensor],
     extras: Mapping[str, Any],
     source: str | Path,
-    *,
-    input_size: int | None = None,
-    label_names: Sequence[str] | None = None,
-    graph: LabelGraph | None = None,
-    mids: Sequence[str] | str | Path | None = None,
-    class_descriptions: str | Path | Mapping[str, str] | None = None,
+    **options: Unpack[TResNetReleaseOptions],
 ) -> MLDecoderModel:
     """:func:`load_mldecoder_checkpoint` on a state dict already read (official names, no ``module.``
     prefix) and the file's other top-level entries; ``source`` names it in errors."""
@@ -175,24 +150,7 @@ def mldecoder_from_state_dict(
     feedforward_key = "head.decoder.layers.0.linear1.weight"
     if feedforward_key not in state:
         raise ValueError(f"{path}: key {feedforward_key!r} is missing")
-    if "num_classes" in extras and extras["num_classes"] != num_classes:
-        raise ValueError(
-            f"{path}: 'num_classes' is {extras['num_classes']!r} but {bias_key!r} has "
-            f"{num_classes} outputs"
-        )
-    variant = tresnet_variant(spec["layers"], spec["planes"], spec["first_block"])
-    size = released_input_size("ml-decoder", variant, num_classes, input_size, path)
-    check_tresnet_input_size(size)
-    names, label_mids = output_labels(
-        path,
-        bias_key,
-        num_classes,
-        extras,
-        label_names=label_names if graph is None else list(graph.names),
-        mids=mids,
-        class_descriptions=class_descriptions,
-    )
-    options: dict[str, Any] = {key: value for key, value in spec.items() if key != "name"}
+    release = tresnet_release(spec, extras, path, "ml-decoder", bias_key, num_classes, **options)
     head_options: dict[str, Any] = {
         "num_groups": num_groups,
         "embed_dim": embed_dim,
@@ -204,18 +162,11 @@ def mldecoder_from_state_dict(
             f"{path}: key {weight_key!r} gives an embedding width {embed_dim} that the official "
             f"{OFFICIAL_NUM_HEADS} attention heads cannot split"
         )
-
-    def build() -> MLDecoderModel:
-        return MLDecoderModel(
-            TResNetBackbone(**options, input_size=size),
-            num_labels=num_classes,
-            label_names=names,
-            graph=graph,
-            label_mids=label_mids,
-            **head_options,
+    model = build_on_meta(
+        lambda: MLDecoderModel(
+            TResNetBackbone(**release.backbone), **release.labels, **head_options
         )
-
-    model = build_on_meta(build)
+    )
     mapped, official = map_mldecoder_state_dict(state, path)
     load_released_weights(
         model, mapped, lambda key: official.get(key) or official_mldecoder_name(key), path
