@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -160,8 +160,16 @@ def _maybe_anti_aliased(conv: nn.Sequential, stride: int) -> nn.Sequential:
     return conv if stride == 1 else nn.Sequential(conv, AntiAliasDownsample())
 
 
-class TResNetBasicBlock(nn.Module):
-    expansion = 1
+class TResNetBlock(nn.Module):
+    """What both TResNet blocks share: the main convolutions ``conv1``, ``conv2`` (``conv3`` in the
+    bottleneck), the optional squeeze-excitation after ``conv2``, the shortcut and the residual
+    ReLU. Subclasses add their convolutions in :meth:`add_convolutions`."""
+
+    expansion: ClassVar[int]
+    # The squeeze-excitation's reduced width is max(planes // se_divisor, 64).
+    se_divisor: ClassVar[int]
+    conv1: nn.Module
+    conv2: nn.Module
 
     def __init__(
         self,
@@ -174,52 +182,59 @@ class TResNetBasicBlock(nn.Module):
         batch_counter: bool,
     ) -> None:
         super().__init__()
-        conv1 = conv_abn(in_channels, planes, 3, slope=BLOCK_SLOPE, batch_counter=batch_counter)
-        self.conv1 = _maybe_anti_aliased(conv1, stride)
-        self.conv2 = conv_abn(planes, planes, 3, slope=None, batch_counter=batch_counter)
+        self.add_convolutions(in_channels, planes, stride, batch_counter)
         self.downsample = shortcut
-        self.se = SqueezeExcitation(planes, max(planes // 4, 64)) if use_se else None
+        width = max(planes // self.se_divisor, 64)
+        self.se = SqueezeExcitation(planes, width) if use_se else None
+
+    def add_convolutions(
+        self, in_channels: int, planes: int, stride: int, batch_counter: bool
+    ) -> None:
+        raise NotImplementedError
+
+    def after_excitation(self, out: Tensor) -> Tensor:
+        """What follows the squeeze-excitation before the residual sum."""
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         residual = x if self.downsample is None else self.downsample(x)
         out = self.conv2(self.conv1(x))
         if self.se is not None:
             out = self.se(out)
-        return torch.relu(out + residual)
+        return torch.relu(self.after_excitation(out) + residual)
 
 
-class TResNetBottleneck(nn.Module):
-    expansion = 4
+class TResNetBasicBlock(TResNetBlock):
+    expansion = 1
+    se_divisor = 4
 
-    def __init__(
-        self,
-        in_channels: int,
-        planes: int,
-        stride: int,
-        shortcut: nn.Module | None,
-        *,
-        use_se: bool,
-        batch_counter: bool,
+    def add_convolutions(
+        self, in_channels: int, planes: int, stride: int, batch_counter: bool
     ) -> None:
-        super().__init__()
+        conv1 = conv_abn(in_channels, planes, 3, slope=BLOCK_SLOPE, batch_counter=batch_counter)
+        self.conv1 = _maybe_anti_aliased(conv1, stride)
+        self.conv2 = conv_abn(planes, planes, 3, slope=None, batch_counter=batch_counter)
+
+
+class TResNetBottleneck(TResNetBlock):
+    expansion = 4
+    se_divisor = 2  # the official planes * expansion // 8
+
+    def add_convolutions(
+        self, in_channels: int, planes: int, stride: int, batch_counter: bool
+    ) -> None:
         counter = batch_counter
         self.conv1 = conv_abn(in_channels, planes, 1, slope=BLOCK_SLOPE, batch_counter=counter)
         conv2 = conv_abn(planes, planes, 3, slope=BLOCK_SLOPE, batch_counter=counter)
         self.conv2 = _maybe_anti_aliased(conv2, stride)
         self.conv3 = conv_abn(planes, planes * 4, 1, slope=None, batch_counter=counter)
-        self.downsample = shortcut
-        self.se = SqueezeExcitation(planes, max(planes * 4 // 8, 64)) if use_se else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        residual = x if self.downsample is None else self.downsample(x)
-        out = self.conv2(self.conv1(x))
-        if self.se is not None:
-            out = self.se(out)
-        return torch.relu(self.conv3(out) + residual)
+    def after_excitation(self, out: Tensor) -> Tensor:
+        return self.conv3(out)
 
 
 def _stage(
-    block: type[TResNetBasicBlock] | type[TResNetBottleneck],
+    block: type[TResNetBlock],
     in_channels: int,
     planes: int,
     depth: int,
