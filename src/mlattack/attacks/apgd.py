@@ -155,11 +155,20 @@ class Update:
         """The next iterate from ``x`` along ``direction`` (``step`` broadcast per image), inside
         ``bounds = (lower, upper)``."""
         lower, upper = bounds
-        z = torch.clamp(torch.addcmul(x, step, direction), lower, upper)
+        z = torch.clamp(self.gradient_step(x, step, direction), lower, upper)
+        return torch.clamp(self.momentum(x, previous_x, z, first=first), lower, upper)
+
+    def gradient_step(self, x: Tensor, step: Tensor, direction: Tensor) -> Tensor:
+        """``x + step * direction``, before clamping."""
+        return torch.addcmul(x, step, direction)
+
+    def momentum(self, x: Tensor, previous_x: Tensor, z: Tensor, *, first: bool) -> Tensor:
+        """The iterate from ``x`` and the clamped gradient step ``z``, before clamping: ``z`` at the
+        first step (clamping it again changes nothing), then ``x + α (z − x) + (1 − α)(x − x_prev)``
+        with ``α`` = MOMENTUM."""
         if first:
             return z
-        momentum = torch.lerp(x, z, MOMENTUM).add_(x - previous_x, alpha=1 - MOMENTUM)
-        return torch.clamp(momentum, lower, upper)
+        return torch.lerp(x, z, MOMENTUM).add_(x - previous_x, alpha=1 - MOMENTUM)
 
     def __repr__(self) -> str:
         return repr(self.name)

@@ -96,20 +96,12 @@ class OfficialUpdate(Update):
 
     name = "official"
 
-    def __call__(
-        self,
-        x: Tensor,
-        previous_x: Tensor,
-        direction: Tensor,
-        step: Tensor,
-        bounds: tuple[Tensor, Tensor],
-        *,
-        first: bool,
-    ) -> Tensor:
-        lower, upper = bounds
+    def gradient_step(self, x: Tensor, step: Tensor, direction: Tensor) -> Tensor:
+        return x + step * direction
+
+    def momentum(self, x: Tensor, previous_x: Tensor, z: Tensor, *, first: bool) -> Tensor:
         alpha = 1.0 if first else MOMENTUM
-        z = torch.clamp(x + step * direction, lower, upper)
-        return torch.clamp(x + (z - x) * alpha + (x - previous_x) * (1 - alpha), lower, upper)
+        return x + (z - x) * alpha + (x - previous_x) * (1 - alpha)
 
 
 OFFICIAL_SCHEDULE = OfficialSchedule()
