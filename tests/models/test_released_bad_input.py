@@ -67,52 +67,53 @@ def test_a_truncated_file_is_named(tiny: Path, tmp_path: Path) -> None:
     assert one_line(error).startswith(f"{truncated}: cannot be read")
 
 
-def test_missing_extra_and_reshaped_keys_are_named(tiny: Path, tmp_path: Path) -> None:
-    source = tiny / "asl_tiny_fc.pth"
-    missing = resave(
-        source, tmp_path / "missing.pth", lambda d: d["model"].pop("body.layer3.0.conv2.0.1.bias")
-    )
-    with pytest.raises(ValueError) as error:
-        load_asl_checkpoint(missing, input_size=128)
-    assert "missing.pth: key 'body.layer3.0.conv2.0.1.bias' is missing" in one_line(error)
-
-    def add_extra(data: dict[str, Any]) -> None:
-        data["model"]["body.layer1.0.se.fc3.weight"] = torch.zeros(1)
-
-    extra = resave(source, tmp_path / "extra.pth", add_extra)
-    with pytest.raises(ValueError) as error:
-        load_asl_checkpoint(extra, input_size=128)
-    assert "extra.pth: unexpected key 'body.layer1.0.se.fc3.weight'" in one_line(error)
-
-    def reshape(data: dict[str, Any]) -> None:
-        data["model"]["body.layer2.0.se.fc1.bias"] = torch.zeros(3)
-
-    reshaped = resave(source, tmp_path / "reshaped.pth", reshape)
-    with pytest.raises(ValueError) as error:
-        load_asl_checkpoint(reshaped, input_size=128)
-    assert "reshaped.pth: key 'body.layer2.0.se.fc1.bias' has shape [3]" in one_line(error)
-
-    def drop_decoder_key(data: dict[str, Any]) -> None:
-        del data["model"]["head.decoder.layers.0.norm3.bias"]
-
-    decoder = resave(
-        tiny / "mldecoder_tiny_c24_gall.pth", tmp_path / "decoder.pth", drop_decoder_key
-    )
-    with pytest.raises(ValueError) as error:
-        load_mldecoder_checkpoint(decoder, input_size=128)
-    assert "decoder.pth: key 'head.decoder.layers.0.norm3.bias' is missing" in one_line(error)
-
-    def drop_gcn(data: dict[str, Any]) -> None:
-        del data["state_dict"]["features.5.0.bn2.running_mean"]
-
-    gcn = resave(tiny / "mlgcn_tiny_voc.pth.tar", tmp_path / "gcn.pth.tar", drop_gcn)
-    with pytest.raises(ValueError) as error:
-        load_mlgcn_checkpoint(
-            gcn,
+def load_tiny(tiny: Path, path: Path) -> torch.nn.Module:
+    """``path`` (a changed copy of one of the tiny files) loaded by its family's loader."""
+    if path.name.startswith("mlgcn"):
+        return load_mlgcn_checkpoint(
+            path,
             word_vectors=tiny / "mlgcn_data/voc_glove_word2vec.pkl",
             label_names=[f"c{i}" for i in range(20)],
         )
-    assert "gcn.pth.tar: key 'features.5.0.bn2.running_mean' is missing" in one_line(error)
+    loader = load_asl_checkpoint if path.name.startswith("asl") else load_mldecoder_checkpoint
+    return loader(path, input_size=128)
+
+
+@pytest.mark.parametrize(
+    ("source", "key", "replacement", "message"),
+    [
+        ("asl_tiny_fc.pth", "body.layer3.0.conv2.0.1.bias", None, "key {!r} is missing"),
+        ("asl_tiny_fc.pth", "body.layer1.0.se.fc3.weight", torch.zeros(1), "unexpected key {!r}"),
+        ("asl_tiny_fc.pth", "body.layer2.0.se.fc1.bias", torch.zeros(3), "key {!r} has shape [3]"),
+        (
+            "mldecoder_tiny_c24_gall.pth",
+            "head.decoder.layers.0.norm3.bias",
+            None,
+            "key {!r} is missing",
+        ),
+        ("mlgcn_tiny_voc.pth.tar", "features.5.0.bn2.running_mean", None, "key {!r} is missing"),
+    ],
+    ids=["missing", "extra", "reshaped", "decoder-missing", "gcn-missing"],
+)
+def test_missing_extra_and_reshaped_keys_are_named(
+    tiny: Path,
+    tmp_path: Path,
+    source: str,
+    key: str,
+    replacement: torch.Tensor | None,
+    message: str,
+) -> None:
+    def change(data: dict[str, Any]) -> None:
+        state = data["state_dict" if source.startswith("mlgcn") else "model"]
+        if replacement is None:
+            del state[key]
+        else:
+            state[key] = replacement
+
+    changed = resave(tiny / source, tmp_path / source, change)
+    with pytest.raises(ValueError) as error:
+        load_tiny(tiny, changed)
+    assert f"{changed}: {message.format(key)}" in one_line(error)
 
 
 def test_a_class_list_of_another_length_than_the_head_is_named(tiny: Path, tmp_path: Path) -> None:
