@@ -30,25 +30,6 @@ SMALL_RUN = {
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: extra threads only add overhead
 
 
-@pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-
-    from mlattack.data import build_dataset
-    from mlattack.models import build_model, save
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("ckpt")
-    data = build_dataset("synthetic", n=2, size=16, split="train")
-    model = build_model(
-        "small-cnn",
-        num_labels=len(data.label_names),
-        label_names=data.label_names,
-        graph=data.graph,
-    )  # type: ignore[attr-defined]
-    save(model, folder / "model.pt")
-    return folder
-
-
 def _config(folder: Path, **overrides: object) -> Path:
     path = folder / "exp.yaml"
     path.write_text(yaml.safe_dump({**SMALL_RUN, **overrides}), encoding="utf-8")

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from mlattack.attacks import REGISTRY
@@ -65,20 +64,8 @@ def toy_attack(tmp_path: Path) -> Iterator[None]:
 
 
 def test_a_toy_attack_runs_through_mlattack_run_and_the_report(
-    toy_attack: None, tmp_path: Path
+    toy_attack: None, checkpoint_dir: Path, tmp_path: Path
 ) -> None:
-    from mlattack.data import build_dataset
-    from mlattack.models import build_model, save
-
-    torch.manual_seed(0)
-    data = build_dataset("synthetic", n=2, size=16, split="train")
-    model = build_model(
-        "small-cnn",
-        num_labels=len(data.label_names),
-        label_names=data.label_names,
-        graph=data.graph,
-    )  # type: ignore[attr-defined]
-    save(model, tmp_path / "model.pt")
     config = {
         "name": "toy",
         "model": {"checkpoint": "model.pt"},
@@ -94,7 +81,7 @@ def test_a_toy_attack_runs_through_mlattack_run_and_the_report(
         "batch_size": 4,
         "examples": 0,
     }
-    path = tmp_path / "toy.yaml"
+    path = checkpoint_dir / "toy.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 0
