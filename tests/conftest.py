@@ -165,3 +165,22 @@ def make_linear_model() -> type[LinearMultiLabel]:
     """``make_linear_model(weight [C, D], bias [C])``: the linear multi-label model on flattened
     images, whose input gradients have a closed form."""
     return LinearMultiLabel
+
+
+@pytest.fixture(scope="session")
+def run_experiment() -> Callable[[dict[str, Any], Path], Path]:
+    """``run_experiment(config, folder)``: writes ``config`` to ``folder/<name>.yaml``, runs
+    `mlattack run` on it into ``folder/run``, then `mlattack report`; returns the run folder."""
+    import yaml
+
+    from mlattack.cli import main
+
+    def run(config: dict[str, Any], folder: Path) -> Path:
+        config_path = folder / f"{config['name']}.yaml"
+        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        run_dir = folder / "run"
+        assert main(["run", str(config_path), "--out", str(run_dir), "--no-progress"]) == 0
+        assert main(["report", str(run_dir)]) == 0
+        return run_dir
+
+    return run

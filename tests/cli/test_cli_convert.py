@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from mlattack.cli import main
@@ -80,7 +79,10 @@ def _write_labels(path: Path, rows: list[tuple[str, str, float]]) -> None:
 
 @pytest.fixture(scope="module")
 def converted_run(
-    tiny_openimages: Path, openimages_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_openimages: Path,
+    openimages_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    run_experiment: Callable[[dict[str, Any], Path], Path],
 ) -> dict[str, Path]:
     work = tmp_path_factory.mktemp("convert-openimages")
     mids, active = _model_mids(openimages_dir)
@@ -143,12 +145,8 @@ def converted_run(
         "batch_size": 8,
         "seed": 0,
     }
-    config_path = work / "openimages-converted.yaml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    run_dir = work / "run"
     with pytest.warns(UserWarning, match="model labels are not in openimages"):
-        assert main(["run", str(config_path), "--out", str(run_dir), "--no-progress"]) == 0
-    assert main(["report", str(run_dir)]) == 0
+        run_dir = run_experiment(config, work)
     return {"release": release, "converted": converted, "run": run_dir, "mids": mid_list}
 
 

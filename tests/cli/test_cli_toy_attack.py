@@ -6,14 +6,13 @@ from __future__ import annotations
 import importlib.util
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
 
 from mlattack.attacks import REGISTRY
-from mlattack.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,7 +63,9 @@ def toy_attack(tmp_path: Path) -> Iterator[None]:
 
 
 def test_a_toy_attack_runs_through_mlattack_run_and_the_report(
-    toy_attack: None, checkpoint_dir: Path, tmp_path: Path
+    toy_attack: None,
+    checkpoint_dir: Path,
+    run_experiment: Callable[[dict[str, Any], Path], Path],
 ) -> None:
     config = {
         "name": "toy",
@@ -81,10 +82,7 @@ def test_a_toy_attack_runs_through_mlattack_run_and_the_report(
         "batch_size": 4,
         "examples": 0,
     }
-    path = checkpoint_dir / "toy.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    out = tmp_path / "run"
-    assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 0
+    out = run_experiment(config, checkpoint_dir)
     db = sqlite3.connect(out / "results-rank0.sqlite")
     rows = db.execute(
         "SELECT iterations, forward_passes, backward_passes, linf FROM results "
@@ -92,6 +90,5 @@ def test_a_toy_attack_runs_through_mlattack_run_and_the_report(
     ).fetchall()
     db.close()
     assert rows and all(row[:3] == (1, 1, 1) and row[3] <= 0.05 + 1e-6 for row in rows)
-    assert main(["report", str(out)]) == 0
     page = (out / "report" / "report.html").read_text(encoding="utf-8")
     assert '<td class="l">sign-step</td>' in page  # a row of Table 1

@@ -12,15 +12,15 @@ import csv
 import json
 import math
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
-from mlattack.cli import main
 from mlattack.data.openimages import OpenImagesDataset
 from mlattack.graph import LabelGraph
 from mlattack.graph_sources.openimages import load_openimages_graph, read_class_descriptions
@@ -107,7 +107,11 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def openimages_run(openimages_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def openimages_run(
+    openimages_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    run_experiment: Callable[[dict[str, Any], Path], Path],
+) -> Path:
     """A finished run (and its report) of the synthetic 9,605-output model."""
     work = tmp_path_factory.mktemp("openimages-scale")
     descriptions = read_class_descriptions(openimages_dir / "oidv6-class-descriptions.csv")
@@ -162,13 +166,8 @@ def openimages_run(openimages_dir: Path, tmp_path_factory: pytest.TempPathFactor
         "examples": 1,
         "seed": 0,
     }
-    config_path = work / "openimages-9605.yaml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    run_dir = work / "run"
     with pytest.warns(UserWarning, match="model labels are not in openimages"):
-        assert main(["run", str(config_path), "--out", str(run_dir), "--no-progress"]) == 0
-    assert main(["report", str(run_dir)]) == 0
-    return run_dir
+        return run_experiment(config, work)
 
 
 def _store(run_dir: Path) -> sqlite3.Connection:
