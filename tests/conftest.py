@@ -184,3 +184,19 @@ def run_experiment() -> Callable[[dict[str, Any], Path], Path]:
         return run_dir
 
     return run
+
+
+def _write_openimages_labels(path: Path, rows: list[tuple[str, str, float]]) -> None:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["ImageID", "Source", "LabelName", "Confidence"])
+        writer.writerows((image_id, "verification", mid, c) for image_id, mid, c in rows)
+
+
+@pytest.fixture(scope="session")
+def write_openimages_labels() -> Callable[[Path, list[tuple[str, str, float]]], None]:
+    """``write_openimages_labels(path, [(image id, MID, confidence), ...])``: an OpenImages
+    human-verified labels CSV."""
+    return _write_openimages_labels

@@ -70,18 +70,12 @@ def _widened_release(source: Path, target: Path, mids: list[str], active: list[i
     return target
 
 
-def _write_labels(path: Path, rows: list[tuple[str, str, float]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["ImageID", "Source", "LabelName", "Confidence"])
-        writer.writerows((image_id, "verification", mid, c) for image_id, mid, c in rows)
-
-
 @pytest.fixture(scope="module")
 def converted_run(
     tiny_openimages: Path,
     openimages_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
+    write_openimages_labels: Callable[[Path, list[tuple[str, str, float]]], None],
     run_experiment: Callable[[dict[str, Any], Path], Path],
 ) -> dict[str, Path]:
     work = tmp_path_factory.mktemp("convert-openimages")
@@ -107,7 +101,7 @@ def converted_run(
             images_dir / f"{image_id}.jpg", quality=95
         )
     labels_csv = work / "labels.csv"
-    _write_labels(labels_csv, [(i, mids[active[0]], 0.0) for i in ids])
+    write_openimages_labels(labels_csv, [(i, mids[active[0]], 0.0) for i in ids])
     model = load(converted)
     dataset = OpenImagesDataset(
         labels_csv,
@@ -118,7 +112,7 @@ def converted_run(
     with torch.no_grad():
         predicted = model(torch.stack([dataset[i][0] for i in range(len(dataset))])) > 0
     assert not predicted[:, [i for i in range(NUM_OUTPUTS) if i not in set(active)]].any()
-    _write_labels(
+    write_openimages_labels(
         labels_csv,
         [(ids[row], mids[a], 1.0) for row in range(N_IMAGES) for a in active if predicted[row, a]],
     )

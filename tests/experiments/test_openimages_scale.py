@@ -57,13 +57,6 @@ def _write_images(folder: Path) -> list[str]:
     return ids
 
 
-def _write_labels(path: Path, rows: list[tuple[str, str, float]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["ImageID", "Source", "LabelName", "Confidence"])
-        writer.writerows((image_id, "verification", mid, c) for image_id, mid, c in rows)
-
-
 def _active_mids(folder: Path, mids: list[str]) -> tuple[list[str], list[str]]:
     """A few hierarchy leaves (the hierarchy's "Human leg" among them) and a few outside MIDs."""
     graph = load_openimages_graph(
@@ -110,6 +103,7 @@ pytestmark = [
 def openimages_run(
     openimages_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
+    write_openimages_labels: Callable[[Path, list[tuple[str, str, float]]], None],
     run_experiment: Callable[[dict[str, Any], Path], Path],
 ) -> Path:
     """A finished run (and its report) of the synthetic 9,605-output model."""
@@ -122,7 +116,9 @@ def openimages_run(
 
     ids = _write_images(work / "images")
     labels_csv = work / "labels.csv"
-    _write_labels(labels_csv, [(i, leaves[0], 0.0) for i in ids])  # every image listed, no positive
+    write_openimages_labels(
+        labels_csv, [(i, leaves[0], 0.0) for i in ids]
+    )  # every image listed, no positive
     mid_to_name = dict(zip(mids, names, strict=True))
     loaded = OpenImagesDataset(labels_csv, work / "images", mid_to_name=mid_to_name, size=16)
     images = torch.stack([loaded[i][0] for i in range(len(loaded))])
@@ -130,7 +126,7 @@ def openimages_run(
     with torch.no_grad():
         predicted = model(images)[:, active] > 0
     # Ground truth = the clean prediction, so the eligible images are those the model gets right.
-    _write_labels(
+    write_openimages_labels(
         labels_csv,
         [
             (image_id, mids[a], 1.0)
