@@ -14,6 +14,7 @@ from mlattack.models.released.common import (
     build_on_meta,
     load_released_weights,
     read_released_state_dict,
+    rename_official_keys,
     tresnet_release,
 )
 from mlattack.models.tresnet import TResNetBackbone, tresnet_spec_from_state_dict
@@ -44,21 +45,16 @@ def map_asl_state_dict(
     Raises:
         ValueError: naming ``source`` and the first key that is neither ``body.*`` nor an ASL head.
     """
-    mapped: dict[str, Tensor] = {}
-    official: dict[str, str] = {}
-    for key, value in state_dict.items():
-        if key.startswith("body."):
-            name = "backbone." + key
-        elif key in _HEAD_KEYS:
-            name = _HEAD_KEYS[key]
-        else:
-            raise ValueError(
-                f"{source}: unexpected key {key!r}: an ASL checkpoint holds 'body.*' (TResNet) and "
-                "'head.fc.*' keys only"
-            )
-        mapped[name] = value
-        official[name] = key
-    return mapped, official
+    return rename_official_keys(
+        state_dict,
+        _asl_name,
+        source,
+        "an ASL checkpoint holds 'body.*' (TResNet) and 'head.fc.*' keys only",
+    )
+
+
+def _asl_name(key: str) -> str | None:
+    return "backbone." + key if key.startswith("body.") else _HEAD_KEYS.get(key)
 
 
 def load_asl_checkpoint(path: str | Path, **options: Unpack[TResNetReleaseOptions]) -> ASLModel:

@@ -133,6 +133,26 @@ def released_input_size(
     return known
 
 
+def rename_official_keys(
+    state_dict: Mapping[str, Tensor],
+    rename: Callable[[str], str | None],
+    source: str | Path,
+    holds: str,
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """``(mapped, {our name: official name})``: each tensor, not copied, under ``rename(its
+    key)``; a key ``rename`` gives None for raises ``ValueError`` naming ``source`` and the key,
+    with ``holds`` (what such a checkpoint holds)."""
+    mapped: dict[str, Tensor] = {}
+    official: dict[str, str] = {}
+    for key, value in state_dict.items():
+        name = rename(key)
+        if name is None:
+            raise ValueError(f"{source}: unexpected key {key!r}: {holds}")
+        mapped[name] = value
+        official[name] = key
+    return mapped, official
+
+
 class TResNetReleaseOptions(TypedDict, total=False):
     """The keyword options of the TResNet-based loaders (ASL, ML-Decoder); see
     :func:`mlattack.models.load_asl_checkpoint`."""

@@ -15,6 +15,7 @@ from mlattack.models.released.common import (
     build_on_meta,
     load_released_weights,
     read_released_state_dict,
+    rename_official_keys,
     tresnet_release,
 )
 from mlattack.models.tresnet import TResNetBackbone, tresnet_spec_from_state_dict
@@ -54,27 +55,26 @@ def map_mldecoder_state_dict(
 
     Returns ``(mapped, {our name: official name})``; raises ValueError naming an unknown key.
     """
-    mapped: dict[str, Tensor] = {}
-    official: dict[str, str] = {}
-    for key, value in state_dict.items():
-        name: str | None = None
-        if key.startswith("body."):
-            name = "backbone." + key
-        elif key.startswith("head.decoder."):
-            rest = key[len("head.decoder.") :]
-            if rest in _DECODER_KEYS:
-                name = "head." + _DECODER_KEYS[rest]
-            for theirs, ours in _DECODER_PREFIXES:
-                if rest.startswith(theirs):
-                    name = "head." + ours + rest[len(theirs) :]
-        if name is None:
-            raise ValueError(
-                f"{source}: unexpected key {key!r}: an ML-Decoder checkpoint holds 'body.*' "
-                "(TResNet) and the decoder's 'head.decoder.*' keys only"
-            )
-        mapped[name] = value
-        official[name] = key
-    return mapped, official
+    return rename_official_keys(
+        state_dict,
+        _mldecoder_name,
+        source,
+        "an ML-Decoder checkpoint holds 'body.*' (TResNet) and the decoder's 'head.decoder.*' "
+        "keys only",
+    )
+
+
+def _mldecoder_name(key: str) -> str | None:
+    if key.startswith("body."):
+        return "backbone." + key
+    if not key.startswith("head.decoder."):
+        return None
+    rest = key[len("head.decoder.") :]
+    name = "head." + _DECODER_KEYS[rest] if rest in _DECODER_KEYS else None
+    for theirs, ours in _DECODER_PREFIXES:
+        if rest.startswith(theirs):
+            name = "head." + ours + rest[len(theirs) :]
+    return name
 
 
 def official_mldecoder_name(key: str) -> str:
