@@ -411,3 +411,16 @@ def test_a_default_report_folder_of_an_earlier_mlattack_is_replaced_but_not_with
     shutil.copytree(folder, mine, ignore=shutil.ignore_patterns("notes.txt"))
     with pytest.raises(ValueError, match="not an mlattack report folder"):
         build_report(run_dir, out_dir=mine)
+
+
+@pytest.mark.parametrize(
+    ("eps", "shown"),
+    [(4 / 255, "4/255"), (0.5 / 255, "0.5/255"), (0.25 / 255, "0.25/255"), (0.01, "0.01"),
+     (0.3 / 255, "0.001176")],
+)  # fmt: skip
+def test_eps_is_written_in_grey_levels_when_it_is_a_whole_half_or_quarter_one(
+    eps: float, shown: str
+) -> None:
+    from mlattack.experiments.figures import format_eps
+
+    assert format_eps(eps) == shown

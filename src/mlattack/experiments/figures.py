@@ -50,10 +50,12 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def format_eps(eps: float) -> str:
-    """ε as a fraction of 255 when it is one (``4/255``), else to four significant digits."""
+    """ε as a fraction of 255 when it is a whole, half or quarter grey level (``4/255``,
+    ``0.5/255``, ``0.25/255``), else to four significant digits."""
     steps = eps * 255
-    if eps > 0 and abs(steps - round(steps)) < 1e-6 and round(steps) >= 1:
-        return f"{round(steps)}/255"
+    quarters = round(steps * 4)
+    if eps > 0 and quarters >= 1 and abs(steps * 4 - quarters) < 4e-6:
+        return f"{quarters / 4:g}/255"
     return f"{eps:.4g}"
 
 
