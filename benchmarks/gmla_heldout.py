@@ -266,6 +266,7 @@ ATTACKS: dict[str, tuple[Factory, bool]] = {
 }
 #: The variants the default is chosen among (``--split choice``).
 CANDIDATES: dict[str, tuple[Factory, bool]] = {
+    "GMLA loss='bce'": (_gmla(loss="bce"), False),
     "Ψ + previous repair (all labels)": (_psi_then(Repair(labels="all")), False),
     "hinge search + repair": (_prototype(loss="margin"), False),
     "guard 0.5 + repair": (_prototype(loss="margin", guard=0.5), False),
@@ -459,8 +460,11 @@ def at_budget(
     steps: int,
 ) -> None:
     """The compute-fair rows: default GMLA stopped at the median backward passes MLA-U on Ψ used on
-    this batch (``max_backward=``), and MLA-U on Ψ's images that ended as semantic successes
-    within that budget."""
+    this batch, and MLA-U on Ψ's images that ended as semantic successes within that budget.
+
+    ``max_backward = budget − 1``: the repair's gradient at the evaluation where an image stops is
+    computed for its whole working batch, one backward pass the budget check cannot see coming.
+    """
     psi = cell[PSI]
     budget = int(np.median(psi.backward[-n:]))
     attack = GMLA(counter, graph=graph, steps=steps, direction=direction, max_backward=budget)
