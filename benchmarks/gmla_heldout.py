@@ -460,18 +460,11 @@ def at_budget(
     steps: int,
 ) -> None:
     """The compute-fair rows: default GMLA stopped at the median backward passes MLA-U on Ψ used on
-    this batch, and MLA-U on Ψ's images that ended as semantic successes within that budget.
-
-    ``max_backward = budget − 2``: the repair computes its gradient for its whole working batch,
-    so an image that stops (or has nothing to repair, or has spent its budget) while others go on
-    pays one backward pass more than ``max_backward`` allows; the margin keeps the run within
-    ``budget`` (checked).
-    """
+    this batch (``max_backward=``), and MLA-U on Ψ's images that ended as semantic successes
+    within that budget."""
     psi = cell[PSI]
     budget = int(np.median(psi.backward[-n:]))
-    attack = GMLA(
-        counter, graph=graph, steps=steps, direction=direction, max_backward=max(budget - 2, 1)
-    )
+    attack = GMLA(counter, graph=graph, steps=steps, direction=direction, max_backward=budget)
     counter.start(images)
     started = time.perf_counter()
     result = attack(images, targets, eps=eps)
