@@ -159,3 +159,43 @@ def test_a_batched_jacobian_counts_one_backward_pass_per_label(
     assert torch.equal(together.backward_passes, per_row.backward_passes)
     assert torch.equal(together.forward_passes, per_row.forward_passes)
     assert (per_row.backward_passes > per_row.forward_passes).all()
+
+
+def test_the_repair_charges_no_backward_pass_to_an_image_it_does_not_step(
+    make_linear_model: Any, make_problem: Any
+) -> None:
+    """Image 0 reached Ψ with a collateral flip and is repaired; image 1 never reached Ψ: the
+    repair's gradient of the batch must not count as a backward pass of image 1."""
+    from dataclasses import replace
+
+    from mlattack.attacks import LoopOutput
+    from mlattack.attacks.compute import PassCounter
+
+    weight = torch.zeros(2, 48)
+    weight[0, :16] = 1.0
+    weight[1, :16] = 1.0
+    weight[1, 16:32] = 1.0
+    model = make_linear_model(weight, torch.tensor([-7.5, -15.0]))
+    images = torch.full((2, 3, 4, 4), 0.5)
+    problem = make_problem(model, images, torch.tensor([[True, False]] * 2), eps=0.2)
+    counter = PassCounter.around(model, 2, images.device)
+    problem = replace(problem, model=counter)
+    found = images.clone()
+    found.view(2, -1)[0, :16] -= 0.1  # image 0: Ψ reached, label 1 flipped; image 1: clean
+    out = Repair().refine(
+        problem,
+        LoopOutput(adv=found, iterations=torch.tensor([10, 10]),
+                   gradient_failed=torch.zeros(2, dtype=torch.bool)),
+        30,
+    )  # fmt: skip
+    assert out.iterations[0] > 10 and out.iterations[1] == 10
+    assert counter.backward_passes.tolist() == [int(out.iterations[0]) - 10, 0]
+
+
+def test_gmla_with_its_repair_keeps_within_max_backward(trained_hierarchy: Any) -> None:
+    """Images with nothing to repair, or whose budget is spent, pay no backward pass of the
+    repair's batch: the budget holds per image, repair included."""
+    model, graph, images, targets = case_of(trained_hierarchy)
+    for budget in (3, 6, 11):
+        result = GMLA(model, graph, eps=0.05, steps=50, max_backward=budget)(images, targets)
+        assert (result.backward_passes <= budget).all(), (budget, result.backward_passes)

@@ -99,8 +99,9 @@ class Repair(Stage):
     shrinks linearly from ``ε/2`` to ``ε/20`` over the image's remaining steps. An iterate replaces
     the returned one only where Ψ is still reached and fewer labels outside Ψ are flipped, so
     success is never lost and collateral flips never grow; an image stops once none is flipped.
-    One forward and one backward pass per step, counted in ``iterations``; an image stops where
-    another step would exceed ``max_backward``.
+    One forward and one backward pass per step, counted in ``iterations`` (and a forward pass more
+    for the images that go on where others stop, so that no image pays a backward pass it does
+    not use); an image stops where another step would exceed ``max_backward``.
 
     Args:
         margin: the hinge margin in logits (default 1.0, a number > 0).
@@ -147,6 +148,16 @@ class Repair(Stage):
                 live &= problem.within_budget(rows, 1)
             if not bool(live.any()):
                 break
+            if not bool(live.all()):
+                # Only the images that go on pay a backward pass: they run through the model again
+                # on their own (a forward pass is cheaper than a batch-wide backward pass).
+                rows, budget, best = rows[live], budget[live], best[live]
+                x = x.detach()[live].requires_grad_(True)
+                with problem.rows(rows):
+                    logits = model(x)
+                desired = problem.desired[rows]
+                wrong_side = (logits.detach() > threshold) != desired
+                live = torch.ones_like(live[live])
             if self.labels == "flipped":
                 pulled = problem.flip_set[rows] | wrong_side
             else:
