@@ -416,9 +416,9 @@ def test_a_default_report_folder_of_an_earlier_mlattack_is_replaced_but_not_with
 @pytest.mark.parametrize(
     ("eps", "shown"),
     [(4 / 255, "4/255"), (0.5 / 255, "0.5/255"), (0.25 / 255, "0.25/255"), (0.01, "0.01"),
-     (0.3 / 255, "0.001176")],
+     (0.3 / 255, "0.001176"), (0.1, "0.1"), (1.5 / 255, "1.5/255")],
 )  # fmt: skip
-def test_eps_is_written_in_grey_levels_when_it_is_a_whole_half_or_quarter_one(
+def test_eps_is_written_in_grey_levels_when_it_is_a_whole_or_a_small_fraction_of_one(
     eps: float, shown: str
 ) -> None:
     from mlattack.experiments.figures import format_eps

@@ -50,11 +50,14 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def format_eps(eps: float) -> str:
-    """ε as a fraction of 255 when it is a whole, half or quarter grey level (``4/255``,
-    ``0.5/255``, ``0.25/255``), else to four significant digits."""
+    """ε as a fraction of 255 when it is a whole grey level (``4/255``), or a half or quarter of one
+    below 4 levels (``0.5/255``, ``1.25/255``: the small budgets papers write that way), else to
+    four significant digits (``0.1``, not ``25.5/255``)."""
     steps = eps * 255
     quarters = round(steps * 4)
-    if eps > 0 and quarters >= 1 and abs(steps * 4 - quarters) < 4e-6:
+    whole = abs(steps - round(steps)) < 1e-6 and round(steps) >= 1
+    small = 1 <= quarters < 16 and abs(steps * 4 - quarters) < 4e-6
+    if eps > 0 and (whole or small):
         return f"{quarters / 4:g}/255"
     return f"{eps:.4g}"
 
