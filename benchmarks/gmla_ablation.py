@@ -274,6 +274,25 @@ def synthetic_part(
     return table, costs
 
 
+def photo_leaf_pairs(
+    model: torch.nn.Module, graph: LabelGraph, images: torch.Tensor
+) -> tuple[list[int], list[int]]:
+    """(photo row, label) for every most specific label the model predicts on a photo whose
+    prediction is consistent: the photo target sets of the ablation and the held-out benchmark."""
+    with torch.no_grad():
+        pred = model(images) > 0
+    consistent = torch.as_tensor(graph.is_consistent(pred))
+    rows, omegas = [], []
+    for i in range(len(images)):
+        if not consistent[i]:
+            continue
+        for label in pred[i].nonzero().flatten().tolist():
+            if not pred[i, graph.children(label)].any():
+                rows.append(i)
+                omegas.append(label)
+    return rows, omegas
+
+
 def photo_part(args: argparse.Namespace) -> dict[str, Cell]:
     from mlattack.data import sample_photos
     from mlattack.models import ImageNetHierarchyModel
@@ -283,17 +302,7 @@ def photo_part(args: argparse.Namespace) -> dict[str, Cell]:
     graph, names = model.graph, list(model.label_names)
     photos = sample_photos(224)
     images = torch.stack(list(photos.values()))
-    with torch.no_grad():
-        pred = model(images) > 0
-    rows, omegas = [], []
-    consistent = torch.as_tensor(graph.is_consistent(pred))
-    for i in range(len(images)):
-        if not consistent[i]:
-            continue
-        for label in pred[i].nonzero().flatten().tolist():
-            if not pred[i, graph.children(label)].any():
-                rows.append(i)
-                omegas.append(label)
+    rows, omegas = photo_leaf_pairs(model, graph, images)
     header(
         f"packaged photos ({len(photos)}; {len(rows)} (photo, most specific label) pairs), "
         f"ε = {args.photo_eps:.4f}, {args.photo_steps} steps"

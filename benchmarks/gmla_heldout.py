@@ -63,7 +63,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from gmla_ablation import bootstrap  # noqa: E402
+from gmla_ablation import bootstrap, photo_leaf_pairs  # noqa: E402
 from mlattack import GMLA, MLAC, MLAU, evaluate  # noqa: E402
 from mlattack import models as mlattack_models  # noqa: E402
 from mlattack.attacks import Attack, AttackResult, Repair, Sequential  # noqa: E402
@@ -656,17 +656,7 @@ def photo_part(
         model = ImageNetHierarchyModel(setting.label_set, crops=setting.crops).eval()
         graph = model.graph
         images = torch.stack(list(sample_photos(setting.size).values()))
-        with torch.no_grad():
-            pred = model(images) > 0
-        consistent = torch.as_tensor(graph.is_consistent(pred))
-        rows, omegas = [], []
-        for i in range(len(images)):
-            if not consistent[i]:
-                continue
-            for label in pred[i].nonzero().flatten().tolist():
-                if not pred[i, graph.children(label)].any():
-                    rows.append(i)
-                    omegas.append(label)
+        rows, omegas = photo_leaf_pairs(model, graph, images)
         targets = torch.zeros(len(rows), len(graph), dtype=torch.bool)
         targets[torch.arange(len(rows)), torch.tensor(omegas)] = True
         picked = images[torch.tensor(rows)]
