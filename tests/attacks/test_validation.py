@@ -259,6 +259,22 @@ def test_a_model_writing_into_its_input_keeps_the_eps_ball(
     assert torch.equal(result.adv_pred, fresh)
 
 
+@pytest.mark.parametrize("through_data", [True, False])
+def test_a_repair_run_on_its_own_gives_the_model_copies_too(through_data: bool, case: Any) -> None:
+    from mlattack.attacks import MLAU, Repair
+
+    model, images, targets = case
+    searched = MLAU(model, eps=0.05, steps=3)(images, targets)
+    result = Repair()(WritesIntoInput(model, through_data), searched, steps=6, eps=0.05)
+    assert (result.adv - images).abs().max() <= 0.05
+    assert result.adv.min() >= 0 and result.adv.max() <= 1
+    with torch.no_grad():
+        fresh = model(result.adv.clone())
+    assert torch.equal(result.adv_pred, fresh > 0)
+    flipped = ((fresh > 0) != searched.clean_pred) | ~targets
+    assert torch.equal(result.success, searched.attacked & flipped.all(dim=1))
+
+
 def test_the_returned_adv_is_checked_against_the_ball(
     case: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

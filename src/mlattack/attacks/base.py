@@ -332,6 +332,18 @@ def _check_feasible(
         )
 
 
+def score_adversarial(
+    adv_logits: Tensor, clean_pred: Tensor, targets: Tensor, attacked: Tensor, threshold: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(adv_pred, success, nonfinite)`` of the fresh forward pass at the returned images: an
+    attacked image succeeds where every label of Ω left its clean side and every logit is finite
+    (a NaN or infinite logit is never a success). Shared by the attacks and the stages."""
+    nonfinite = ~torch.isfinite(adv_logits).all(dim=1)
+    adv_pred = adv_logits > threshold
+    flipped = ((adv_pred != clean_pred) | ~targets).all(dim=1)
+    return adv_pred, attacked & flipped & ~nonfinite, nonfinite
+
+
 def _refuse_meta(tensor: Tensor, what: str) -> None:
     if tensor.is_meta:
         raise ValueError(
@@ -747,9 +759,9 @@ class Attack(abc.ABC):
             failed[attacked] = out.gradient_failed.to(device=images.device, dtype=torch.bool)
         adv_logits = self._forward(running, adv, targets.shape)
         _check_feasible(adv, images, attacked, problem)
-        nonfinite = ~torch.isfinite(adv_logits).all(dim=1)
-        adv_pred = adv_logits > self.logit_threshold
-        flipped = ((adv_pred != clean_pred) | ~targets).all(dim=1)
+        adv_pred, success, nonfinite = score_adversarial(
+            adv_logits, clean_pred, targets, attacked, self.logit_threshold
+        )
         return AttackResult(
             adv=adv,
             images=images,
@@ -757,7 +769,7 @@ class Attack(abc.ABC):
             adv_pred=adv_pred,
             targets=targets,
             flip_set=flip_set,
-            success=attacked & flipped & ~nonfinite,
+            success=success,
             iterations=iterations,
             eps=eps.to(torch.promote_types(images.dtype, torch.float32)),
             attacked=attacked,

@@ -29,7 +29,10 @@ from .base import (
     Direction,
     LoopOutput,
     _check_choice,
+    _check_feasible,
     _frozen_eval,
+    _PreparedModel,
+    score_adversarial,
 )
 from .compute import PassCounter
 
@@ -220,6 +223,10 @@ class Repair(Stage):
         iterations = result.iterations.clone()
         forward_passes = result.forward_passes.clone()
         backward_passes = result.backward_passes.clone()
+        # As in every attack call: the model sees copies of its inputs, so a model that writes into
+        # its input cannot move the returned images.
+        running = _PreparedModel(model, adv.device.type, None, False, upcast_half_logits=True)
+        problem: AttackProblem | None = None
         with _frozen_eval(model):
             if attacked.any():
                 problem = AttackProblem(
@@ -232,7 +239,7 @@ class Repair(Stage):
                     desired=result.clean_pred[attacked] ^ flip_set[attacked].bool(),
                     logit_threshold=theta,
                     seed=None,
-                    model=PassCounter.around(model, int(attacked.sum()), adv.device),
+                    model=PassCounter.around(running, int(attacked.sum()), adv.device),
                 )
                 found = LoopOutput(
                     adv=result.adv[attacked],
@@ -247,17 +254,18 @@ class Repair(Stage):
                 forward_passes[attacked] += problem.model.forward_passes
                 backward_passes[attacked] += problem.model.backward_passes
             with torch.no_grad():
-                adv_logits = model(adv).detach()
-        nonfinite = ~torch.isfinite(adv_logits).all(dim=1)
-        adv_pred = adv_logits > theta
-        flipped = ((adv_pred != result.clean_pred) | ~result.targets).all(dim=1)
+                adv_logits = running(adv).detach()
+        _check_feasible(adv, result.images, attacked, problem)
+        adv_pred, success, nonfinite = score_adversarial(
+            adv_logits, result.clean_pred, result.targets, attacked, theta
+        )
         return replace(
             result,
             adv=adv,
             adv_pred=adv_pred,
             adv_logits=adv_logits,
             iterations=iterations,
-            success=attacked & flipped & ~nonfinite,
+            success=success,
             nonfinite_logits=nonfinite,
             name=f"{result.name}+{self.name}",
             forward_passes=forward_passes,
