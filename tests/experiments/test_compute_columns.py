@@ -10,6 +10,7 @@ from exp_fixtures import run_tiny
 
 from mlattack.experiments import build_report
 from mlattack.experiments.aggregate import aggregate
+from mlattack.experiments.store import ADDED_COLUMNS
 
 SMALL = {
     "target_sets": {"sizes": [1], "mode": "combinations", "labels": ["dog", "car"]},
@@ -55,11 +56,12 @@ def test_a_store_written_before_the_counts_reads_as_unknown_and_gets_the_columns
     run_dir = run_tiny(tmp_path / "run", **SMALL)
     path = run_dir / "results-rank0.sqlite"
     db = sqlite3.connect(path)
-    for column in ("forward_passes", "backward_passes"):  # as a store of the first schema 1
+    for column in ADDED_COLUMNS["results"]:  # as a store of the first schema 1
         db.execute(f"ALTER TABLE results DROP COLUMN {column}")
     db.commit()
     db.close()
     summary = aggregate([run_dir]).summary
+    assert all(row["n_nonfinite"] == 0 for row in summary)
     assert all(
         row["backward_passes_per_image"] != row["backward_passes_per_image"] for row in summary
     )
@@ -67,4 +69,4 @@ def test_a_store_written_before_the_counts_reads_as_unknown_and_gets_the_columns
     # Resuming the run (opening the store for writing) adds the columns back.
     run_tiny(tmp_path / "run", **SMALL)
     columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(results)")}
-    assert {"forward_passes", "backward_passes"} <= columns
+    assert set(ADDED_COLUMNS["results"]) <= columns
