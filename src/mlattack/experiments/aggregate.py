@@ -25,7 +25,7 @@ import numpy as np
 
 from mlattack.experiments.config import attack_display_name
 from mlattack.experiments.layout import find_stores
-from mlattack.experiments.store import ResultStore, StoreError, decode_labels
+from mlattack.experiments.store import ADDED_COLUMNS, ResultStore, StoreError, decode_labels
 
 if TYPE_CHECKING:
     from mlattack.graph import LabelGraph
@@ -39,13 +39,10 @@ SELECT attack, eps, ts_id, COUNT(*), SUM(success), SUM(semantic_success),
        SUM(CASE WHEN success AND nt_flip_fraction IS NOT NULL THEN 1 ELSE 0 END),
        SUM(CASE WHEN success THEN ssim END),
        SUM(CASE WHEN success AND ssim IS NOT NULL THEN 1 ELSE 0 END),
-       SUM(linf), SUM(l2), SUM(iterations), SUM(seconds), SUM({nonfinite}),
-       {passes}
+       SUM(linf), SUM(l2), SUM(iterations), SUM(seconds), SUM({nonfinite_logits}),
+       SUM({forward_passes}), SUM({backward_passes}), COUNT({backward_passes})
 FROM results WHERE attacked GROUP BY attack, eps, ts_id
 """
-#: The pass counts, or (for a store written before they were stored) nothing counted.
-_PASSES_SQL = "SUM(forward_passes), SUM(backward_passes), COUNT(backward_passes)"
-_NO_PASSES_SQL = "NULL, NULL, 0"
 _SUM_FIELDS = (
     "n_images", "n_success", "n_semantic", "nt_sum", "nt_count", "ssim_sum", "ssim_count",
     "linf_sum", "l2_sum", "iterations_sum", "seconds_sum", "n_nonfinite",
@@ -228,10 +225,13 @@ def aggregate(run_dirs: list[Path]) -> Aggregates:
             with ResultStore.open_readonly(path) as store:
                 check_rows(store, set(run.target_sets))
                 result.n_rows += store.query("SELECT COUNT(*) FROM results")[0][0]
-                counted = store.has_column("results", "backward_passes")
+                # A column the store predates reads as its default (the pass counts: NULL,
+                # "not counted").
                 per_set_sql = _PER_SET_SQL.format(
-                    nonfinite=store.column_or_default("results", "nonfinite_logits"),
-                    passes=_PASSES_SQL if counted else _NO_PASSES_SQL,
+                    **{
+                        column: store.column_or_default("results", column)
+                        for column in ADDED_COLUMNS["results"]
+                    }
                 )
                 for attack, eps, ts_id, *values in store.iter_query(per_set_sql):
                     sums[(attack, float(eps), int(ts_id))] += np.array(
