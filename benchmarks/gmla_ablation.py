@@ -48,7 +48,7 @@ COST_ROUNDS = 5
 PLAIN = {"fallback": "none", "repair": False}
 GMLA_VARIANTS: dict[str, dict[str, Any]] = {
     "gmla (default)": {},
-    "steepest + repair (previous default)": {"mode": "steepest"},
+    "steepest + repair (0.1 default)": {"mode": "steepest"},
     "gmla official preset": {"preset": "official"},
     "adaptive (paper rule)": {"mode": "adaptive", "loss": "bce", **PLAIN},
     "projection only": {"mode": "projection", "loss": "bce", **PLAIN},
@@ -69,7 +69,7 @@ PHOTO_VARIANTS = (
     "mla-u", "mla-c", "mla-u on Ψ", "gmla (default)", "adaptive (paper rule)", "projection only",
 )  # fmt: skip
 DEFAULT = "gmla (default)"
-STEEPEST = "steepest + repair (previous default)"
+STEEPEST = "steepest + repair (0.1 default)"
 LAZY = "steepest + repair, lazy refresh=8"
 
 

@@ -274,6 +274,18 @@ def test_fixed_step_size() -> None:
     assert abs(xs[1] - 0.25) < 1e-7  # 0.05, not 2ε = 0.8
 
 
+@pytest.mark.parametrize(
+    ("step_size", "factor"), [("0.25eps", 0.25), ("1eps", 1.0), (".5eps", 0.5)]
+)
+def test_a_relative_step_is_that_multiple_of_each_images_eps(step_size: str, factor: float) -> None:
+    problem = pixel_problem([0.2, 0.3], eps=0.4)
+    problem.eps[1] = 0.2  # per-image budgets: each image's step follows its own ε
+    recorder = Recorder(step=1.0)
+    run_apgd(problem, recorder, steps=2, early_stop=False, step_size=step_size)
+    for row, start, eps in ((0, 0.2, 0.4), (1, 0.3, 0.2)):
+        assert abs(pixel_values(recorder, row)[1] - (start + min(factor * eps, eps))) < 1e-6
+
+
 def test_momentum_kept_on_restart() -> None:
     # As test_momentum_steps_halving_and_restart_from_best, but the restart keeps the momentum
     # term: x4 = x0 + α(η/2)d + (1 − α)(x0 − x2), x2 being the iterate before the abandoned x3.
@@ -415,7 +427,7 @@ def test_preset_sets_every_option_and_explicit_options_go_on_top(
     plain = MLAC(linear_model)
     official = MLAC(linear_model, preset="official")
     assert (plain.step_size, plain.schedule, plain.reset_momentum, plain.failures) == (
-        None,
+        "2eps",
         "autopgd",
         True,
         "best",
@@ -434,7 +446,9 @@ def test_preset_sets_every_option_and_explicit_options_go_on_top(
     )
     mixed = MLAC(linear_model, preset="official", step_size=0.1, failures="best")
     assert (mixed.step_size, mixed.failures, mixed.schedule) == (0.1, "best", "official")
-    assert MLAC(linear_model, preset="official", step_size="2eps").step_size is None
+    assert MLAC(linear_model, preset="official", step_size="2eps").step_size == "2eps"
+    assert GMLA(linear_model).step_size == "1eps" and "step_size" not in repr(GMLA(linear_model))
+    assert "step_size='2eps'" in repr(GMLA(linear_model, step_size="2.0eps"))
     assert "preset='official'" in repr(mixed) and "step_size=0.1" in repr(mixed)
     assert "schedule" not in repr(mixed)
     assert GMLA(linear_model, preset="official").tau_rule == "official"
@@ -455,7 +469,11 @@ def test_preset_sets_every_option_and_explicit_options_go_on_top(
         ({"step_size": 0}, ValueError, "step_size must be"),
         ({"step_size": -0.1}, ValueError, "step_size must be"),
         ({"step_size": float("nan")}, ValueError, "step_size must be"),
-        ({"step_size": "eps"}, ValueError, "step_size must be a number > 0 or '2eps'"),
+        ({"step_size": "eps"}, ValueError, "step_size must be a number > 0 or a multiple"),
+        ({"step_size": "0eps"}, ValueError, "'<k>eps' with k > 0"),
+        ({"step_size": "-1eps"}, ValueError, "'<k>eps' with k > 0"),
+        ({"step_size": "1e999eps"}, ValueError, "'<k>eps' with k > 0"),
+        ({"step_size": "nan eps"}, ValueError, "'<k>eps' with k > 0"),
         ({"step_size": True}, TypeError, "step_size must be a number"),
         ({"reset_momentum": "false"}, TypeError, "reset_momentum must be True or False"),
         ({"restarts": 0}, ValueError, "restarts must be a positive integer"),

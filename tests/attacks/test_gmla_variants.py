@@ -390,11 +390,11 @@ def test_official_preset_sets_the_papers_gmla_and_explicit_options_apply_on_top(
     default = GMLA(linear_model)
     assert (default.mode, default.loss, default.fallback, default.repair) == (
         "unconstrained",
-        "margin",
+        "smooth-margin",
         "none",
         True,
     )
-    assert "mode='unconstrained'" in repr(default)
+    assert "mode='unconstrained'" in repr(default) and "sharpness=1.5" in repr(default)
 
 
 @pytest.mark.parametrize("name", ["mla-u", "mla-c", "gmla", "ml-dp", "mla-lp"])
@@ -435,7 +435,13 @@ def test_mixed_targets_turn_present_labels_off_and_absent_ones_on(
         ({"k": 3}, "k", "mode='multi'"),
         ({"mode": "adaptive", "k": 2}, "k", "mode='multi'"),
         ({"fallback_share": 0.3}, "fallback_share", "fallback"),
-        ({"loss": "bce", "repair": False, "margin": 2.0}, "margin", "loss='margin'"),
+        (
+            {"loss": "bce", "repair": False, "margin": 2.0},
+            "margin",
+            "loss='smooth-margin' or 'margin'",
+        ),
+        ({"loss": "margin", "sharpness": 2.0}, "sharpness", "loss='smooth-margin'"),
+        ({"preset": "official", "sharpness": 2.0}, "sharpness", "loss='smooth-margin'"),
         ({"preset": "official", "refresh": 4}, "refresh", "arithmetic='fast'"),
         ({"preset": "official", "mode": "projection", "tau": 0.5}, "tau", "mode='adaptive'"),
     ],
@@ -457,6 +463,8 @@ def test_options_the_variant_uses_are_accepted_and_shown(linear_model: nn.Module
     plain = GMLA(linear_model, loss="bce", repair=False)
     assert "margin" not in repr(plain)  # no hinge, no repair, no fallback: the margin does not act
     assert "margin=1.0" in repr(GMLA(linear_model))
+    assert "sharpness" not in repr(GMLA(linear_model, loss="margin"))
+    assert "sharpness=3.0" in repr(GMLA(linear_model, sharpness=3.0))
 
 
 def test_the_attack_object_keeps_nothing_of_a_call(trained_hierarchy: Any) -> None:

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from mlattack.attacks import GMLA, MLAC, MLAU, Attack, AttackResult, Repair, Sequential
 from mlattack.attacks.base import AttackProblem, LoopOutput
+from mlattack.attacks.stages import hinge, smooth_hinge
 
 RESULT_FIELDS = (
     "adv", "clean_pred", "adv_pred", "targets", "flip_set", "success", "iterations", "eps",
@@ -138,3 +139,28 @@ def test_a_call_leaves_the_attack_object_as_it_was(trained_hierarchy: Any) -> No
     assert nested
     plain = MLAU(case.model, eps=0.05, steps=3, amp="bf16")(images, targets)
     assert_same(result, plain)
+
+
+@pytest.mark.parametrize("threshold", [0.0, -0.7])
+def test_the_smoothed_hinge_spans_bce_and_the_hinge(threshold: float) -> None:
+    generator = torch.Generator().manual_seed(3)
+    logits = 6 * torch.randn(5, 7, generator=generator, dtype=torch.float64)
+    wanted_on = torch.rand(5, 7, generator=generator) < 0.5
+    mask = torch.rand(5, 7, generator=generator) < 0.6
+    # sharpness 1 and margin 0: the binary cross-entropy of the labels against their wanted side.
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits - threshold, wanted_on.double(), reduction="none"
+    )
+    expected = torch.where(mask, bce, 0.0).sum(1)
+    torch.testing.assert_close(smooth_hinge(logits, wanted_on, mask, 0.0, threshold, 1.0), expected)
+    # A large sharpness: the hinge, within log(2)/k per label.
+    sharp = smooth_hinge(logits, wanted_on, mask, 1.0, threshold, 1e4)
+    exact = hinge(logits, wanted_on, mask, 1.0, threshold)
+    assert bool(((sharp - exact).abs() <= mask.sum(1) * 0.7e-4 + 1e-12).all())
+    # Each label pulls with weight σ(k(margin − s(z − θ))): its gradient against the hinge's 0/1.
+    z = logits.clone().requires_grad_(True)
+    smooth_hinge(z, wanted_on, mask, 1.0, threshold, 1.5).sum().backward()
+    signs = wanted_on.double() * 2 - 1
+    weight = torch.sigmoid(1.5 * (1.0 - signs * (logits - threshold)))
+    assert z.grad is not None
+    torch.testing.assert_close(z.grad, torch.where(mask, -signs * weight, 0.0))

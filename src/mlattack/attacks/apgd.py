@@ -32,6 +32,7 @@ starts on the images that have not reached their flip set.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Literal, NamedTuple
@@ -67,6 +68,8 @@ FAILURES: tuple[Failures, ...] = ("best", "clean")
 OBJECTIVES: tuple[Objective, ...] = ("attack", "all-labels")
 #: ``step_size=`` value meaning AutoPGD's rule, twice each image's ε.
 RELATIVE_STEP = "2eps"
+#: A step relative to each image's ε: a positive decimal number followed by ``eps``.
+_RELATIVE = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?eps")
 
 
 class DirectionStep(NamedTuple):
@@ -83,13 +86,23 @@ DirectionFn = Callable[[Tensor, Tensor], DirectionStep]
 ``[n]`` their row indices in the :class:`AttackProblem`. One forward pass per call."""
 
 
-def check_step_size(value: object) -> float | None:
-    """A finite step ``> 0`` as a float, or ``None`` for :data:`RELATIVE_STEP` (``2ε``)."""
-    if isinstance(value, str) and value == RELATIVE_STEP:
-        return None
+def check_step_size(value: object) -> float | str:
+    """A finite step ``> 0`` as a float, or a step relative to each image's ε, ``"<k>eps"`` with
+    ``k > 0`` (``"2eps"``: AutoPGD's rule), as its canonical string (``"1.0eps"`` → ``"1eps"``)."""
     if isinstance(value, str):
-        raise ValueError(f"step_size must be a number > 0 or {RELATIVE_STEP!r}, got {value!r}")
+        factor = float(value.removesuffix("eps")) if _RELATIVE.fullmatch(value) else 0.0
+        if not 0 < factor < math.inf:
+            raise ValueError(
+                "step_size must be a number > 0 or a multiple of each image's ε written "
+                f"'<k>eps' with k > 0 (e.g. {RELATIVE_STEP!r}), got {value!r}"
+            )
+        return f"{factor:g}eps"
     return check_number(value, "step_size", minimum=0.0, exclusive_minimum=True)
+
+
+def relative_step_factor(step_size: float | str) -> float | None:
+    """``k`` of a checked relative step ``"<k>eps"``, ``None`` for an absolute one."""
+    return float(step_size.removesuffix("eps")) if isinstance(step_size, str) else None
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -185,7 +198,7 @@ class LoopSettings:
     steps: int
     early_stop: bool = True
     compact: bool = True
-    step_size: float | None = None  # None: twice each image's ε
+    step_size: float | str = RELATIVE_STEP  # a number, or "<k>eps": k times each image's ε
     schedule: Schedule = AUTOPGD_SCHEDULE
     update: Update = AUTOPGD_UPDATE
     reset_momentum: bool = True
@@ -234,7 +247,8 @@ def run_apgd(
             (their results are frozen all the same), as the authors' loop does.
         verbose: tqdm progress bar over iterations.
         description: label of the progress bar.
-        step_size: the initial step, a number ``> 0`` or ``"2eps"`` (twice each image's ε).
+        step_size: the initial step, a number ``> 0`` or ``"<k>eps"``, ``k`` times each image's ε
+            (``"2eps"``: AutoPGD's rule).
         schedule: the checkpoint rules, a :class:`Schedule` (AutoPGD's by default).
         update: the iterate update, an :class:`Update` (AutoPGD's by default).
         reset_momentum: a restart from the best point also resets the momentum term.
@@ -375,8 +389,9 @@ class _Run:
         self.evaluation = self._evaluate(start, rows)
         loss, direction = self.evaluation.loss, self.evaluation.direction
         lower, upper = problem.bounds()
-        if settings.step_size is None:
-            step_size = 2 * problem.eps[rows].to(start.dtype)
+        if isinstance(settings.step_size, str):
+            factor = relative_step_factor(settings.step_size)
+            step_size = float(factor or 0.0) * problem.eps[rows].to(start.dtype)
         else:
             step_size = torch.full((count,), settings.step_size, dtype=start.dtype, device=device)
         schedule = settings.schedule

@@ -48,7 +48,6 @@ STOPS: tuple[Stop, ...] = ("image", "batch")
 
 #: The loop options of :class:`APGDAttack` when neither passed nor set by a preset.
 _DEFAULTS: dict[str, Any] = {
-    "step_size": RELATIVE_STEP,
     "schedule": "autopgd",
     "reset_momentum": True,
     "failures": "best",
@@ -72,8 +71,9 @@ class APGDAttack(Attack):
     Args:
         model: the multi-label classifier (returns logits).
         preset: ``None`` or ``"official"`` (every option below at the authors' value).
-        step_size: the initial step: a number ``> 0``, or ``"2eps"`` (twice each image's ε,
-            default). Official: 0.012.
+        step_size: the initial step: a number ``> 0``, or ``"<k>eps"``, ``k`` times each image's
+            ε (default :attr:`default_step_size`: ``"2eps"``, AutoPGD's rule; GMLA ``"1eps"``).
+            Official: 0.012.
         schedule: ``"autopgd"`` (default) or ``"official"``: the authors' checkpoint rules
             (:class:`~mlattack.attacks.official.OfficialSchedule`).
         reset_momentum: a restart also resets the momentum term (default ``True``; official
@@ -96,6 +96,8 @@ class APGDAttack(Attack):
     """
 
     default_steps = 100
+    #: The initial step when neither passed nor set by a preset.
+    default_step_size: ClassVar[str] = RELATIVE_STEP
     #: The authors' attack type this class reproduces under ``arithmetic="official"``.
     official_kind: ClassVar[OfficialKind | None] = None
     #: Drop finished images from the working batch (off only to measure what that saves).
@@ -120,9 +122,9 @@ class APGDAttack(Attack):
         if preset is not None:
             _check_choice(preset, "preset", tuple(PRESETS))
         self.preset = preset
-        #: The initial step; ``None`` means twice each image's ε.
+        #: The initial step: a number, or ``"<k>eps"``, ``k`` times each image's ε.
         self.step_size = check_step_size(
-            self._preset_value("step_size", step_size, _DEFAULTS["step_size"])
+            self._preset_value("step_size", step_size, self.default_step_size)
         )
         self.schedule: ScheduleName = _check_choice(
             self._preset_value("schedule", schedule, _DEFAULTS["schedule"]),
@@ -167,7 +169,7 @@ class APGDAttack(Attack):
 
     def _loop_options(self) -> dict[str, Any]:
         return {
-            "step_size": RELATIVE_STEP if self.step_size is None else self.step_size,
+            "step_size": self.step_size,
             "schedule": self.schedule,
             "reset_momentum": self.reset_momentum,
             "failures": self.failures,
@@ -180,7 +182,8 @@ class APGDAttack(Attack):
         """The shared options, the preset, and the loop options that differ from it."""
         shown = [f"preset={self.preset!r}"] if self.preset is not None else []
         for name, value in self._loop_options().items():
-            if value != self._preset_value(name, None, _DEFAULTS[name]):
+            default = self.default_step_size if name == "step_size" else _DEFAULTS[name]
+            if value != self._preset_value(name, None, default):
                 shown.append(f"{name}={value!r}")
         if self.restarts is not None:
             shown.append(f"restarts={self.restarts}")
@@ -211,7 +214,7 @@ class APGDAttack(Attack):
             compact=self._compact_finished and self.stop == "image",
             verbose=self.verbose,
             description=self.name,
-            step_size=RELATIVE_STEP if self.step_size is None else self.step_size,
+            step_size=self.step_size,
             schedule=SCHEDULES[self.schedule],
             update=ARITHMETICS[self.arithmetic],
             reset_momentum=self.reset_momentum,

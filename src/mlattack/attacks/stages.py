@@ -39,7 +39,7 @@ from .compute import PassCounter
 if TYPE_CHECKING:
     from ..graph import LabelGraph
 
-__all__ = ["Repair", "Sequential", "Stage", "consistent_flip_set", "hinge"]
+__all__ = ["Repair", "Sequential", "Stage", "consistent_flip_set", "hinge", "smooth_hinge"]
 
 
 def hinge(
@@ -49,6 +49,26 @@ def hinge(
     signs = wanted_on.to(logits.dtype) * 2 - 1
     shortfall = torch.relu(margin - signs * (logits - threshold))
     return torch.where(mask, shortfall, torch.zeros_like(shortfall)).sum(dim=1)
+
+
+def smooth_hinge(
+    logits: Tensor,
+    wanted_on: Tensor,
+    mask: Tensor,
+    margin: float,
+    threshold: float,
+    sharpness: float,
+) -> Tensor:
+    """``Σ_{c ∈ mask} softplus(k (margin − s_c (z_c − θ))) / k`` per image, ``k = sharpness``.
+
+    The hinge of :func:`hinge` smoothed: a label's gradient weight is ``σ(k (margin − s (z − θ)))``,
+    which falls smoothly as the label moves past its threshold instead of dropping to 0 at the
+    margin. ``k → ∞`` gives the hinge; ``k = 1`` with ``margin = 0`` the binary cross-entropy of the
+    label's probability.
+    """
+    signs = wanted_on.to(logits.dtype) * 2 - 1
+    shortfall = torch.nn.functional.softplus(sharpness * (margin - signs * (logits - threshold)))
+    return torch.where(mask, shortfall / sharpness, torch.zeros_like(shortfall)).sum(dim=1)
 
 
 def consistent_flip_set(
