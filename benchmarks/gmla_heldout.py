@@ -645,7 +645,8 @@ def photo_part(
     attacks: dict[str, tuple[Factory, bool]],
     names: tuple[str, ...] = PHOTO_ATTACKS,
 ) -> list[bool]:
-    from mlattack.models import ImageNetHierarchyModel, sample_photos
+    from mlattack.data import sample_photos
+    from mlattack.models import ImageNetHierarchyModel
 
     results = []
     for setting in settings:
