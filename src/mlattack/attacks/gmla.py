@@ -9,7 +9,7 @@ Two parts:
    labels of Ψ̄ that flipped on the way.
 
 How the loop steps, and how the objectives are written, are options (``mode``, ``loss``,
-``fallback``, ``repair``, ``refresh``); the defaults were chosen by measurement on some seeds and
+``fallback``, ``repair``, ``refresh``, ``step_size``); the defaults were chosen by measurement on some seeds and
 reported on others (``benchmarks/gmla_heldout.py``, ``docs/semantics.md``, "Which GMLA is the
 default"):
 
@@ -29,6 +29,7 @@ default"):
   equally and reaches Ψ later than BCE in the first steps (at MLA-U on Ψ's median budget, 0.39 of
   the images against BCE's 0.53 on the development models). ``k = 1.5``, margin 1 keeps both
   (0.51 there, 0.93 on the trained hierarchy);
+- ``step_size="1eps"``: a first step of ε, not AutoPGD's 2ε (see :attr:`GMLA.default_step_size`);
 - ``fallback="none"``: one search loop for all the steps;
 - ``repair=True``: the steps an image did not need to reach Ψ are spent on turning back the labels
   of Ψ̄ that flipped on the way, keeping Ψ reached;
@@ -315,8 +316,9 @@ class GMLA(APGDAttack):
 
     No option is silently ignored: one the chosen variant does not use (``tau`` or ``tau_rule``
     without ``mode="adaptive"``, ``k`` without ``mode="multi"``, ``fallback_share`` without a
-    fallback, ``margin`` with neither ``loss="margin"``, the repair nor a fallback, ``loss`` other than
-    ``"bce"`` or ``refresh`` under ``arithmetic="official"``) raises a ``ValueError`` naming it
+    fallback, ``margin`` with neither a hinge loss, the repair nor a fallback, ``sharpness`` without
+    ``loss="smooth-margin"``, ``loss`` other than ``"bce"`` or ``refresh`` under
+    ``arithmetic="official"``) raises a ``ValueError`` naming it
     and the variant that uses it (see :data:`USED_BY`); ``repr`` shows every option that acts.
     """
 
