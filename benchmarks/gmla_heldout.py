@@ -39,8 +39,8 @@ repairing) in a PNG. The must-reach lines are printed as PASS/FAIL.
 FR_S falls to 0.84 and the attacks separate at about a minute an attack), ``--photo-scan`` MLA-U
 and default GMLA in several settings.
 
-Run: ``python benchmarks/gmla_heldout.py`` (held-out split: about 25 minutes on 2 busy CPU cores,
-17 of them attacks, the rest training four models), ``--split choice``, ``--quick`` (about 2
+Run: ``python benchmarks/gmla_heldout.py`` (held-out split: about 8 minutes on 2 CPU cores, 5 of
+them attacks, the rest training four models), ``--split choice``, ``--quick`` (about 2
 minutes), ``--checkpoints DIR`` to keep and reuse the trained models, ``--save FILE`` to pickle the
 per-image records.
 """
