@@ -16,9 +16,13 @@ SCRIPTS = sorted([*ROOT.glob("benchmarks/*.py"), *ROOT.glob("scripts/*.py")])
 def _mlattack_imports(path: Path) -> list[tuple[int, str, str]]:
     found = []
     for node in ast.walk(ast.parse(path.read_text("utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "mlattack" or node.module.startswith("mlattack."):
-                found += [(node.lineno, node.module, alias.name) for alias in node.names]
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module is not None
+            and (node.module == "mlattack" or node.module.startswith("mlattack."))
+        ):
+            found += [(node.lineno, node.module, alias.name) for alias in node.names]
     return found
 
 
