@@ -100,9 +100,9 @@ def check_step_size(value: object) -> float | str:
     return check_number(value, "step_size", minimum=0.0, exclusive_minimum=True)
 
 
-def relative_step_factor(step_size: float | str) -> float | None:
-    """``k`` of a checked relative step ``"<k>eps"``, ``None`` for an absolute one."""
-    return float(step_size.removesuffix("eps")) if isinstance(step_size, str) else None
+def relative_step_factor(step_size: str) -> float:
+    """``k`` of a checked relative step ``"<k>eps"``."""
+    return float(step_size.removesuffix("eps"))
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -391,7 +391,7 @@ class _Run:
         lower, upper = problem.bounds()
         if isinstance(settings.step_size, str):
             factor = relative_step_factor(settings.step_size)
-            step_size = float(factor or 0.0) * problem.eps[rows].to(start.dtype)
+            step_size = factor * problem.eps[rows].to(start.dtype)
         else:
             step_size = torch.full((count,), settings.step_size, dtype=start.dtype, device=device)
         schedule = settings.schedule
