@@ -10,6 +10,8 @@ to the authors' value.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
@@ -46,16 +48,6 @@ SCHEDULES: dict[str, Schedule] = {"autopgd": AUTOPGD_SCHEDULE, "official": OFFIC
 ARITHMETICS: dict[str, Update] = {"fast": AUTOPGD_UPDATE, "official": OFFICIAL_UPDATE}
 STOPS: tuple[Stop, ...] = ("image", "batch")
 
-#: The loop options of :class:`APGDAttack` when neither passed nor set by a preset.
-_DEFAULTS: dict[str, Any] = {
-    "schedule": "autopgd",
-    "reset_momentum": True,
-    "failures": "best",
-    "objective": "attack",
-    "stop": "image",
-    "arithmetic": "fast",
-}
-
 
 class APGDAttack(Attack):
     """An attack whose loop is :func:`~mlattack.attacks.apgd.run_apgd`; subclasses give
@@ -72,7 +64,7 @@ class APGDAttack(Attack):
         model: the multi-label classifier (returns logits).
         preset: ``None`` or ``"official"`` (every option below at the authors' value).
         step_size: the initial step: a number ``> 0``, or ``"<k>eps"``, ``k`` times each image's
-            ε (default :attr:`default_step_size`: ``"2eps"``, AutoPGD's rule; GMLA ``"1eps"``).
+            ε (default from :attr:`loop_defaults`: ``"2eps"``, AutoPGD's rule; GMLA ``"1eps"``).
             Official: 0.012.
         schedule: ``"autopgd"`` (default) or ``"official"``: the authors' checkpoint rules
             (:class:`~mlattack.attacks.official.OfficialSchedule`).
@@ -96,8 +88,18 @@ class APGDAttack(Attack):
     """
 
     default_steps = 100
-    #: The initial step when neither passed nor set by a preset.
-    default_step_size: ClassVar[str] = RELATIVE_STEP
+    #: The loop options when neither passed nor set by a preset (a subclass may change some).
+    loop_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {
+            "step_size": RELATIVE_STEP,
+            "schedule": "autopgd",
+            "reset_momentum": True,
+            "failures": "best",
+            "objective": "attack",
+            "stop": "image",
+            "arithmetic": "fast",
+        }
+    )
     #: The authors' attack type this class reproduces under ``arithmetic="official"``.
     official_kind: ClassVar[OfficialKind | None] = None
     #: Drop finished images from the working batch (off only to measure what that saves).
@@ -124,30 +126,34 @@ class APGDAttack(Attack):
         self.preset = preset
         #: The initial step: a number, or ``"<k>eps"``, ``k`` times each image's ε.
         self.step_size = check_step_size(
-            self._preset_value("step_size", step_size, self.default_step_size)
+            self._preset_value("step_size", step_size, self.loop_defaults["step_size"])
         )
         self.schedule: ScheduleName = _check_choice(
-            self._preset_value("schedule", schedule, _DEFAULTS["schedule"]),
+            self._preset_value("schedule", schedule, self.loop_defaults["schedule"]),
             "schedule",
             tuple(SCHEDULES),
         )
         self.reset_momentum = check_bool(
-            self._preset_value("reset_momentum", reset_momentum, _DEFAULTS["reset_momentum"]),
+            self._preset_value(
+                "reset_momentum", reset_momentum, self.loop_defaults["reset_momentum"]
+            ),
             "reset_momentum",
         )
         self.failures: Failures = _check_choice(
-            self._preset_value("failures", failures, _DEFAULTS["failures"]), "failures", FAILURES
+            self._preset_value("failures", failures, self.loop_defaults["failures"]),
+            "failures",
+            FAILURES,
         )
         self.objective: Objective = _check_choice(
-            self._preset_value("objective", objective, _DEFAULTS["objective"]),
+            self._preset_value("objective", objective, self.loop_defaults["objective"]),
             "objective",
             OBJECTIVES,
         )
         self.stop: Stop = _check_choice(
-            self._preset_value("stop", stop, _DEFAULTS["stop"]), "stop", STOPS
+            self._preset_value("stop", stop, self.loop_defaults["stop"]), "stop", STOPS
         )
         self.arithmetic: Arithmetic = _check_choice(
-            self._preset_value("arithmetic", arithmetic, _DEFAULTS["arithmetic"]),
+            self._preset_value("arithmetic", arithmetic, self.loop_defaults["arithmetic"]),
             "arithmetic",
             tuple(ARITHMETICS),
         )
@@ -182,8 +188,7 @@ class APGDAttack(Attack):
         """The shared options, the preset, and the loop options that differ from it."""
         shown = [f"preset={self.preset!r}"] if self.preset is not None else []
         for name, value in self._loop_options().items():
-            default = self.default_step_size if name == "step_size" else _DEFAULTS[name]
-            if value != self._preset_value(name, None, default):
+            if value != self._preset_value(name, None, self.loop_defaults[name]):
                 shown.append(f"{name}={value!r}")
         if self.restarts is not None:
             shown.append(f"restarts={self.restarts}")

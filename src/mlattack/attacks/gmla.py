@@ -27,7 +27,7 @@ default"):
   with evidence of its own that ε cannot turn off: the test suite's trained hierarchy), BCE keeps
   spending the sign step on that parent and returns Ω still on in two thirds of the images, the
   smoothed hinge in 7 %;
-- ``step_size="1eps"``: a first step of ε, not AutoPGD's 2ε (see :attr:`GMLA.default_step_size`);
+- ``step_size="1eps"``: a first step of ε, not AutoPGD's 2ε (see :attr:`GMLA.loop_defaults`);
 - ``fallback="none"``: one search loop for all the steps;
 - ``repair=True``: the steps an image did not need to reach Ψ are spent on turning back the labels
   of Ψ̄ that flipped on the way, keeping Ψ reached;
@@ -37,6 +37,7 @@ default"):
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -326,7 +327,7 @@ class GMLA(APGDAttack):
     #: the ε-ball, but later steps then move a pixel by ε instead of across the whole ball, which
     #: ended as a semantic success sooner and more often on the development models
     #: (``docs/semantics.md``).
-    default_step_size = "1eps"
+    loop_defaults = MappingProxyType({**APGDAttack.loop_defaults, "step_size": "1eps"})
 
     def __init__(
         self,
