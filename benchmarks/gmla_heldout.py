@@ -473,12 +473,8 @@ def at_budget(
     within that budget."""
     psi = cell[PSI]
     budget = int(np.median(psi.backward[-n:]))
-    attack = GMLA(counter, graph=graph, steps=steps, direction=direction, max_backward=budget)
-    counter.start(images)
-    started = time.perf_counter()
-    result = attack(images, targets, eps=eps)
-    seconds = time.perf_counter() - started
-    counter.clean = None
+    result, seconds = run_attack(AT_BUDGET, _gmla(max_backward=budget), False, counter, graph,
+                                 images, targets, eps, steps, direction)  # fmt: skip
     if int(counter.backward_passes.max()) > budget:
         print(f"  note: {AT_BUDGET} spent up to {int(counter.backward_passes.max())} backward "
               f"passes against a budget of {budget}")  # fmt: skip
@@ -510,10 +506,8 @@ def exact_anytime(
     anytime curve; counting a repairing attack's successes at its final pass count would only give
     a lower bound."""
     for budget in ANYTIME_BUDGETS:
-        attack = GMLA(counter, graph=graph, steps=steps, direction=direction, max_backward=budget)
-        counter.start(images)
-        result = attack(images, targets, eps=eps)
-        counter.clean = None
+        result, _ = run_attack(DEFAULT, _gmla(max_backward=budget), False, counter, graph, images,
+                               targets, eps, steps, direction)  # fmt: skip
         semantic = evaluate(result, graph).semantic_success
         default.exact_within.setdefault(budget, []).extend(bool(s) for s in semantic)
 

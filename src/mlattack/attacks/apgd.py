@@ -90,7 +90,7 @@ def check_step_size(value: object) -> float | str:
     """A finite step ``> 0`` as a float, or a step relative to each image's ε, ``"<k>eps"`` with
     ``k > 0`` (``"2eps"``: AutoPGD's rule), as its canonical string (``"1.0eps"`` → ``"1eps"``)."""
     if isinstance(value, str):
-        factor = float(value.removesuffix("eps")) if _RELATIVE.fullmatch(value) else 0.0
+        factor = relative_step_factor(value) if _RELATIVE.fullmatch(value) else 0.0
         if not 0 < factor < math.inf:
             raise ValueError(
                 "step_size must be a number > 0 or a multiple of each image's ε written "
