@@ -85,8 +85,12 @@ def test_unattacked_images_spend_nothing(trained_hierarchy: Any) -> None:
         lambda model, graph, budget: Sequential(
             MLAU(model, eps=0.02, steps=30), Repair(), graph=graph
         ),
+        lambda model, graph, budget: Sequential(
+            MLAU(model, eps=0.02, steps=30, max_backward=budget), Repair(extra_steps=40),
+            graph=graph,
+        ),
     ],
-    ids=["mla-u", "gmla", "gmla-fallback", "mla-u-psi-repair-unbudgeted"],
+    ids=["mla-u", "gmla", "gmla-fallback", "mla-u-psi-repair-unbudgeted", "repair-extra-steps"],
 )  # fmt: skip
 def test_max_backward_stops_every_image_at_its_budget(
     trained_hierarchy: Any, make: Any, budget: int

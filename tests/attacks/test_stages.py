@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from torch import Tensor
 
+from mlattack import models
 from mlattack.attacks import GMLA, MLAC, MLAU, Attack, AttackResult, Repair, Sequential
 from mlattack.attacks.base import AttackProblem, LoopOutput
 from mlattack.attacks.stages import hinge, smooth_hinge
+from mlattack.data import SyntheticScenes
 
 RESULT_FIELDS = (
     "adv", "clean_pred", "adv_pred", "targets", "flip_set", "success", "iterations", "eps",
@@ -67,23 +70,24 @@ def test_mla_on_psi_plus_repair_reaches_psi_with_fewer_collateral_flips(
     assert ((fixed.adv - images).abs().amax(dim=(1, 2, 3)) <= 0.1).all()
 
 
+class SignStep(Attack):
+    """One big signed-gradient step on Ψ: overshoots and flips other labels too."""
+
+    name = "sign-step"
+
+    def _attack(self, problem: AttackProblem) -> LoopOutput:
+        x = problem.images.detach().requires_grad_(True)
+        logits = problem.model(x)
+        toward = torch.where(problem.desired, logits, -logits)
+        (gradient,) = torch.autograd.grad((toward * problem.flip_set).sum(), x)
+        adv = problem.project(x.detach() + problem.eps.view(-1, 1, 1, 1) * gradient.sign())
+        one = torch.ones(len(x), dtype=torch.int64)
+        return LoopOutput(
+            adv=adv, iterations=one, gradient_failed=torch.zeros_like(one, dtype=torch.bool)
+        )
+
+
 def test_a_users_own_attack_can_be_repaired(trained_hierarchy: Any) -> None:
-    class SignStep(Attack):
-        """One big signed-gradient step on Ψ: overshoots and flips other labels too."""
-
-        name = "sign-step"
-
-        def _attack(self, problem: AttackProblem) -> LoopOutput:
-            x = problem.images.detach().requires_grad_(True)
-            logits = problem.model(x)
-            toward = torch.where(problem.desired, logits, -logits)
-            (gradient,) = torch.autograd.grad((toward * problem.flip_set).sum(), x)
-            adv = problem.project(x.detach() + problem.eps.view(-1, 1, 1, 1) * gradient.sign())
-            one = torch.ones(len(x), dtype=torch.int64)
-            return LoopOutput(
-                adv=adv, iterations=one, gradient_failed=torch.zeros_like(one, dtype=torch.bool)
-            )
-
     case = trained_hierarchy
     images, targets = case.images[:8], case.targets[:8]
     plain = SignStep(case.model, eps=0.2, steps=20)(images, targets)
@@ -91,6 +95,59 @@ def test_a_users_own_attack_can_be_repaired(trained_hierarchy: Any) -> None:
     assert plain.success.any()
     assert torch.equal(plain.success, fixed.success)
     assert (collateral(fixed) <= collateral(plain)).all()
+
+
+def test_extra_steps_repair_an_image_that_used_all_its_steps(trained_hierarchy: Any) -> None:
+    case = trained_hierarchy
+    images, targets = case.images[:8], case.targets[:8]
+    # One step, all spent: the repair has no unused step left unless it is given extra ones.
+    plain = SignStep(case.model, eps=0.2, steps=1)(images, targets)
+    unpaid = Sequential(SignStep(case.model, eps=0.2, steps=1), Repair())(images, targets)
+    extra = Repair(extra_steps=15)
+    paid = Sequential(SignStep(case.model, eps=0.2, steps=1), extra)(images, targets)
+    assert collateral(plain)[plain.success].sum() > 0, "the test needs collateral flips to repair"
+    assert_same(plain, replace(unpaid, name=plain.name))
+    assert torch.equal(paid.success, plain.success)
+    assert (collateral(paid) <= collateral(plain)).all()
+    assert collateral(paid).sum() < collateral(plain).sum()
+    assert (paid.iterations <= 1 + 15).all() and (paid.iterations > 1).any()
+    assert (paid.backward_passes <= plain.backward_passes + 15).all()
+    assert ((paid.adv - images).abs().amax(dim=(1, 2, 3)) <= 0.2).all()
+    # The same on a result computed beforehand.
+    afterwards = Repair(extra_steps=15)(case.model, plain, steps=1, eps=0.2)
+    assert torch.equal(afterwards.adv, paid.adv)
+    assert repr(extra) == "Repair(margin=1.0, labels='flipped', extra_steps=15)"
+    assert repr(Repair()) == "Repair(margin=1.0, labels='flipped')"
+    for wrong in (-1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="extra_steps"):
+            Repair(extra_steps=wrong)  # type: ignore[arg-type]
+
+
+def test_an_image_short_of_psi_keeps_what_it_reached_while_repaired() -> None:
+    """Ω turned off but a parent of Ψ still on: the extra steps pull back the collateral flips and
+    keep every label of Ψ the search had moved, so the image stays a (naive) success."""
+    model = models.load(Path(models.__file__).parent / "synthetic-dense-small-cnn.pt").eval()
+    scenes = SyntheticScenes(40, size=48, seed=5, split="test", dense=True)
+    images = torch.stack([scenes[i][0] for i in range(len(scenes))])
+    with torch.no_grad():
+        pred = model(images) > 0
+    leaves = torch.tensor([int(i) for i in model.graph.leaves])
+    rows = pred[:, leaves].sum(1).argsort(descending=True)[:8]  # the most crowded scenes
+    targets = torch.zeros(len(rows), pred.shape[1], dtype=torch.bool)
+    for row, image in enumerate(rows.tolist()):
+        targets[row, leaves[pred[image, leaves]][:3]] = True  # three leaves on, to turn off
+    searched = GMLA(model, model.graph, steps=20, repair=False)(images[rows], targets, eps=0.01)
+    moved = searched.flip_set & (searched.adv_pred != searched.clean_pred)
+    short = searched.success & (moved != searched.flip_set).any(dim=1)
+    assert (collateral(searched)[short] > 0).any(), "the test needs a success short of Ψ"
+    assert Repair()(model, searched, steps=20, eps=0.01).adv[short].equal(searched.adv[short])
+
+    repaired = Repair(extra_steps=20)(model, searched, steps=20, eps=0.01)
+    assert torch.equal(repaired.success, searched.success)
+    assert ((repaired.adv_pred != repaired.clean_pred) | ~moved).all()
+    assert (collateral(repaired) <= collateral(searched)).all()
+    assert collateral(repaired)[short].sum() < collateral(searched)[short].sum()
+    assert ((repaired.adv - repaired.images).abs().amax(dim=(1, 2, 3)) <= 0.01 + 1e-7).all()
 
 
 def test_a_repair_needs_the_flip_set(trained_hierarchy: Any) -> None:

@@ -112,38 +112,53 @@ RepairLabels = Literal["flipped", "all"]
 class Repair(Stage):
     """Spend each image's unused steps on turning back the labels outside Ψ that flipped.
 
-    An image that reached Ψ after ``i`` of its ``steps`` steps, with some label outside Ψ off its
-    clean side, takes up to ``steps − i`` more signed-gradient steps from there on the sum of the
-    hinge losses (``margin``) towards the desired side of Ψ's labels, which keep it reached, and
-    of the labels outside Ψ that are flipped at the current iterate, which pulls them back
-    (``labels="flipped"``, default), or of every label outside Ψ, which also keeps the unflipped
-    ones away from their threshold (``labels="all"``, the previous repair: measured to leave
-    about 1.5 times as many collateral flips at |Ω| ≥ 3, ``benchmarks/gmla_heldout.py``). The step
-    shrinks linearly from ``ε/2`` to ``ε/20`` over the image's remaining steps. An iterate replaces
-    the returned one only where Ψ is still reached and fewer labels outside Ψ are flipped, so
-    success is never lost and collateral flips never grow; an image stops once none is flipped.
-    One forward and one backward pass per step, counted in ``iterations`` (and a forward pass more
-    for the images that go on where others stop, so that no image pays a backward pass it does
-    not use); an image stops where another step would exceed ``max_backward``.
+    An image with some label outside Ψ off its clean side after ``i`` of its ``steps`` steps takes
+    up to ``steps − i + extra_steps`` more signed-gradient steps from there on the sum of the hinge
+    losses (``margin``) towards the desired side of Ψ's labels and of the labels outside Ψ that are
+    flipped at the current iterate, which pulls them back (``labels="flipped"``, default), or of
+    every label outside Ψ, which also keeps the unflipped ones away from their threshold
+    (``labels="all"``, the previous repair: measured to leave about 1.5 times as many collateral
+    flips at |Ω| ≥ 3, ``benchmarks/gmla_heldout.py``). The step shrinks linearly from ``ε/2`` to
+    ``ε/20`` over the image's remaining steps.
+
+    An iterate replaces the returned one only where every label of Ψ that the attack's point had on
+    its desired side still is (all of Ψ where the attack reached Ψ; Ω too where it turned Ω but not
+    all of Ψ) and fewer labels outside Ψ are flipped, so success is never lost and collateral flips
+    never grow; an image with no label of Ψ moved is left as it is, and an image stops once none is
+    flipped. One forward and one backward pass per step, counted in ``iterations`` (and a forward
+    pass more for the images that go on where others stop, so that no image pays a backward pass it
+    does not use); an image stops where another step would exceed ``max_backward``.
+
+    By default the repair costs nothing beyond the attack's ``steps``: it uses only the steps an
+    image did not need, so an image that reached Ψ late, or not at all, is left with its collateral
+    flips. ``extra_steps`` buys fewer collateral flips with more compute: each image may take that
+    many steps more (``benchmarks/gmla_collateral_floor.py`` measures the trade,
+    ``docs/semantics.md``).
 
     Args:
         margin: the hinge margin in logits (default 1.0, a number > 0).
         labels: ``"flipped"`` (default) or ``"all"``, see above.
+        extra_steps: repair steps each image may take beyond the attack's unused ones (default 0,
+            an int ≥ 0).
     """
 
     name = "repair"
 
-    def __init__(self, *, margin: float = 1.0, labels: RepairLabels = "flipped") -> None:
+    def __init__(
+        self, *, margin: float = 1.0, labels: RepairLabels = "flipped", extra_steps: int = 0
+    ) -> None:
         self.margin = check_number(margin, "margin", minimum=0.0, exclusive_minimum=True)
         self.labels: RepairLabels = _check_choice(labels, "labels", ("flipped", "all"))
+        self.extra_steps = check_int(extra_steps, "extra_steps", minimum=0)
 
     def __repr__(self) -> str:
-        return f"Repair(margin={self.margin}, labels={self.labels!r})"
+        extra = f", extra_steps={self.extra_steps}" if self.extra_steps else ""
+        return f"Repair(margin={self.margin}, labels={self.labels!r}{extra})"
 
     def refine(self, problem: AttackProblem, found: LoopOutput, steps: int) -> LoopOutput:
         threshold = problem.logit_threshold
         model = problem.model
-        budget = steps - found.iterations.to(problem.flip_set.device)
+        budget = steps + self.extra_steps - found.iterations.to(problem.flip_set.device)
         rows = ((budget > 0) & ~found.gradient_failed).nonzero().flatten()
         if rows.numel() == 0:
             return found
@@ -159,11 +174,14 @@ class Repair(Stage):
             desired = problem.desired[rows]
             wrong_side = (logits.detach() > threshold) != desired
             flipped = (wrong_side & ~problem.flip_set[rows]).sum(1)
-            reached = problem.flip_set_reached(logits.detach(), rows)
-            if step == 0:  # the found point: only images with collateral flips go on
-                best, live = flipped, reached & (flipped > 0)
+            finite = torch.isfinite(logits.detach()).all(dim=1)
+            if step == 0:
+                # The labels of Ψ the found point has on their desired side (all of Ψ where it
+                # reached Ψ) are kept there; only images with some and with collateral flips go on.
+                held = problem.flip_set[rows] & ~wrong_side & finite[:, None]
+                best, live = flipped, held.any(dim=1) & (flipped > 0)
             else:
-                better = reached & (flipped < best)
+                better = ~(wrong_side & held).any(dim=1) & finite & (flipped < best)
                 adv[rows[better]] = x.detach()[better]
                 best = torch.where(better, flipped, best)
                 live = (best > 0) & (step < budget)
@@ -174,7 +192,7 @@ class Repair(Stage):
             if not bool(live.all()):
                 # Only the images that go on pay a backward pass: they run through the model again
                 # on their own (a forward pass is cheaper than a batch-wide backward pass).
-                rows, budget, best = rows[live], budget[live], best[live]
+                rows, budget, best, held = rows[live], budget[live], best[live], held[live]
                 x = x.detach()[live].requires_grad_(True)
                 with problem.rows(rows):
                     logits = model(x)
@@ -188,7 +206,7 @@ class Repair(Stage):
             loss = hinge(logits, desired, pulled, self.margin, threshold)
             (gradient,) = torch.autograd.grad(loss.sum(), x)
             live &= torch.isfinite(gradient).flatten(1).all(dim=1)
-            rows, budget, best = rows[live], budget[live], best[live]
+            rows, budget, best, held = rows[live], budget[live], best[live], held[live]
             iterations[rows] += 1
             left = 1 - step / budget.to(x.dtype)
             size = (eps[rows] * (0.05 + 0.45 * left)).view(shape)
@@ -205,11 +223,12 @@ class Repair(Stage):
         threshold: float = 0.5,
         eps: float | None = None,
     ) -> AttackResult:
-        """Repair a result already computed: each attacked image gets ``steps −
-        result.iterations`` repair steps; the returned result is scored by a fresh forward pass.
-        ``threshold`` must be the attack's. The ε-ball is that of ``eps``, the attack's budget
-        (give it to get the numbers of :class:`Sequential` exactly), or of ``result.eps``, which
-        holds the budget rounded to the images' dtype (float32 rounds 0.1 up by 1.5e-9).
+        """Repair a result already computed: each attacked image gets up to
+        ``steps − result.iterations + extra_steps`` repair steps; the returned result is scored by a
+        fresh forward pass. ``threshold`` must be the attack's. The ε-ball is that of ``eps``, the
+        attack's budget (give it to get the numbers of :class:`Sequential` exactly), or of
+        ``result.eps``, which holds the budget rounded to the images' dtype (float32 rounds 0.1 up
+        by 1.5e-9).
 
         Raises:
             ValueError: ``result.flip_set`` is missing (the repair needs the attack's flip set Ψ),
