@@ -115,7 +115,11 @@ def attack_display_name(entry: dict[str, Any]) -> str:
     if entry.get("label"):
         return str(entry["label"])
     on_psi = " on psi" if entry.get("flip_set", "own") == "consistent" else ""
-    return str(entry["name"]) + on_psi + (" + repair" if entry.get("repair", False) else "")
+    extra = entry.get("repair_extra_steps", 0)
+    repair = (
+        (f" + repair (+{extra} steps)" if extra else " + repair") if entry.get("repair") else ""
+    )
+    return str(entry["name"]) + on_psi + repair
 
 
 class AttackSpec(_Section):
@@ -125,7 +129,10 @@ class AttackSpec(_Section):
     ``flip_set: consistent`` attacks the consistent target set Ψ of Ω instead of the attack's own
     flip set ("MLA-U on Ψ"); ``repair: true`` follows the attack with the repair stage
     (:class:`~mlattack.attacks.stages.Repair`, GMLA's collateral-flip repair): together, the
-    control "MLA-U on Ψ + repair". GMLA has both already (``options.repair``).
+    control "MLA-U on Ψ + repair". ``repair_extra_steps: k`` (with ``repair: true``) gives that
+    repair ``k`` steps per image beyond the attack's unused ones (``Repair(extra_steps=k)``). GMLA
+    attacks Ψ and repairs by itself (``options.repair``); it takes ``repair: true`` only with
+    ``options.repair: false``, to run its search followed by a repair with extra steps.
     """
 
     name: str
@@ -133,6 +140,7 @@ class AttackSpec(_Section):
     label: str | None = None  # distinguishes two entries of the same attack (e.g. GMLA modes)
     flip_set: Literal["own", "consistent"] = "own"
     repair: bool = False
+    repair_extra_steps: int = Field(default=0, ge=0)
 
     @model_serializer(mode="wrap")
     def _without_stage_defaults(self, handler: Any) -> Any:
@@ -143,6 +151,8 @@ class AttackSpec(_Section):
                 data.pop("flip_set")
             if data.get("repair") is False:
                 data.pop("repair")
+            if data.get("repair_extra_steps") == 0:
+                data.pop("repair_extra_steps")
         return data
 
     @field_validator("name")
@@ -185,11 +195,16 @@ class AttackSpec(_Section):
 
     @model_validator(mode="after")
     def _stages_fit(self) -> AttackSpec:
-        if self.name == "gmla" and (self.flip_set != "own" or self.repair):
-            key = "flip_set" if self.flip_set != "own" else "repair"
+        if self.repair_extra_steps and not self.repair:
+            raise ValueError("repair_extra_steps needs repair: true (they are the repair's steps)")
+        if self.name != "gmla":
+            return self
+        if self.flip_set != "own":
+            raise ValueError("flip_set is for the other attacks: gmla attacks Ψ by itself")
+        if self.repair and self.options.get("repair", True) is not False:
             raise ValueError(
-                f"{key} is for the other attacks: gmla attacks Ψ and repairs by itself "
-                "(options.repair)"
+                "repair is for the other attacks: gmla repairs by itself (options.repair); "
+                "repair: true on gmla needs options.repair: false (its search, then this repair)"
             )
         return self
 

@@ -221,11 +221,14 @@ def _attack_steps(spec: AttackSpec) -> int:
 
 def attack_step_cost(spec: AttackSpec) -> float:
     """The cost of one step of ``spec``'s attack relative to MLA-U's, from the attack registry
-    (the repair stage, when asked for, adds at most one MLA-U step per step)."""
+    (the repair stage, when asked for, adds at most one MLA-U step per step, and its extra steps
+    spread over the attack's steps)."""
     from mlattack.attacks.registry import attack_entry
 
     cost = attack_entry(spec.name).step_cost
-    return cost + 1.0 if spec.repair else cost
+    if not spec.repair:
+        return cost
+    return cost + 1.0 + spec.repair_extra_steps / _attack_steps(spec)
 
 
 def unit_cost(unit: Unit, config: ExperimentConfig) -> float:

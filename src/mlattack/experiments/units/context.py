@@ -37,7 +37,7 @@ def configured_attack(
     attack = build_attack(spec.name, model, graph=graph, eps=eps, on_invalid="skip", **options)
     if spec.flip_set == "own" and not spec.repair:
         return attack
-    stages = (Repair(),) if spec.repair else ()
+    stages = (Repair(extra_steps=spec.repair_extra_steps),) if spec.repair else ()
     return Sequential(attack, *stages, graph=graph if spec.flip_set == "consistent" else None)
 
 
