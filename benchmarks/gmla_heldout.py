@@ -406,16 +406,12 @@ def run_attack(
     return result, seconds
 
 
-def measure_split(
-    split: str,
-    attacks: dict[str, tuple[Factory, bool]],
-    args: argparse.Namespace,
-    checkpoints: Path,
-) -> dict[Cell, dict[str, Records]]:
-    table: dict[Cell, dict[str, Records]] = {}
+def split_cells(
+    split: str, checkpoints: Path, args: argparse.Namespace
+) -> Iterator[tuple[ModelSpec, nn.Module, str, int, Tensor, Tensor]]:
+    """The cells of a split, model by model: ``(spec, model, direction, |Ω|, images, Ω)``, each
+    image with its own random Ω among its leaves, drawn from the cell's own seed."""
     for spec, model in load_split(split, checkpoints, args):
-        graph = model.graph
-        counter = PassCounter(model)
         size_px = 48 if spec.dense else 32
         dataset = SyntheticScenes(
             args.n_test, size=size_px, seed=spec.data_seed, split="test", dense=spec.dense
@@ -424,7 +420,7 @@ def measure_split(
         truth = torch.stack([dataset[i][1] for i in range(len(dataset))]).bool()
         with torch.no_grad():
             pred = model(images) > 0
-        leaves = [int(i) for i in graph.leaves]
+        leaves = [int(i) for i in model.graph.leaves]
         started = time.perf_counter()
         for direction in DIRECTIONS:
             for size in SIZES[spec.dense]:
@@ -435,25 +431,37 @@ def measure_split(
                 if len(rows) == 0:
                     print(f"  {spec.name}: no image for {direction} |Ω|={size}")
                     continue
-                for eps in args.eps:
-                    cell = table.setdefault((direction, size, eps), {})
-                    for name, (factory, give_psi) in attacks.items():
-                        steps = args.steps
-                        if name == BUDGET_PSI:
-                            default = cell[DEFAULT].backward[-len(rows) :]
-                            steps = max(args.steps, max(default))
-                        result, seconds = run_attack(
-                            name, factory, give_psi, counter, graph, images[rows], omegas, eps,
-                            steps, direction,
-                        )  # fmt: skip
-                        cell.setdefault(name, Records()).add(result, graph, counter, seconds)
-                    if DEFAULT in attacks and PSI in attacks:
-                        at_budget(cell, len(rows), counter, graph, images[rows], omegas, eps,
-                                  direction, args.steps)  # fmt: skip
-                    if DEFAULT in attacks:
-                        exact_anytime(cell[DEFAULT], counter, graph, images[rows], omegas, eps,
-                                      direction, args.steps)  # fmt: skip
+                yield spec, model, direction, size, images[rows], omegas
         print(f"  {spec.name}: attacks {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def measure_split(
+    split: str,
+    attacks: dict[str, tuple[Factory, bool]],
+    args: argparse.Namespace,
+    checkpoints: Path,
+) -> dict[Cell, dict[str, Records]]:
+    table: dict[Cell, dict[str, Records]] = {}
+    for _, model, direction, size, images, omegas in split_cells(split, checkpoints, args):
+        graph = model.graph
+        counter = PassCounter(model)
+        for eps in args.eps:
+            cell = table.setdefault((direction, size, eps), {})
+            for name, (factory, give_psi) in attacks.items():
+                steps = args.steps
+                if name == BUDGET_PSI:
+                    default = cell[DEFAULT].backward[-len(images) :]
+                    steps = max(args.steps, max(default))
+                result, seconds = run_attack(
+                    name, factory, give_psi, counter, graph, images, omegas, eps, steps, direction
+                )
+                cell.setdefault(name, Records()).add(result, graph, counter, seconds)
+            if DEFAULT in attacks and PSI in attacks:
+                at_budget(cell, len(images), counter, graph, images, omegas, eps, direction,
+                          args.steps)  # fmt: skip
+            if DEFAULT in attacks:
+                exact_anytime(cell[DEFAULT], counter, graph, images, omegas, eps, direction,
+                              args.steps)  # fmt: skip
     return table
 
 
@@ -728,14 +736,21 @@ PHOTO_SCAN = (
 )  # fmt: skip
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=("heldout", "choice"), default="heldout")
+def add_split_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose a split's models and cells (:func:`split_cells`)."""
+    parser.add_argument("--split", choices=tuple(SPLITS), default="heldout")
     parser.add_argument("--checkpoints", type=Path, help="keep/reuse the trained models here")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--eps", type=float, nargs="+", default=[0.01, 0.03])
     parser.add_argument("--images", type=int, default=8, help="images per model and cell")
     parser.add_argument("--n-test", type=int, default=600)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_split_arguments(parser)
     parser.add_argument("--figure", type=Path, default=Path("gmla_heldout_anytime.png"))
     parser.add_argument("--save", type=Path, help="pickle the per-image records here")
     parser.add_argument("--no-synthetic", action="store_true")
@@ -744,8 +759,6 @@ def main() -> int:
                         help="LABEL_SET:CROPS:EPS_IN_255THS:STEPS (default " + CHOSEN_PHOTO + ")")  # fmt: skip
     parser.add_argument("--photo-scan", action="store_true", help="the photos in several settings")
     parser.add_argument("--attacks", nargs="+", help="only these attacks (and the default)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes")
     args = parser.parse_args()
     if args.quick:
         args.images, args.steps, args.eps, args.n_test = 3, 10, [0.03], 200
