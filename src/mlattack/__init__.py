@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 # The only place the version is written: pyproject.toml reads it from here (see CHANGELOG.md).
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 _EXPORTS = {
     "ATTACKS": "mlattack.attacks",
