@@ -58,7 +58,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -376,27 +376,32 @@ def flip_set_of(graph: LabelGraph, logits: Tensor, targets: Tensor, direction: s
     return torch.as_tensor(psi, dtype=torch.bool)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """The images of one cell at one ε, with what every attack on them shares."""
+
+    counter: PassCounter
+    graph: LabelGraph
+    images: Tensor
+    targets: Tensor
+    eps: float
+    steps: int
+    direction: str
+
+
 def run_attack(
-    name: str,
-    factory: Factory,
-    give_psi: bool,
-    counter: PassCounter,
-    graph: LabelGraph,
-    images: Tensor,
-    targets: Tensor,
-    eps: float,
-    steps: int,
-    direction: str,
+    name: str, factory: Factory, give_psi: bool, batch: Batch
 ) -> tuple[AttackResult, float]:
-    attack = factory(counter, graph, steps, direction)
+    counter, images, targets = batch.counter, batch.images, batch.targets
+    attack = factory(counter, batch.graph, batch.steps, batch.direction)
     flip_set = None
     if give_psi:
         with torch.no_grad():
             logits = counter.inner(images)
-        flip_set = flip_set_of(graph, logits, targets, direction)
+        flip_set = flip_set_of(batch.graph, logits, targets, batch.direction)
     counter.start(images)
     started = time.perf_counter()
-    result = attack(images, targets, eps=eps, flip_set=flip_set)
+    result = attack(images, targets, eps=batch.eps, flip_set=flip_set)
     seconds = time.perf_counter() - started
     counter.clean = None
     reported = result.backward_passes.cpu()
@@ -443,51 +448,36 @@ def measure_split(
 ) -> dict[Cell, dict[str, Records]]:
     table: dict[Cell, dict[str, Records]] = {}
     for _, model, direction, size, images, omegas in split_cells(split, checkpoints, args):
-        graph = model.graph
         counter = PassCounter(model)
         for eps in args.eps:
+            batch = Batch(counter, model.graph, images, omegas, eps, args.steps, direction)
             cell = table.setdefault((direction, size, eps), {})
             for name, (factory, give_psi) in attacks.items():
-                steps = args.steps
+                run = batch
                 if name == BUDGET_PSI:
                     default = cell[DEFAULT].backward[-len(images) :]
-                    steps = max(args.steps, max(default))
-                result, seconds = run_attack(
-                    name, factory, give_psi, counter, graph, images, omegas, eps, steps, direction
-                )
-                cell.setdefault(name, Records()).add(result, graph, counter, seconds)
+                    run = replace(batch, steps=max(args.steps, max(default)))
+                result, seconds = run_attack(name, factory, give_psi, run)
+                cell.setdefault(name, Records()).add(result, model.graph, counter, seconds)
             if DEFAULT in attacks and PSI in attacks:
-                at_budget(cell, len(images), counter, graph, images, omegas, eps, direction,
-                          args.steps)  # fmt: skip
+                at_budget(cell, batch)
             if DEFAULT in attacks:
-                exact_anytime(cell[DEFAULT], counter, graph, images, omegas, eps, direction,
-                              args.steps)  # fmt: skip
+                exact_anytime(cell[DEFAULT], batch)
     return table
 
 
-def at_budget(
-    cell: dict[str, Records],
-    n: int,
-    counter: PassCounter,
-    graph: LabelGraph,
-    images: Tensor,
-    targets: Tensor,
-    eps: float,
-    direction: str,
-    steps: int,
-) -> None:
+def at_budget(cell: dict[str, Records], batch: Batch) -> None:
     """The compute-fair rows: default GMLA stopped at the median backward passes MLA-U on Ψ used on
     this batch (``max_backward=``), and MLA-U on Ψ's images that ended as semantic successes
     within that budget."""
-    psi = cell[PSI]
+    psi, n, counter = cell[PSI], len(batch.images), batch.counter
     budget = int(np.median(psi.backward[-n:]))
-    result, seconds = run_attack(AT_BUDGET, _gmla(max_backward=budget), False, counter, graph,
-                                 images, targets, eps, steps, direction)  # fmt: skip
+    result, seconds = run_attack(AT_BUDGET, _gmla(max_backward=budget), False, batch)
     if int(counter.backward_passes.max()) > budget:
         print(f"  note: {AT_BUDGET} spent up to {int(counter.backward_passes.max())} backward "
               f"passes against a budget of {budget}")  # fmt: skip
     ours = cell.setdefault(AT_BUDGET, Records())
-    ours.add(result, graph, counter, seconds)
+    ours.add(result, batch.graph, counter, seconds)
     ours.budget += [budget] * n
     within = cell.setdefault(PSI_AT_BUDGET, Records())
     for index in range(len(psi.semantic) - n, len(psi.semantic)):
@@ -499,24 +489,14 @@ def at_budget(
         within.forward.append(psi.forward[index])
 
 
-def exact_anytime(
-    default: Records,
-    counter: PassCounter,
-    graph: LabelGraph,
-    images: Tensor,
-    targets: Tensor,
-    eps: float,
-    direction: str,
-    steps: int,
-) -> None:
+def exact_anytime(default: Records, batch: Batch) -> None:
     """Default GMLA stopped at each budget of :data:`ANYTIME_BUDGETS` (``max_backward=``). Its
     trajectory does not depend on the budget, which only cuts it, so these are exact points of its
     anytime curve; counting a repairing attack's successes at its final pass count would only give
     a lower bound."""
     for budget in ANYTIME_BUDGETS:
-        result, _ = run_attack(DEFAULT, _gmla(max_backward=budget), False, counter, graph, images,
-                               targets, eps, steps, direction)  # fmt: skip
-        semantic = evaluate(result, graph).semantic_success
+        result, _ = run_attack(DEFAULT, _gmla(max_backward=budget), False, batch)
+        semantic = evaluate(result, batch.graph).semantic_success
         default.exact_within.setdefault(budget, []).extend(bool(s) for s in semantic)
 
 
@@ -708,13 +688,11 @@ def photo_part(
         picked = images[torch.tensor(rows)]
         print(f"\nphotos: {setting.describe()}: {len(rows)} (photo, most specific label) pairs")
         counter = PassCounter(model)
+        batch = Batch(counter, graph, picked, targets, setting.eps / 255, setting.steps, "off")
         cell: dict[str, Records] = {}
         for name in names:
             factory, give_psi = attacks[name]
-            result, seconds = run_attack(
-                name, factory, give_psi, counter, graph, picked, targets, setting.eps / 255,
-                setting.steps, "off",
-            )  # fmt: skip
+            result, seconds = run_attack(name, factory, give_psi, batch)
             rec = cell.setdefault(name, Records())
             rec.add(result, graph, counter, seconds)
             print(f"    {name:<30}FR_N {np.mean(rec.success):.2f}  FR_S "
