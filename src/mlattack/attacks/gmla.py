@@ -9,9 +9,9 @@ Two parts:
    labels of Ψ̄ that flipped on the way.
 
 How the loop steps, and how the objectives are written, are options (``mode``, ``loss``,
-``fallback``, ``repair``, ``refresh``, ``step_size``); the defaults were chosen by measurement on some seeds and
-reported on others (``benchmarks/gmla_heldout.py``, ``docs/semantics.md``, "Which GMLA is the
-default"):
+``fallback``, ``repair``, ``refresh``, ``step_size``); the defaults were chosen by measurement on
+some seeds and reported on others (``benchmarks/gmla_heldout.py``, ``docs/semantics.md``, "Which
+GMLA is the default"):
 
 - ``mode="unconstrained"``: the sign step of ``−L_t`` on Ψ alone, one backward pass per step. At
   equal backward passes it reaches Ψ more often than any step held against the other labels: the
