@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from exp_fixtures import TinyModel, run_tiny, tiny_config, tiny_graph
 
 from mlattack.attacks import GMLA, MLAU, Sequential
-from mlattack.experiments import ExperimentConfig
+from mlattack.experiments import ExperimentConfig, build_report
 from mlattack.experiments.aggregate import aggregate, open_run
 from mlattack.experiments.planning import attack_step_cost
 from mlattack.experiments.units.context import configured_attack
@@ -101,13 +102,28 @@ def test_a_repair_with_extra_steps_runs_and_is_stored(tmp_path: Path) -> None:
     ]  # fmt: skip
     run_dir = run_tiny(tmp_path / "run", attacks=attacks, **SMALL)
     db = sqlite3.connect(run_dir / "results-rank0.sqlite")
-    rows = db.execute("SELECT attack, ts_id, image_id, success, iterations FROM results").fetchall()
+    rows = db.execute(
+        "SELECT attack, ts_id, image_id, success, iterations, backward_passes FROM results"
+    ).fetchall()
     db.close()
     by_image: dict[str, dict[tuple[int, int], tuple[int, int]]] = {}
-    for name, ts_id, image_id, success, iterations in rows:
+    for name, ts_id, image_id, success, iterations, _ in rows:
         by_image.setdefault(name, {})[(ts_id, image_id)] = (success, iterations)
     unpaid, paid = by_image["mla-u on psi + repair"], by_image["mla-u on psi + repair (+20 steps)"]
     assert unpaid.keys() == paid.keys()
     for key, (success, iterations) in paid.items():
         assert success == unpaid[key][0]  # the repair never loses a success
         assert unpaid[key][1] <= 5 and iterations <= 5 + 20  # the extra steps, at most
+    # What the user reads: the report's Table 1, as CSV and HTML, one row per entry.
+    page = Path(build_report(run_dir))
+    with (page.parent / "table1.csv").open() as handle:
+        table1 = {row["attack"]: row for row in csv.DictReader(handle)}
+    assert set(table1) == set(by_image)
+    html = page.read_text()
+    for name, row in table1.items():
+        assert f">{name}<" in html
+        stored = [backward for attack, *_, backward in rows if attack == name]
+        assert float(row["backward_passes_per_image"]) == pytest.approx(
+            sum(stored) / len(stored), abs=0.05
+        )
+        assert f"<td>{float(row['backward_passes_per_image']):.1f}</td>" in html
